@@ -1,0 +1,86 @@
+"""AniFaceGAN architecture and render settings; presets are plain data."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How rays become pixels (official inference values by default)."""
+
+    fov_deg: float = 12.0                 # field of view of the pinhole camera
+    ray_start: float = 0.88               # near bound of the coarse samples (camera at radius 1)
+    ray_end: float = 1.12                 # far bound
+    coarse_samples: int = 64              # samples per ray used to find manifold crossings
+    levels_start: float = 23.0            # first (outermost) manifold level
+    levels_end: float = 8.0               # last (innermost) manifold level
+    num_levels: int = 23                  # manifolds per ray; plus one background plane
+    background_z: float = -0.12           # the background plane z = background_z
+    alpha_delta: float = 0.04             # constant sample spacing in the opacity 1 - exp(-delta * softplus(sigma))
+    lock_view_dependence: bool = True     # official inference renders colour as seen along -z
+    rgb_widen: float = 1e-3               # colour widened as rgb * (1 + 2 eps) - eps
+    chunk_rays: int = 4096                # rays evaluated at once without gradients (bounds memory)
+
+
+@dataclass(frozen=True)
+class AniFaceGANConfig:
+    """Network widths and depths. Coefficient sizes (80/64/80) are fixed by the 3DMM and never change."""
+
+    id_dim: int = 80                      # identity 3DMM coefficients
+    exp_dim: int = 64                     # expression 3DMM coefficients
+    noise_dim: int = 80                   # appearance noise code
+    siren_hidden: int = 256               # FiLM-SIREN width
+    siren_layers: int = 8                 # FiLM-SIREN depth (density/colour heads after layers 1..L-1)
+    mapping_hidden: int = 256             # radiance mapping-network width
+    sampler_hidden: int = 128             # manifold sampler width
+    deform_hidden: int = 128              # deformation FiLM-SIREN width
+    deform_layers: int = 3                # deformation FiLM-SIREN depth
+    deform_mapping_hidden: int = 128      # deformation mapping-network width
+    vae_hidden: int = 512                 # coefficient VAE width
+    vae_layers: int = 5                   # coefficient VAE depth (encoder and decoder)
+    vae_latent: int = 256                 # coefficient VAE Gaussian latent size
+    box_side: float = 0.24                # world coordinates are warped by 2 / box_side
+    sampler_center: tuple[float, float, float] = (0.0, 0.0, -1.5)
+    psi: float = 0.7                      # default truncation when rendering sampled identities
+    truncation_samples: int = 10000       # samples used to estimate the average frequencies for truncation
+    train_resolution: int = 128           # resolution the checkpoint was trained at (default tuning size)
+    render: RenderSettings = field(default_factory=RenderSettings)
+
+    @property
+    def warp_scale(self) -> float:
+        return 2.0 / self.box_side
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AniFaceGANConfig":
+        d = dict(d)
+        render = RenderSettings(**d.pop("render", {}))
+        if "sampler_center" in d:
+            d["sampler_center"] = tuple(d["sampler_center"])
+        return cls(**d, render=render)
+
+
+PRESETS: dict[str, AniFaceGANConfig] = {
+    # The official checkpoint's architecture and inference settings.
+    "anifacegan": AniFaceGANConfig(),
+    # Same code, small widths and sample counts: CPU tests and the demo.
+    "tiny": AniFaceGANConfig(
+        siren_hidden=32, siren_layers=4, mapping_hidden=32, sampler_hidden=16,
+        deform_hidden=16, deform_layers=2, deform_mapping_hidden=16,
+        vae_hidden=32, vae_layers=2, vae_latent=16, truncation_samples=2000, train_resolution=64,
+        render=RenderSettings(coarse_samples=16, num_levels=8, chunk_rays=8192),
+    ),
+}
+
+
+def preset_config(name: str) -> AniFaceGANConfig:
+    """The config of a named preset, with a clear error for unknown names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+__all__ = ["AniFaceGANConfig", "RenderSettings", "PRESETS", "preset_config", "replace"]

@@ -1,0 +1,204 @@
+"""AniFaceGAN as a `Backbone`: VAEs -> codes, deformation -> canonical space, manifolds -> radiance -> pixels."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from model.anifacegan import rays as R
+from model.anifacegan.config import AniFaceGANConfig
+from model.anifacegan.deform import ExpressionDeformation
+from model.anifacegan.radiance import ManifoldSampler, RadianceGenerator, RadianceSiren
+from model.anifacegan.renderer import composite, intersect_manifolds
+from model.anifacegan.vae import CoefficientVAE
+from model.backbone import Backbone, Latent, RenderResult
+from model.camera import as_batch, degrees_to_official
+from model.weights import load_strict, sha256_state_dict
+
+
+def build_parts(config: AniFaceGANConfig) -> dict[str, nn.Module]:
+    """Freshly initialised parts (official initialisation schemes) for `config`."""
+    ws = config.warp_scale
+    siren = RadianceSiren(config.id_dim + config.noise_dim, config.siren_hidden, config.mapping_hidden, config.siren_layers, ws)
+    sampler = ManifoldSampler(config.sampler_hidden, ws, config.sampler_center)
+    generator = RadianceGenerator(siren, sampler)
+    generator.reset_parameters()
+    deform = ExpressionDeformation(config.id_dim + config.exp_dim, config.deform_hidden, config.deform_mapping_hidden,
+                                   config.deform_layers, ws)
+    deform.reset_parameters()
+    vae_id = CoefficientVAE(config.id_dim, config.vae_latent, config.vae_hidden, config.vae_layers)
+    vae_exp = CoefficientVAE(config.exp_dim, config.vae_latent, config.vae_hidden, config.vae_layers)
+    return {"generator": generator, "deform": deform, "vae_id": vae_id, "vae_exp": vae_exp}
+
+
+class AniFaceGAN(Backbone):
+    """The AniFaceGAN backbone. Parts: `generator` (tunable), `deform`, `vae_id`, `vae_exp` (fixed)."""
+
+    PARTS = ("generator", "deform", "vae_id", "vae_exp")
+
+    def __init__(self, config: AniFaceGANConfig, parts: Mapping[str, nn.Module], preset: str = "custom"):
+        super().__init__()
+        self.config = config
+        self.preset = preset
+        self.generator: RadianceGenerator = parts["generator"]
+        self.deform: ExpressionDeformation = parts["deform"]
+        self.vae_id: CoefficientVAE = parts["vae_id"]
+        self.vae_exp: CoefficientVAE = parts["vae_exp"]
+        self.deform.requires_grad_(False)
+        self._avg_modulation: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ---- parts and weights -------------------------------------------------------------------------------
+    def part(self, name: str) -> nn.Module:
+        if name not in self.PARTS:
+            raise ValueError(f"unknown AniFaceGAN part {name!r}; parts are {list(self.PARTS)}")
+        return getattr(self, name)
+
+    def load_part(self, name: str, state: Mapping[str, torch.Tensor], source: str) -> None:
+        load_strict(self.part(name), state, part=name, source=source)
+        self._avg_modulation = None
+
+    def tunable(self) -> RadianceGenerator:
+        return self.generator
+
+    def with_tunable(self, module: nn.Module) -> "AniFaceGAN":
+        parts = {"generator": module, "deform": self.deform, "vae_id": self.vae_id, "vae_exp": self.vae_exp}
+        other = AniFaceGAN(self.config, parts, self.preset)
+        return other
+
+    def base_hash(self) -> str:
+        """sha256 of the tunable generator's weights: what a delta is bound to."""
+        return sha256_state_dict(self.generator.state_dict())
+
+    @property
+    def device(self) -> torch.device:
+        return self.generator.siren.mapping_network.network[0].weight.device
+
+    # ---- latents -----------------------------------------------------------------------------------------
+    @property
+    def inverted_latents(self) -> tuple[str, ...]:
+        return ("z_id", "z_exp", "noise")
+
+    @property
+    def supports_expressions(self) -> bool:
+        return True
+
+    def sample_latent(self, batch: int, generator: torch.Generator | None = None) -> Latent:
+        """Identity from the identity VAE, neutral expression (zero coefficients), Gaussian noise."""
+        with torch.no_grad():
+            z_id = self.vae_id.sample(batch, generator)
+            noise = torch.randn(batch, self.config.noise_dim, generator=generator,
+                                device=generator.device if generator else "cpu").to(self.device)
+        z_exp = torch.zeros(batch, self.config.exp_dim, device=self.device)
+        return {"z_id": z_id, "z_exp": z_exp, "noise": noise}
+
+    def sample_expression(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            return self.vae_exp.sample(batch, generator)
+
+    def with_expression(self, latent: Latent, expression: torch.Tensor) -> Latent:
+        exp = torch.as_tensor(expression, dtype=torch.float32, device=self.device)
+        if exp.shape[-1] != self.config.exp_dim:
+            raise ValueError(f"expression codes have {self.config.exp_dim} coefficients, got shape {tuple(exp.shape)}")
+        batch = latent["z_id"].shape[0]
+        return {**latent, "z_exp": exp.reshape(-1, self.config.exp_dim).expand(batch, -1)}
+
+    # ---- modulation and truncation -----------------------------------------------------------------------
+    def modulation(self, z_id: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Radiance mapping network: [z_id, noise] (B, 160) -> raw freq, phase (B, (L+1)·H) each."""
+        return self.generator.siren.mapping_network(torch.cat([z_id, noise], dim=-1))
+
+    def average_modulation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean raw freq/phase over sampled identities and noise (seeded, cached): the truncation centre."""
+        if self._avg_modulation is None:
+            g = torch.Generator().manual_seed(0)
+            n = self.config.truncation_samples
+            with torch.no_grad():
+                z_id = self.vae_id.decode(torch.randn(n, self.config.vae_latent, generator=g).to(self.device))
+                noise = torch.randn(n, self.config.noise_dim, generator=g).to(self.device)
+                freq, phase = self.modulation(z_id, noise)
+            self._avg_modulation = (freq.mean(0, keepdim=True), phase.mean(0, keepdim=True))
+        return self._avg_modulation
+
+    def truncate(self, freq: torch.Tensor, phase: torch.Tensor, psi: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Truncation trick: move freq/phase towards their average by factor psi (psi = 1: unchanged)."""
+        if psi == 1:
+            return freq, phase
+        avg_f, avg_p = self.average_modulation()
+        return avg_f + psi * (freq - avg_f), avg_p + psi * (phase - avg_p)
+
+    # ---- rendering ---------------------------------------------------------------------------------------
+    def render(self, z_id: torch.Tensor, z_exp: torch.Tensor, noise: torch.Tensor, yaw_deg=0.0, pitch_deg=0.0,
+               resolution: int | None = None, *, psi: float | None = None, chunk_rays: int | None = None) -> RenderResult:
+        """Render codes z_id (B, 80), z_exp (B, 64), noise (B, 80) at user angles (degrees, 0 = frontal).
+
+        psi defaults to the preset's truncation (0.7, as the official inference); use psi=1 for inverted latents.
+        """
+        batch = z_id.shape[0]
+        yaw = degrees_to_official(as_batch(yaw_deg, batch, z_id.device))
+        pitch = degrees_to_official(as_batch(pitch_deg, batch, z_id.device))
+        return self.render_official(z_id, z_exp, noise, yaw, pitch, resolution or self.config.train_resolution,
+                                    psi=self.config.psi if psi is None else psi, chunk_rays=chunk_rays)
+
+    def render_latent(self, latent: Latent, yaw_deg, pitch_deg, resolution: int, *, psi: float = 1.0,
+                      chunk_rays: int | None = None) -> RenderResult:
+        return self.render(latent["z_id"], latent["z_exp"], latent["noise"], yaw_deg, pitch_deg, resolution,
+                           psi=psi, chunk_rays=chunk_rays)
+
+    def render_official(self, z_id, z_exp, noise, yaw: torch.Tensor, pitch: torch.Tensor, resolution: int, *,
+                        psi: float = 1.0, chunk_rays: int | None = None) -> RenderResult:
+        """Render at official radians: yaw, pitch (B,) with pi/2 frontal."""
+        rs = self.config.render
+        batch = z_id.shape[0]
+        freq, phase = self.truncate(*self.modulation(z_id, noise), psi)          # (B, (L+1)·H) each
+        d_freq, d_phase = self.deform.modulation(z_id, z_exp)                   # (B, layers·H_d) each
+        rays = R.make_rays(yaw, pitch, resolution, rs.fov_deg)
+        n_rays = resolution * resolution
+        chunk = chunk_rays or (n_rays if torch.is_grad_enabled() else rs.chunk_rays)
+        outs = []
+        for start in range(0, n_rays, chunk):
+            sl = slice(start, min(start + chunk, n_rays))
+            args = (freq, phase, d_freq, d_phase, rays.origins, rays.directions[:, sl])
+            if torch.is_grad_enabled() and chunk < n_rays:
+                outs.append(checkpoint(self._render_rays, *args, use_reentrant=False))
+            else:
+                outs.append(self._render_rays(*args))
+        color, depth, opacity = (torch.cat(t, dim=1) for t in zip(*outs))      # (B, R, C)
+
+        def to_image(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(batch, resolution, resolution, -1).permute(0, 3, 1, 2)
+
+        return RenderResult(image=to_image(color) * 2 - 1, depth=to_image(depth), opacity=to_image(opacity))
+
+    def _render_rays(self, freq, phase, d_freq, d_phase, origins, directions):
+        """One chunk of rays: directions (B, R, 3) -> colour (B, R, 3) in [0, 1], depth, opacity (B, R, 1)."""
+        rs = self.config.render
+        rays = R.Rays(origins=origins, directions=directions)
+        B, n, _ = directions.shape
+        S, L = rs.coarse_samples, rs.num_levels
+        with torch.no_grad():
+            coarse = R.sample_along_rays(rays, rs.ray_start, rs.ray_end, S)        # (B, R, S, 3)
+            background = R.intersect_plane_z(rays, rs.background_z)              # (B, R, 1, 3)
+            levels = torch.linspace(rs.levels_start, rs.levels_end, L, device=directions.device)
+        canonical, offsets = self.deform.forward_modulated(coarse.reshape(B, n * S, 3), d_freq, d_phase)
+        field = self.generator.model_sample.field(canonical).reshape(B, n, S, 1)
+        obs, canon, valid = intersect_manifolds(field, coarse, offsets.reshape(B, n, S, 3), levels)
+        obs = torch.cat([obs, background], dim=2)                                 # (B, R, L+1, 3)
+        canon = torch.cat([canon, background], dim=2)
+        valid = torch.cat([valid, torch.ones_like(valid[:, :, :1])], dim=2)       # (B, R, L+1, 1)
+        if rs.lock_view_dependence:
+            view = torch.zeros(B, n * (L + 1), 3, device=directions.device)
+            view[..., 2] = -1
+        else:
+            view = directions.unsqueeze(2).expand(B, n, L + 1, 3).reshape(B, -1, 3)
+        rgb_sigma = self.generator.siren(canon.reshape(B, -1, 3), freq, phase, view).reshape(B, n, L + 1, 4)
+        with torch.no_grad():
+            dist = torch.norm(obs - origins[:, None, None, :], dim=-1, keepdim=True)
+        color, depth, opacity, _ = composite(rgb_sigma, dist, valid, alpha_delta=rs.alpha_delta, rgb_widen=rs.rgb_widen)
+        return color, depth, opacity
+
+
+def frontal_radians(batch: int, device=None) -> torch.Tensor:
+    return torch.full((batch,), math.pi / 2, device=device)

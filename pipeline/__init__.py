@@ -1,0 +1,1 @@
+"""artmator's catalog pipeline: manifest -> Ray Data tuning actors -> committed outputs -> report and gallery."""

@@ -1,0 +1,20 @@
+"""The `artmator` command line. Each sub-command lives next to the code it drives and is registered here."""
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="artmator")
+def main() -> None:
+    """artmator: painted portraits -> 3D-aware, expression-editable heads (3DArtmator), at catalog scale."""
+
+
+def _register() -> None:
+    from pipeline import commands
+
+    for command in commands.ALL:
+        main.add_command(command)
+
+
+_register()
