@@ -29,7 +29,7 @@ def load_mat_coefficients(uri: str, storage_options: Mapping | None = None) -> d
         mat = scipy.io.loadmat(io.BytesIO(read_bytes(uri, storage_options)))
     except FileNotFoundError as exc:
         raise ExpressionError(f"expression file {uri} does not exist") from exc
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, IndexError, KeyError) as exc:  # scipy raises many kinds on junk
         raise ExpressionError(f"{uri} is not a readable MATLAB coefficient file ({exc})") from exc
     return {k: np.asarray(v) for k, v in mat.items() if not k.startswith("__")}
 
@@ -50,7 +50,7 @@ def load_expression(spec: str, storage_options: Mapping | None = None) -> torch.
         fname = BUILTIN_EXPRESSIONS[spec]
         if fname is None:
             return torch.zeros(EXP_DIM)
-        with resources.files("model.anifacegan").joinpath("data", fname).open("rb") as f:
+        with resources.files("model.anifacegan").joinpath("data").joinpath(fname).open("rb") as f:
             mat = scipy.io.loadmat(f)
         return expression_from_vector(mat["exp"], source=spec)
     if not spec.lower().endswith(".mat"):

@@ -1,0 +1,101 @@
+"""3DArtmator stage 1 — localization: find the latent z* whose render at the painting's pose matches it.
+
+The generator G_ori stays frozen; only the latent codes are optimized (Adam, lr 2e-2) under the
+content-analogous loss L_cr = LPIPS + L2. Poses come from the user; for rows without a pose, an optional
+coarse grid search (beyond the paper) picks the pose whose short inversion reaches the lowest L_cr.
+
+Batching: K paintings are optimized together as K rows of the same latent tensors. Adam is elementwise and the
+per-painting losses are independent, so each painting follows exactly the updates it would get alone.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from model.backbone import Backbone, Latent
+from model.losses import content_loss
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    """Stage 1 settings (paper values by default)."""
+
+    steps: int = 200                    # Adam steps on the latent codes
+    lr: float = 2e-2                    # Adam learning rate (paper)
+    lambda_lpips: float = 1.0           # weight of LPIPS in L_cr (paper: 1)
+    lambda_l2: float = 1.0              # weight of L2 in L_cr (paper: 1)
+    resolution: int | None = None       # render size while inverting (None: the backbone's training size)
+
+    def __post_init__(self):
+        if self.steps < 0 or self.lr <= 0:
+            raise ValueError(f"stage 1 needs steps >= 0 and lr > 0 (got steps={self.steps}, lr={self.lr})")
+
+
+@dataclass(frozen=True)
+class PoseSearchConfig:
+    """Coarse pose search for paintings without a pose (beyond the paper; results are flagged as estimated)."""
+
+    yaws_deg: tuple[float, ...] = (-30.0, -15.0, 0.0, 15.0, 30.0)
+    pitches_deg: tuple[float, ...] = (-10.0, 0.0, 10.0)
+    steps: int = 30                     # short inversion per candidate pose
+
+
+@dataclass
+class LocalizeResult:
+    latent: Latent                      # z*: each entry (K, D), detached
+    losses: torch.Tensor                # (steps, K) L_cr per step and painting
+    final_loss: torch.Tensor            # (K,) L_cr at z*
+
+
+LpipsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def localize(backbone: Backbone, reference: torch.Tensor, yaw_deg: torch.Tensor, pitch_deg: torch.Tensor,
+             lpips_fn: LpipsFn, config: LocalizeConfig, generator: torch.Generator,
+             init: Latent | None = None, on_step: Callable[[int], None] | None = None) -> LocalizeResult:
+    """Invert K paintings. reference: (K, 3, R, R) in [-1, 1]; yaw_deg, pitch_deg: (K,) degrees."""
+    K = reference.shape[0]
+    latent = init if init is not None else backbone.sample_latent(K, generator)
+    latent = {k: v.detach().clone().requires_grad_(k in backbone.inverted_latents) for k, v in latent.items()}
+    params = [latent[k] for k in backbone.inverted_latents]
+    opt = torch.optim.Adam(params, lr=config.lr)
+    resolution = reference.shape[-1]
+    history = []
+    for step in range(config.steps):
+        opt.zero_grad(set_to_none=True)
+        image = backbone.render_latent(latent, yaw_deg, pitch_deg, resolution, psi=1.0).image   # (K, 3, R, R)
+        loss = content_loss(image, reference, lpips_fn, config.lambda_lpips, config.lambda_l2)  # (K,)
+        loss.sum().backward()
+        opt.step()
+        history.append(loss.detach())
+        if on_step is not None:
+            on_step(step)
+    with torch.no_grad():
+        image = backbone.render_latent(latent, yaw_deg, pitch_deg, resolution, psi=1.0).image
+        final = content_loss(image, reference, lpips_fn, config.lambda_lpips, config.lambda_l2)
+    losses = torch.stack(history) if history else torch.empty(0, K)
+    return LocalizeResult({k: v.detach() for k, v in latent.items()}, losses, final)
+
+
+def search_pose(backbone: Backbone, reference: torch.Tensor, lpips_fn: LpipsFn, config: PoseSearchConfig,
+                stage1: LocalizeConfig, generator: torch.Generator) -> tuple[float, float, Latent]:
+    """One painting (1, 3, R, R) without a pose -> (yaw_deg, pitch_deg, latent) of the best grid candidate.
+
+    Every candidate pose starts from the same random latent and gets `config.steps` inversion steps, all
+    candidates in one batch; the pose with the lowest final L_cr wins and its latent seeds the full stage 1.
+    """
+    grid = [(y, p) for y in config.yaws_deg for p in config.pitches_deg]
+    n = len(grid)
+    yaws = torch.tensor([g[0] for g in grid], dtype=torch.float32, device=reference.device)
+    pitches = torch.tensor([g[1] for g in grid], dtype=torch.float32, device=reference.device)
+    start = backbone.sample_latent(1, generator)
+    init = {k: v.expand(n, *v.shape[1:]).clone() for k, v in start.items()}
+    short = LocalizeConfig(steps=config.steps, lr=stage1.lr, lambda_lpips=stage1.lambda_lpips, lambda_l2=stage1.lambda_l2)
+    result = localize(backbone, reference.expand(n, -1, -1, -1), yaws, pitches, lpips_fn, short, generator, init=init)
+    best = int(torch.argmin(result.final_loss))
+    return grid[best][0], grid[best][1], {k: v[best:best + 1] for k, v in result.latent.items()}
+
+
+__all__ = ["LocalizeConfig", "PoseSearchConfig", "LocalizeResult", "localize", "search_pose"]

@@ -1,0 +1,365 @@
+"""Per-painting low-rank adapters (LoRA) over a shared, frozen generator: K paintings tune in one batch.
+
+Stage 2 of 3DArtmator tunes the generator G so that it reproduces one painting. Tuning a full copy per painting
+costs the whole generator (7.7 MB for the official preset) per painting in memory and on disk. Here every
+targeted `nn.Linear` is wrapped in a `BatchedLoRALinear` that keeps the base weight W shared and frozen and adds
+K independent low-rank updates, one per painting in the batch:
+
+    y_k = W x_k + b + scale · B_k (A_k x_k)        A_k: (r, in), B_k: (out, r), scale = alpha / rank
+
+Batch element k of every input goes through adapter k, so K paintings are tuned (or rendered) in one forward
+pass without a Python loop. `attach_adapters` builds such a generator from a plain one; `adapter_state` /
+`load_adapter` move one painting's adapter in and out; `merged_state_dict` folds it back into plain weights.
+Persistence (files, metadata, base binding) lives in `model.delta`.
+
+Include rule (which linears get adapters), by isinstance only:
+  * every `nn.Linear` in the generator, in `named_modules` order;
+  * except those inside a mapping network (`MAPPING_NETWORK_TYPES`) unless `DeltaConfig.include_mapping`.
+Each adapter's rank is min(rank, in_features, out_features): at that rank B·A can already express any update of
+the layer, so the clamp loses nothing and keeps narrow heads (256 -> 1 density, 256 -> 3 colour) cheap.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from model.anifacegan.film import MappingNetwork
+
+# Module types whose linears are "the mapping network" for `DeltaConfig.include_mapping`. A backbone with its
+# own latent-to-modulation MLP adds its class here.
+MAPPING_NETWORK_TYPES: tuple[type[nn.Module], ...] = (MappingNetwork,)
+
+DeltaMode = Literal["lora", "full"]
+StorageDtype = Literal["float16", "float32"]
+_STORAGE_DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class DeltaConfig:
+    """How a painting's stage-2 weight update is parameterised and stored.
+
+    mode: "lora" (default) tunes low-rank adapters over the frozen shared generator, many paintings per
+        generator; "full" tunes a full copy of the generator (paper-exact, one painting per copy, and the
+        delta is the whole generator). rank, alpha and include_mapping only matter for "lora".
+    rank: requested adapter rank r (>= 1); clamped per layer to min(r, in, out). Default 4 keeps the official
+        preset's delta at ~0.7 % of the generator's bytes (fp16 storage).
+    alpha: adapter scale numerator: updates are multiplied by scale = alpha / rank. Default 4.0 (= the default
+        rank, so scale 1.0); as in the LoRA paper, keep alpha fixed when trying other ranks so the learning rate
+        need not be retuned.
+    include_mapping: also adapt the mapping network (latent -> FiLM frequencies/phases). Default False: its last
+        layer alone is 61 % of the generator (256 -> 4608), the painting's latent z* already steers exactly that
+        path and is stored with the delta, and including it adds ~0.65 % of the generator's bytes per rank-4
+        delta. With it, a K > 1 generator cannot compute the truncation average (psi != 1 needs K == 1).
+    storage_dtype: dtype of adapter (or full-mode weight) tensors in delta files; latents are always float32.
+        float16 halves the file; its relative rounding error is <= 2^-11 per stored value.
+    """
+
+    mode: DeltaMode = "lora"
+    rank: int = 4
+    alpha: float = 4.0
+    include_mapping: bool = False
+    storage_dtype: StorageDtype = "float16"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("lora", "full"):
+            raise ValueError(f"DeltaConfig.mode must be 'lora' or 'full', got {self.mode!r}")
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise ValueError(f"DeltaConfig.rank must be an integer >= 1, got {self.rank!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not (
+                math.isfinite(self.alpha) and self.alpha > 0):
+            raise ValueError(f"DeltaConfig.alpha must be a finite number > 0, got {self.alpha!r}")
+        if not isinstance(self.include_mapping, bool):
+            raise ValueError(f"DeltaConfig.include_mapping must be True or False, got {self.include_mapping!r}")
+        if self.storage_dtype not in _STORAGE_DTYPES:
+            raise ValueError(f"DeltaConfig.storage_dtype must be one of {sorted(_STORAGE_DTYPES)}, "
+                             f"got {self.storage_dtype!r}")
+
+    @property
+    def scale(self) -> float:
+        """The factor on every adapter update: alpha / rank."""
+        return float(self.alpha) / self.rank
+
+    @property
+    def torch_storage_dtype(self) -> torch.dtype:
+        return _STORAGE_DTYPES[self.storage_dtype]
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "alpha": float(self.alpha)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DeltaConfig":
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"a DeltaConfig JSON must be an object, got {text[:80]!r}")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown DeltaConfig fields {unknown}; known are {sorted(cls.__dataclass_fields__)}")
+        return cls(**data)
+
+
+class BatchedLoRALinear(nn.Module):
+    """A frozen shared `nn.Linear` plus K independent low-rank adapters; adapter k serves batch element k.
+
+    lora_A: (K, r, in), small uniform random (seeded per adapter); lora_B: (K, out, r), zero, so a fresh
+    adapter is an exact no-op. The base layer is held, not copied: its parameters are whatever tensors the
+    given `nn.Linear` holds (`attach_adapters` gives it frozen views of the original generator's storage).
+    """
+
+    def __init__(self, base: nn.Linear, num_adapters: int, rank: int, scale: float,
+                 seeds: Sequence[int] | None = None):
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"BatchedLoRALinear wraps an nn.Linear, got {type(base).__name__}")
+        if num_adapters < 1:
+            raise ValueError(f"num_adapters must be >= 1, got {num_adapters}")
+        seeds = list(range(num_adapters)) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != num_adapters:
+            raise ValueError(f"need one seed per adapter: {num_adapters} adapters, {len(seeds)} seeds")
+        self.base = base
+        self.scale = float(scale)
+        self.rank = max(1, min(int(rank), base.in_features, base.out_features))
+        w = base.weight
+        self.lora_A = nn.Parameter(torch.empty(num_adapters, self.rank, base.in_features, device=w.device, dtype=w.dtype))
+        self.lora_B = nn.Parameter(torch.zeros(num_adapters, base.out_features, self.rank, device=w.device, dtype=w.dtype))
+        for k, seed in enumerate(seeds):
+            self.reset_adapter(k, seed)
+
+    # ---- the base layer's interface (code that reads `layer.weight` keeps working) -------------------------
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    @property
+    def num_adapters(self) -> int:
+        return self.lora_A.shape[0]
+
+    def reset_adapter(self, index: int, seed: int) -> None:
+        """Re-initialise adapter `index`: A ~ U(±1/sqrt(in)) from `seed`, B = 0 (an exact no-op again)."""
+        g = torch.Generator().manual_seed(int(seed))
+        bound = 1.0 / math.sqrt(self.in_features)
+        a = torch.rand(self.rank, self.in_features, generator=g, dtype=torch.float64) * (2 * bound) - bound
+        with torch.no_grad():
+            self.lora_A[index].copy_(a.to(self.lora_A.dtype))
+            self.lora_B[index].zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (K, ..., in), or (B, ..., in) with any B when K == 1  ->  (same leading dims, out)
+        return F.linear(x, self.base.weight, self.base.bias) + self.scale * self.low_rank(x)
+
+    def low_rank(self, x: torch.Tensor) -> torch.Tensor:
+        """B_k (A_k x) for every batch element k, without the scale: (K, ..., in) -> (K, ..., out)."""
+        K = self.num_adapters
+        if K == 1:
+            return (x @ self.lora_A[0].transpose(0, 1)) @ self.lora_B[0].transpose(0, 1)
+        if x.dim() < 2 or x.shape[0] != K:
+            raise ValueError(
+                f"this layer holds {K} adapters (one per painting) but got input of shape {tuple(x.shape)}; "
+                f"its first dimension must be {K}, one batch element per adapter. Render or tune exactly {K} "
+                "latents at once, or attach a single adapter (it broadcasts over any batch).")
+        flat = x.reshape(K, -1, x.shape[-1])                                      # (K, M, in)
+        hidden = torch.bmm(flat, self.lora_A.transpose(1, 2))                    # (K, M, r)
+        out = torch.bmm(hidden, self.lora_B.transpose(1, 2))                     # (K, M, out)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def delta_weight(self, index: int) -> torch.Tensor:
+        """The dense update adapter `index` adds to the base weight: scale · B_k A_k, (out, in)."""
+        return self.scale * (self.lora_B[index] @ self.lora_A[index])
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_features}, out={self.out_features}, adapters={self.num_adapters}, "
+                f"rank={self.rank}, scale={self.scale:g}")
+
+
+# ---- selecting and wrapping targets ------------------------------------------------------------------------
+def target_linears(generator: nn.Module, config: DeltaConfig) -> list[str]:
+    """Names (relative to `generator`) of the linears that get adapters, by the module docstring's rule."""
+    skip: list[str] = []
+    names = []
+    for name, module in generator.named_modules():
+        if isinstance(module, BatchedLoRALinear):
+            raise ValueError(f"{name or 'the module'} already has adapters; attach adapters to the plain generator "
+                             "(e.g. backbone.tunable() of a backbone loaded without a delta)")
+        if not config.include_mapping and isinstance(module, MAPPING_NETWORK_TYPES):
+            skip.append(name + ".")
+        elif isinstance(module, nn.Linear) and not any(name.startswith(s) for s in skip):
+            if not name:
+                raise ValueError("attach_adapters needs a module containing linears, not a bare nn.Linear")
+            names.append(name)
+    return names
+
+
+def attach_adapters(generator: nn.Module, config: DeltaConfig, num_adapters: int,
+                    seed: int | Sequence[int]) -> nn.Module:
+    """A new generator tree for stage 2; `generator` itself is left untouched and stays usable as G_ori.
+
+    lora: every module is a copy, but every parameter is a frozen `nn.Parameter` sharing storage with the
+        original's (no weight copy); targeted linears become `BatchedLoRALinear` with `num_adapters` adapters.
+        Only adapter parameters require grad. `seed` is one int per adapter, or an int s giving adapter k the
+        seed s + k. Each adapter's initialisation depends only on its own seed and the layer names, so a
+        painting starts from the same adapter whether it is tuned alone or in a batch.
+    full: a deep copy with every parameter trainable (paper-exact tuning). A full copy tunes one painting,
+        so `num_adapters` must be 1.
+    """
+    seeds = _adapter_seeds(seed, num_adapters)
+    if config.mode == "full":
+        if num_adapters != 1:
+            raise ValueError(f"full mode tunes one painting per generator copy; got num_adapters={num_adapters}. "
+                             "Make one copy per painting, or use mode='lora' to tune several in one generator.")
+        tuned = copy.deepcopy(generator)
+        tuned.requires_grad_(True)
+        return tuned
+    targets = target_linears(generator, config)
+    adapted = _frozen_structural_copy(generator)
+    for name in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = adapted.get_submodule(parent_name)
+        layer_seeds = [_layer_seed(s, name) for s in seeds]
+        setattr(parent, child, BatchedLoRALinear(getattr(parent, child), num_adapters, config.rank, config.scale,
+                                                 layer_seeds))
+    return adapted
+
+
+def _adapter_seeds(seed: int | Sequence[int], num_adapters: int) -> list[int]:
+    if num_adapters < 1:
+        raise ValueError(f"num_adapters must be >= 1, got {num_adapters}")
+    if isinstance(seed, int):
+        return [seed + k for k in range(num_adapters)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != num_adapters:
+        raise ValueError(f"got {len(seeds)} seeds for {num_adapters} adapters; give one seed per painting")
+    return seeds
+
+
+def _layer_seed(seed: int, layer_name: str) -> int:
+    """A per-(painting, layer) seed, independent of the other layers and of the batch composition."""
+    digest = hashlib.sha256(f"{seed}/{layer_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _frozen_structural_copy(module: nn.Module) -> nn.Module:
+    """Copy of the module tree whose parameters are frozen new Parameters over the SAME storage; buffers shared."""
+    memo: dict[int, object] = {}
+    for p in module.parameters():
+        memo[id(p)] = nn.Parameter(p.detach(), requires_grad=False)
+    for b in module.buffers():
+        memo[id(b)] = b
+    return copy.deepcopy(module, memo)
+
+
+# ---- one painting's adapter in and out ---------------------------------------------------------------------
+def lora_layers(module: nn.Module) -> dict[str, BatchedLoRALinear]:
+    """name -> adapter layer, in `named_modules` order (empty for a plain or full-mode generator)."""
+    return {n: m for n, m in module.named_modules() if isinstance(m, BatchedLoRALinear)}
+
+
+def num_adapters(module: nn.Module) -> int:
+    """K of an adapted generator (1 for a plain or full-mode generator)."""
+    layers = list(lora_layers(module).values())
+    return layers[0].num_adapters if layers else 1
+
+
+def adapter_state(module: nn.Module, index: int) -> dict[str, torch.Tensor]:
+    """One painting's delta tensors (detached copies), named relative to the generator.
+
+    Adapted generator: `<layer>.lora_A` (r, in) and `<layer>.lora_B` (out, r) for adapter `index`,
+    e.g. `siren.network.3.layer.lora_A`. A generator without adapters (full mode) is one painting: index must
+    be 0 and the result is its whole state dict.
+    """
+    layers = lora_layers(module)
+    k = _check_index(index, num_adapters(module))
+    if not layers:
+        return {n: t.detach().clone() for n, t in module.state_dict().items()}
+    out: dict[str, torch.Tensor] = {}
+    for name, layer in layers.items():
+        out[f"{name}.lora_A"] = layer.lora_A[k].detach().clone()
+        out[f"{name}.lora_B"] = layer.lora_B[k].detach().clone()
+    return out
+
+
+def load_adapter(module: nn.Module, index: int, tensors: Mapping[str, torch.Tensor], *, source: str = "tensors") -> None:
+    """Set adapter `index` of an adapted generator from `adapter_state`-style tensors (strict names and shapes)."""
+    layers = lora_layers(module)
+    if not layers:
+        raise ValueError("load_adapter needs a generator with adapters (see attach_adapters)")
+    k = _check_index(index, num_adapters(module))
+    expected = {f"{n}.lora_{ab}": (l.lora_A if ab == "A" else l.lora_B)[k]
+                for n, l in layers.items() for ab in ("A", "B")}
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    wrong = [f"{n}: {tuple(tensors[n].shape)} vs {tuple(t.shape)}" for n, t in expected.items()
+             if n in tensors and tuple(tensors[n].shape) != tuple(t.shape)]
+    if missing or unexpected or wrong:
+        raise ValueError(
+            f"{source} do not fit this generator's adapters (missing {_few(missing)}, unexpected {_few(unexpected)}, "
+            f"shape file vs model {_few(wrong)}); the delta was made with another rank, include_mapping or "
+            "architecture. Load the backbone preset and DeltaConfig the delta was tuned with.")
+    with torch.no_grad():
+        for name, target in expected.items():
+            target.copy_(tensors[name].to(device=target.device, dtype=target.dtype))
+
+
+def merged_state_dict(module: nn.Module, index: int = 0) -> dict[str, torch.Tensor]:
+    """Plain generator state dict with adapter `index` folded in: W + scale · B A under the original names.
+
+    Loads strictly into a freshly built generator of the same architecture. A generator without adapters
+    returns (copies of) its own state dict.
+    """
+    layers = lora_layers(module)
+    k = _check_index(index, num_adapters(module))
+    rename: dict[str, str] = {}
+    for name in layers:
+        rename[f"{name}.base.weight"] = f"{name}.weight"
+        rename[f"{name}.base.bias"] = f"{name}.bias"
+        rename[f"{name}.lora_A"] = rename[f"{name}.lora_B"] = ""
+    state: dict[str, torch.Tensor] = {}
+    for key, t in module.state_dict().items():
+        new = rename.get(key, key)
+        if new:
+            state[new] = t.detach().clone()
+    with torch.no_grad():
+        for name, layer in layers.items():
+            w = state[f"{name}.weight"]
+            state[f"{name}.weight"] = (w.double() + layer.delta_weight(k).double()).to(w.dtype)
+    return state
+
+
+def trainable_parameters(module: nn.Module) -> Iterator[nn.Parameter]:
+    """The parameters stage 2 optimises: adapters in lora mode, everything in full mode."""
+    return (p for p in module.parameters() if p.requires_grad)
+
+
+def _check_index(index: int, k: int) -> int:
+    if not 0 <= int(index) < k:
+        raise IndexError(f"adapter index {index} out of range: the generator holds {k} adapter(s)")
+    return int(index)
+
+
+def _few(items: list[str], n: int = 4) -> str:
+    shown = ", ".join(items[:n])
+    return f"[{shown}{f', … {len(items) - n} more' if len(items) > n else ''}]"
+
+
+__all__ = [
+    "BatchedLoRALinear", "DeltaConfig", "MAPPING_NETWORK_TYPES", "adapter_state", "attach_adapters", "load_adapter",
+    "lora_layers", "merged_state_dict", "num_adapters", "target_linears", "trainable_parameters",
+]

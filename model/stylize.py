@@ -1,0 +1,111 @@
+"""3DArtmator stage 2 — stylization: tune G_trn (a copy of G_ori, here usually through low-rank adapters)
+so that renders of z* from any view carry the painting's style, while the reference view stays the painting.
+
+Per step, for each painting: one random view θ_i; L_dir = 1 − cos(δ_guide, δ_opt(θ_i)) with
+δ_guide = E(I_ref) − E(G_ori(z*, θ)) and δ_opt(θ_i) = E(G_trn(z*, θ_i)) − E(G_ori(z*, θ_i)) (CLIP image
+encoder E, both images augmented); L_spa = LPIPS(G_trn(z*, θ), I_ref). Loss = λ_dir L_dir + λ_spa L_spa.
+
+The PTI-style baseline instead tunes on L2 + LPIPS at the reference view only.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from model.augment import AugmentConfig
+from model.backbone import Backbone, Latent
+from model.camera import random_views
+from model.losses import clip_direction, content_loss, directional_loss, spatial_loss
+
+Objective = Literal["artmator", "pti"]
+
+
+@dataclass(frozen=True)
+class StylizeConfig:
+    """Stage 2 settings. Learning rate: the paper's 1e-5 is for full-weight tuning; adapters need a larger one."""
+
+    steps: int = 100                    # optimisation steps (one random view per painting per step)
+    lr_full: float = 1e-5               # Adam lr when every generator weight is tuned (paper)
+    lr_lora: float = 2e-3               # Adam lr for low-rank adapters
+    lambda_dir: float = 1.0             # weight of the style-directional loss (paper: 1)
+    lambda_spa: float = 1.0             # weight of the spatial loss (paper: 1)
+    view_yaw_range_deg: float = 30.0    # random views θ_i: yaw uniform in ±range around frontal
+    view_pitch_range_deg: float = 10.0  # pitch uniform in ±range
+    use_directional: bool = True        # ablation switch: False = "w/o directional loss"
+    use_spatial: bool = True            # ablation switch: False = "w/o spatial loss"
+    objective: Objective = "artmator"   # "pti": L2 + LPIPS at the reference view only (baseline)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if self.steps < 0:
+            raise ValueError(f"stage 2 steps must be >= 0 (got {self.steps})")
+        if self.objective == "artmator" and not (self.use_directional or self.use_spatial):
+            raise ValueError("stage 2 needs at least one of the directional and spatial losses")
+
+
+@dataclass
+class StylizeResult:
+    losses: dict[str, torch.Tensor]     # name -> (steps, K): "total", "dir", "spa" (or "pti")
+
+
+LpipsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def stylize(g_ori: Backbone, g_trn: Backbone, trainable: list[torch.nn.Parameter], latent: Latent,
+            reference: torch.Tensor, yaw_deg: torch.Tensor, pitch_deg: torch.Tensor, clip, lpips_fn: LpipsFn,
+            config: StylizeConfig, lr: float, generator: torch.Generator,
+            on_step: Callable[[int], None] | None = None) -> StylizeResult:
+    """Tune `trainable` (the parameters behind g_trn) for K paintings at once.
+
+    reference: (K, 3, R, R) in [-1, 1]; latent: z* with (K, D) entries (frozen); yaw_deg, pitch_deg: (K,).
+    """
+    K, R = reference.shape[0], reference.shape[-1]
+    latent = {k: v.detach() for k, v in latent.items()}
+    opt = torch.optim.Adam(trainable, lr=lr)
+    with torch.no_grad():
+        ori_ref = g_ori.render_latent(latent, yaw_deg, pitch_deg, R).image                  # G_ori(z*, θ)
+    history: dict[str, list[torch.Tensor]] = {}
+    for step in range(config.steps):
+        opt.zero_grad(set_to_none=True)
+        if config.objective == "pti":
+            terms = {"pti": pti_loss(g_trn, latent, reference, yaw_deg, pitch_deg, lpips_fn)}
+        else:
+            terms = artmator_terms(g_ori, g_trn, latent, reference, ori_ref, yaw_deg, pitch_deg, clip, lpips_fn,
+                                   config, generator)
+        total = sum(terms.values())                                                          # (K,)
+        total.sum().backward()
+        opt.step()
+        for name, value in {**terms, "total": total}.items():
+            history.setdefault(name, []).append(value.detach())
+        if on_step is not None:
+            on_step(step)
+    return StylizeResult({k: torch.stack(v) for k, v in history.items()})
+
+
+def artmator_terms(g_ori: Backbone, g_trn: Backbone, latent: Latent, reference, ori_ref, yaw_deg, pitch_deg, clip,
+                   lpips_fn: LpipsFn, config: StylizeConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The weighted stage-2 losses for one step: {"dir": (K,), "spa": (K,)} (only the enabled ones)."""
+    K, R = reference.shape[0], reference.shape[-1]
+    terms = {}
+    if config.use_directional:
+        view_yaw, view_pitch = random_views(K, config.view_yaw_range_deg, config.view_pitch_range_deg, generator)
+        view_yaw, view_pitch = view_yaw.to(reference.device), view_pitch.to(reference.device)
+        with torch.no_grad():
+            ori_view = g_ori.render_latent(latent, view_yaw, view_pitch, R).image            # G_ori(z*, θ_i)
+            delta_guide = clip_direction(clip, reference, ori_ref, config.augment, generator)  # (K, D)
+        trn_view = g_trn.render_latent(latent, view_yaw, view_pitch, R).image                # G_trn(z*, θ_i)
+        delta_opt = clip_direction(clip, trn_view, ori_view, config.augment, generator)      # (K, D)
+        terms["dir"] = config.lambda_dir * directional_loss(delta_guide, delta_opt)
+    if config.use_spatial:
+        trn_ref = g_trn.render_latent(latent, yaw_deg, pitch_deg, R).image                   # G_trn(z*, θ)
+        terms["spa"] = config.lambda_spa * spatial_loss(trn_ref, reference, lpips_fn)
+    return terms
+
+
+def pti_loss(g_trn: Backbone, latent: Latent, reference, yaw_deg, pitch_deg, lpips_fn: LpipsFn) -> torch.Tensor:
+    """PTI-style baseline objective: L2 + LPIPS between G_trn(z*, θ) and the painting, reference view only. (K,)"""
+    image = g_trn.render_latent(latent, yaw_deg, pitch_deg, reference.shape[-1]).image
+    return content_loss(image, reference, lpips_fn, 1.0, 1.0)
