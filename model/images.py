@@ -33,7 +33,8 @@ F              32-bit float grey: values within [0, 1] map to round(v * 255); an
 
 An embedded ICC profile is honoured for RGB, RGBA and CMYK images (perceptual intent to sRGB, the colour
 space the backbone was trained in); a profile that cannot be read or used is ignored, as browsers do.
-Animated images (GIF, WebP, APNG) contribute their first frame (for APNG, the default image) only.
+Animated images (GIF, WebP, APNG) contribute their first frame only (for APNG, the default image); multi-page
+TIFF and multi-picture JPEG (MPO) their first page. A constant I or F image outside the ranges above is black.
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ _MAGIC = (
 )
 
 _16_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+_EXIF_ORIENTATION = 0x0112
 
 
 class PaintingImageError(ValueError):
@@ -96,8 +98,8 @@ class ImageConfig:
     background colour), "edge" (repeat the border pixels) or "reflect" (mirror the image at its border)."""
     color_manage: bool = True
     """Convert images with an embedded ICC profile (RGB, RGBA, CMYK) to sRGB."""
-    formats: tuple[str, ...] = ("JPEG", "MPO", "PNG", "TIFF", "WEBP", "GIF", "BMP", "JPEG2000")
-    """Pillow format ids that are parsed at all; anything else is "not_an_image"."""
+    formats: tuple[str, ...] = ("JPEG", "PNG", "TIFF", "WEBP", "GIF", "BMP", "JPEG2000")
+    """Pillow format ids that are parsed at all (JPEG includes multi-picture MPO); others are "not_an_image"."""
 
     def __post_init__(self):
         if len(self.background) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in self.background):
@@ -125,12 +127,11 @@ def decode_painting(data: bytes, source: str, config: ImageConfig = ImageConfig(
                                  f"{config.max_bytes:,} (ImageConfig.max_bytes); export a smaller JPEG or PNG.")
     image = _open_header(data, source, config)
     _check_size(image.size, source, config)
-    _load_pixels(image, data, source)
+    _load_pixels(image, data, source, config)
     image = _upright(image)
     if config.color_manage:
         image = _to_srgb(image)
-    rgb = to_rgb(image, config.background)
-    return rgb.copy() if rgb is image else rgb  # detach from the file buffer of multi-frame formats
+    return to_rgb(image, config.background)
 
 
 def _open_header(data: bytes, source: str, config: ImageConfig) -> Image.Image:
@@ -138,7 +139,7 @@ def _open_header(data: bytes, source: str, config: ImageConfig) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=list(config.formats))
     except Image.DecompressionBombError as exc:
-        raise _too_large(source, config, str(exc)) from exc
+        raise _too_large(source, config, f"Pillow refused it: {str(exc).rstrip('.')}") from exc
     except UnidentifiedImageError as exc:
         raise _unidentified(data, source, config) from exc
     except Exception as exc:  # noqa: BLE001 - plugins raise many types on hostile bytes; all mean "damaged"
@@ -154,12 +155,12 @@ def _check_size(size: tuple[int, int], source: str, config: ImageConfig) -> None
                                  f"least {config.min_side} (ImageConfig.min_side); supply a larger scan.")
 
 
-def _load_pixels(image: Image.Image, data: bytes, source: str) -> None:
+def _load_pixels(image: Image.Image, data: bytes, source: str, config: ImageConfig) -> None:
     """Decode every pixel now, so a truncated or corrupt file fails here rather than later, half-grey."""
     try:
         image.load()
     except Image.DecompressionBombError as exc:  # some formats only know the real size of a frame on load
-        raise PaintingImageError("too_large", source, f"{exc} Export a smaller image.") from exc
+        raise _too_large(source, config, f"Pillow refused it: {str(exc).rstrip('.')}") from exc
     except Exception as exc:  # noqa: BLE001 - see _open_header
         raise _damaged(data, source, exc) from exc
 
@@ -175,6 +176,9 @@ def _unidentified(data: bytes, source: str, config: ImageConfig) -> PaintingImag
         return PaintingImageError("not_an_image", source, f"the file is {looks_like}, not a raster image; "
                                   f"supply a JPEG, PNG or TIFF of the painting.")
     fmt = _magic_format(data)
+    if fmt and fmt not in config.formats:
+        return PaintingImageError("not_an_image", source, f"the file is a {fmt} image, which is not among the "
+                                  f"accepted formats ({', '.join(config.formats)}); convert it to JPEG, PNG or TIFF.")
     if fmt:
         return PaintingImageError("unreadable", source, f"the file starts like a {fmt} image but its header is "
                                   f"damaged or cut short; re-export or re-upload it.")
@@ -223,6 +227,8 @@ def _sniff_non_image(data: bytes) -> str | None:
 def _upright(image: Image.Image) -> Image.Image:
     """Apply the EXIF orientation tag; unreadable EXIF is ignored (viewers show such files as stored)."""
     try:
+        if image.getexif().get(_EXIF_ORIENTATION, 1) == 1:
+            return image  # the common case: skip exif_transpose's full-size copy
         return ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - pixels are already decoded; only the metadata is bad
         return image
@@ -252,6 +258,8 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
         return ImageCms.profileToProfile(image, ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"),
                                          outputMode="RGB")
     if mode in ("LA", "La", "PA", "RGBA", "RGBa") or image.has_transparency_data:
+        if mode == "La":  # Pillow converts premultiplied La only to LA
+            image = image.convert("LA")
         rgba = image if mode == "RGBA" else image.convert("RGBA")
         base = Image.new("RGBA", rgba.size, (*background, 255))
         return Image.alpha_composite(base, rgba).convert("RGB")
@@ -291,8 +299,8 @@ def prepare_painting(image: Image.Image, resolution: int, crop: tuple[int, int, 
     if crop is not None:
         image = image.crop(_crop_box(crop, image.size, source, config))
     square = _fit_square(image, resolution, config)  # (R, R, 3) uint8
-    tensor = torch.from_numpy(square).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
-    return tensor.unsqueeze(0).contiguous()  # (1, 3, R, R)
+    scaled = square.transpose(2, 0, 1).astype(np.float32) / np.float32(127.5) - np.float32(1.0)  # (3, R, R)
+    return torch.from_numpy(np.ascontiguousarray(scaled)).unsqueeze(0)  # (1, 3, R, R)
 
 
 def _check_prepare_inputs(image: Image.Image, resolution: int) -> None:

@@ -47,6 +47,7 @@ class LocalizeResult:
     latent: Latent                      # z*: each entry (K, D), detached
     losses: torch.Tensor                # (steps, K) L_cr per step and painting
     final_loss: torch.Tensor            # (K,) L_cr at z*
+    failed_step: list[int | None]       # per painting: the step whose loss was not finite (None: fine)
 
 
 LpipsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -62,12 +63,13 @@ def localize(backbone: Backbone, reference: torch.Tensor, yaw_deg: torch.Tensor,
     params = [latent[k] for k in backbone.inverted_latents]
     opt = torch.optim.Adam(params, lr=config.lr)
     resolution = reference.shape[-1]
+    failed: list[int | None] = [None] * K
     history = []
     for step in range(config.steps):
         opt.zero_grad(set_to_none=True)
         image = backbone.render_latent(latent, yaw_deg, pitch_deg, resolution, psi=1.0).image   # (K, 3, R, R)
         loss = content_loss(image, reference, lpips_fn, config.lambda_lpips, config.lambda_l2)  # (K,)
-        loss.sum().backward()
+        finite_total(loss, failed, step).backward()
         opt.step()
         history.append(loss.detach())
         if on_step is not None:
@@ -76,7 +78,23 @@ def localize(backbone: Backbone, reference: torch.Tensor, yaw_deg: torch.Tensor,
         image = backbone.render_latent(latent, yaw_deg, pitch_deg, resolution, psi=1.0).image
         final = content_loss(image, reference, lpips_fn, config.lambda_lpips, config.lambda_l2)
     losses = torch.stack(history) if history else torch.empty(0, K)
-    return LocalizeResult({k: v.detach() for k, v in latent.items()}, losses, final)
+    return LocalizeResult({k: v.detach() for k, v in latent.items()}, losses, final, failed)
+
+
+def finite_total(loss: torch.Tensor, failed: list[int | None], step: int) -> torch.Tensor:
+    """Sum of the per-painting losses (K,) over paintings whose losses stayed finite.
+
+    A painting whose loss turns NaN/inf is recorded in `failed` (at `step`) and dropped from every later sum,
+    so one diverging painting never poisons the others tuned in the same batch (their parameters are
+    disjoint rows/adapters, and Adam is elementwise).
+    """
+    bad = ~torch.isfinite(loss.detach())
+    for k in torch.nonzero(bad).flatten().tolist():
+        if failed[k] is None:
+            failed[k] = step
+    keep = torch.tensor([f is None for f in failed], device=loss.device)
+    return torch.where(keep, loss, torch.zeros_like(loss)).sum()
+
 
 
 def search_pose(backbone: Backbone, reference: torch.Tensor, lpips_fn: LpipsFn, config: PoseSearchConfig,

@@ -18,6 +18,7 @@ import torch
 from model.augment import AugmentConfig
 from model.backbone import Backbone, Latent
 from model.camera import random_views
+from model.localize import finite_total
 from model.losses import clip_direction, content_loss, directional_loss, spatial_loss
 
 Objective = Literal["artmator", "pti"]
@@ -49,6 +50,7 @@ class StylizeConfig:
 @dataclass
 class StylizeResult:
     losses: dict[str, torch.Tensor]     # name -> (steps, K): "total", "dir", "spa" (or "pti")
+    failed_step: list[int | None]       # per painting: the step whose loss was not finite (None: fine)
 
 
 LpipsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -68,6 +70,7 @@ def stylize(g_ori: Backbone, g_trn: Backbone, trainable: list[torch.nn.Parameter
     with torch.no_grad():
         ori_ref = g_ori.render_latent(latent, yaw_deg, pitch_deg, R).image                  # G_ori(z*, θ)
     history: dict[str, list[torch.Tensor]] = {}
+    failed: list[int | None] = [None] * K
     for step in range(config.steps):
         opt.zero_grad(set_to_none=True)
         if config.objective == "pti":
@@ -76,13 +79,13 @@ def stylize(g_ori: Backbone, g_trn: Backbone, trainable: list[torch.nn.Parameter
             terms = artmator_terms(g_ori, g_trn, latent, reference, ori_ref, yaw_deg, pitch_deg, clip, lpips_fn,
                                    config, generator)
         total = sum(terms.values())                                                          # (K,)
-        total.sum().backward()
+        finite_total(total, failed, step).backward()
         opt.step()
         for name, value in {**terms, "total": total}.items():
             history.setdefault(name, []).append(value.detach())
         if on_step is not None:
             on_step(step)
-    return StylizeResult({k: torch.stack(v) for k, v in history.items()})
+    return StylizeResult({k: torch.stack(v) for k, v in history.items()}, failed)
 
 
 def artmator_terms(g_ori: Backbone, g_trn: Backbone, latent: Latent, reference, ori_ref, yaw_deg, pitch_deg, clip,

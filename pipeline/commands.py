@@ -1,4 +1,6 @@
 """All sub-commands, collected for `pipeline.cli`."""
 from __future__ import annotations
 
-ALL: list = []
+from pipeline.gallery.command import gallery
+
+ALL: list = [gallery]

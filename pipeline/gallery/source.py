@@ -199,10 +199,14 @@ def latest_failures(fs: fsspec.AbstractFileSystem, out_path: str) -> list[Unavai
     if not reports:
         return []
     latest = max(reports, key=lambda p: (_modified(fs, p), p))
-    with fs.open(latest, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
-        wanted = [c for c in ("painting_id", "status", "error_kind", "message") if c in parquet.schema_arrow.names]
-        rows = parquet.read(columns=wanted).to_pylist()
+    try:
+        with fs.open(latest, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            names = parquet.schema_arrow.names
+            wanted = [c for c in ("painting_id", "status", "error_kind", "message") if c in names]
+            rows = parquet.read(columns=wanted).to_pylist()
+    except (OSError, ValueError):  # a torn or foreign report must not take the whole gallery down
+        return []
     failures = []
     for row in rows:
         pid = row.get("painting_id")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
@@ -74,10 +76,19 @@ def _encode(frames: Sequence[Image.Image], fps: float, container: str, codec: st
             options: dict[str, str], container_options: dict[str, str] | None = None) -> bytes:
     _check(frames, fps)
     prepared = [_even(_rgb(f)) for f in ping_pong(frames)]
-    buf = io.BytesIO()
     # Rates must be rational; 1/1000 precision is plenty for turntable fps.
     rate = Fraction(fps).limit_denominator(1000)
-    with av.open(buf, mode="w", format=container, options=container_options or {}) as out:
+    # A real file, not BytesIO: MP4's faststart pass re-opens the output by name to move the index forward.
+    with tempfile.TemporaryDirectory(prefix="artmator-video-") as tmp:
+        path = os.path.join(tmp, f"turntable.{container}")
+        _mux(path, prepared, rate, container, codec, options, container_options or {})
+        with open(path, "rb") as handle:
+            return handle.read()
+
+
+def _mux(path: str, prepared: list[Image.Image], rate: Fraction, container: str, codec: str,
+         options: dict[str, str], container_options: dict[str, str]) -> None:
+    with av.open(path, mode="w", format=container, options=container_options) as out:
         stream = out.add_stream(codec, rate=rate)
         stream.width, stream.height = prepared[0].size
         stream.pix_fmt = "yuv420p"
@@ -87,7 +98,6 @@ def _encode(frames: Sequence[Image.Image], fps: float, container: str, codec: st
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    return buf.getvalue()
 
 
 def encode_webm(frames: Sequence[Image.Image], fps: float,

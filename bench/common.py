@@ -1,0 +1,95 @@
+"""Shared benchmark plumbing: environment facts, a same-process matmul reference, JSON + Markdown output."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def environment(device: torch.device) -> dict:
+    """Machine, versions and git commit, recorded with every result."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    env = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit or "unknown",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(fn: Callable[[], object], device: torch.device, repeats: int = 3, warmup: int = 1) -> float:
+    """Fastest of `repeats` timed calls (seconds) after `warmup` untimed ones: the least noisy estimate here."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_flops_per_second(device: torch.device, n: int = 2048, dtype=torch.float32, repeats: int = 3) -> float:
+    """Dense n×n matmul throughput in this process: the reference every FLOP/s ratio is measured against."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = best_time(lambda: a @ b, device, repeats=repeats)
+    return 2 * n ** 3 / seconds
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of matmul-like ops (linear, bmm, conv...) in one call, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def write_results(name: str, rows: Sequence[dict], env: dict, columns: Sequence[str], notes: str = "",
+                  out_dir: Path | None = None) -> tuple[Path, Path]:
+    """Write `<name>.json` and `<name>.md` (a table of `columns`) and return their paths."""
+    out_dir = out_dir or RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
+    json_path.write_text(json.dumps({"benchmark": name, "environment": env, "rows": list(rows), "notes": notes},
+                                    indent=2) + "\n")
+    lines = [f"# {name}", "", " | ".join(f"{k}: {v}" for k, v in env.items()), ""]
+    if notes:
+        lines += [notes, ""]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |")
+    md_path.write_text("\n".join(lines) + "\n")
+    return json_path, md_path
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

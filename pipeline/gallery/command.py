@@ -1,0 +1,60 @@
+"""`artmator gallery OUT [--site DEST]`: publish committed paintings as a static site with IIIF manifests."""
+from __future__ import annotations
+
+import json
+import posixpath
+import urllib.parse
+
+import click
+
+from .site import build_gallery
+
+
+def _storage_options(pairs: tuple[str, ...], endpoint_url: str | None) -> dict:
+    """`KEY=VALUE` pairs (values parsed as JSON when they can be: numbers, true/false, objects)."""
+    options: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--storage-option")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    if endpoint_url:
+        options.setdefault("client_kwargs", {})["endpoint_url"] = endpoint_url
+    return options
+
+
+def _check_base_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urllib.parse.urlsplit(value)
+    if not parts.scheme or not (parts.netloc or parts.scheme == "file"):
+        raise click.BadParameter("must be an absolute URL, e.g. https://museum.example/gallery/")
+    return value
+
+
+@click.command("gallery")
+@click.argument("out")
+@click.option("--site", "site", metavar="DEST", help="Where to write the site (default: OUT/gallery).")
+@click.option("--base-url", callback=_check_base_url,
+              help="Public URL the site will be served from; IIIF ids are built on it. IIIF viewers need "
+                   "http(s). Default: the site's own file:// (or bucket) URL.")
+@click.option("--title", default="artmator gallery", show_default=True, help="Gallery title.")
+@click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+              help="fsspec storage option for OUT (and DEST on the same protocol); repeatable.")
+@click.option("--endpoint-url", help="S3-compatible endpoint (sets client_kwargs.endpoint_url).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Paintings encoded in parallel.")
+def gallery(out: str, site: str | None, base_url: str | None, title: str, storage_option: tuple[str, ...],
+            endpoint_url: str | None, workers: int) -> None:
+    """Build or update a static gallery (viewer pages, videos, IIIF manifests) from OUT's committed paintings."""
+    dest = site or posixpath.join(out.rstrip("/"), "gallery")
+    summary = build_gallery(out, dest, storage_options=_storage_options(storage_option, endpoint_url),
+                            title=title, base_url=base_url, workers=workers)
+    click.echo(f"{len(summary.paintings)} paintings ({len(summary.encoded)} encoded, {len(summary.reused)} "
+               f"unchanged), {len(summary.unavailable)} not available, {len(summary.removed)} removed")
+    for item in summary.skipped:
+        click.echo(f"skipped {item.painting_id}: {item.reason}", err=True)
+    click.echo(summary.index_url)

@@ -1,0 +1,144 @@
+"""HTML pages of the gallery, rendered server-side from packaged templates.
+
+Every untrusted string passes through `html.escape` for its context (text or quoted attribute); only
+http(s) URLs ever become links; page data for viewer.js is a `<script type="application/json">` block
+escaped for `<`, `>`, `&`, U+2028 and U+2029. A strict Content-Security-Policy allows only same-origin
+script/style/images, so even a missed escape could not run inline script.
+"""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from importlib import resources
+from string import Template
+
+from .iiif import http_url, painting_label
+from .source import PaintingResult, Unavailable
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'none'")
+STATIC_ASSETS = ("viewer.js", "style.css")
+"""Files copied verbatim to `<site>/assets/`."""
+
+
+@dataclass(frozen=True)
+class Card:
+    """One painting on the index page."""
+
+    painting_id: str
+    title: str
+    artist: str | None
+    date: str | None
+
+
+@dataclass(frozen=True)
+class ViewerInfo:
+    """Site-side facts the viewer page needs besides result.json."""
+
+    width: int
+    height: int
+    frames: int
+    columns: int
+    rows: int
+    start: int
+    wrap: bool
+    expressions: list[str]
+    """Expression names, in the order of the `expr/<i>.png` stills."""
+
+
+def asset_bytes(name: str) -> bytes:
+    """A packaged file from `pipeline/gallery/assets`."""
+    return resources.files(__package__).joinpath("assets", name).read_bytes()
+
+
+def _template(name: str) -> Template:
+    return Template(asset_bytes(name).decode("utf-8"))
+
+
+def esc(text: object) -> str:
+    """Escape for HTML text and double- or single-quoted attributes."""
+    return html.escape(str(text), quote=True)
+
+
+def json_script(data: object) -> str:
+    """JSON safe to place inside <script type="application/json">: cannot close the element or open a comment."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    for raw, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(raw, escaped)
+    return text
+
+
+def link_or_text(value: str) -> str:
+    """An <a> for http(s) URLs, escaped plain text for anything else (javascript:, data:, prose)."""
+    if url := http_url(value):
+        return f'<a href="{esc(url)}" rel="noopener noreferrer nofollow">{esc(value)}</a>'
+    return esc(value)
+
+
+def _card(card: Card) -> str:
+    base = f"p/{card.painting_id}/"
+    lines = [f'<li class="card" data-painting="{esc(card.painting_id)}"><a href="{base}index.html">',
+             f'<img src="{base}thumb.webp" alt="" loading="lazy" decoding="async">',
+             f'<span class="title">{esc(card.title)}</span></a>']
+    lines += [f'<span class="{cls}">{esc(value)}</span>' for cls, value in (("artist", card.artist),
+                                                                             ("date", card.date)) if value]
+    return "".join(lines) + "</li>"
+
+
+def _unavailable(items: list[Unavailable]) -> str:
+    if not items:
+        return ""
+    rows = "\n".join(f'<li data-painting="{esc(u.painting_id)}">{esc(u.painting_id)} &mdash; '
+                     f'not available: {esc(u.reason)}</li>' for u in items)
+    return f'<section class="unavailable"><h2>Not available</h2>\n<ul>\n{rows}\n</ul></section>'
+
+
+def render_index(title: str, cards: list[Card], unavailable: list[Unavailable]) -> bytes:
+    """The gallery's front page: a card per committed painting, then failed ones as plain text."""
+    count = f"{len(cards)} painting{'s' if len(cards) != 1 else ''}"
+    page = _template("index.template.html").substitute(
+        csp=CSP, title=esc(title), count=esc(count), cards="\n".join(map(_card, cards)),
+        unavailable=_unavailable(unavailable))
+    return page.encode("utf-8")
+
+
+def _metadata_rows(result: PaintingResult) -> str:
+    meta = result.metadata
+    rows = [("Artist", meta.artist and esc(meta.artist)), ("Date", meta.date and esc(meta.date)),
+            ("Rights", meta.rights and link_or_text(meta.rights)),
+            ("Credit", meta.credit_line and esc(meta.credit_line)),
+            ("Source", meta.source_url and link_or_text(meta.source_url))]
+    pose = result.pose_yaw_deg
+    if pose is not None:
+        rows.append(("Pose", esc(f"yaw {pose:.0f}\u00b0" + (" (estimated)" if result.pose_estimated else ""))))
+    return "\n".join(f'<dt>{label}</dt><dd class="{label.lower()}">{value}</dd>' for label, value in rows if value)
+
+
+def _quality(result: PaintingResult) -> str:
+    scores = [f"LPIPS to reference {result.lpips_ref:.3f}" if result.lpips_ref is not None else "",
+              f"PSNR to reference {result.psnr_ref:.1f} dB" if result.psnr_ref is not None else ""]
+    text = "; ".join(s for s in scores if s)
+    parts = [f'<p class="scores">{esc(text)}</p>'] if text else []
+    if result.flags:
+        parts.append('<ul class="flags">' + "".join(f"<li>{esc(f)}</li>" for f in result.flags) + "</ul>")
+    else:
+        parts.append('<p class="flags-none">No quality flags.</p>')
+    return "\n".join(parts)
+
+
+def render_viewer(site_title: str, result: PaintingResult, info: ViewerInfo) -> bytes:
+    """One painting's interactive page (works without JS as a poster plus metadata)."""
+    label = painting_label(result)
+    buttons = "\n".join(f'<button type="button" data-expression="{i}" aria-pressed="false" disabled>'
+                        f"{esc(name)}</button>" for i, name in enumerate(info.expressions))
+    yaws = result.yaw_deg if len(result.yaw_deg) == info.frames else []
+    data = {"title": label, "frames": info.frames, "columns": info.columns, "rows": info.rows,
+            "fps": result.fps, "start": info.start, "wrap": info.wrap, "yaw_deg": yaws,
+            "expressions": [{"name": n, "src": f"expr/{i}.png"} for i, n in enumerate(info.expressions)]}
+    page = _template("viewer.template.html").substitute(
+        csp=CSP, title=esc(label), site_title=esc(site_title), last_frame=info.frames - 1, start=info.start,
+        width=info.width, height=info.height, expression_buttons=buttons, metadata=_metadata_rows(result),
+        quality=_quality(result), data=json_script(data))
+    return page.encode("utf-8")

@@ -1,0 +1,291 @@
+"""`build_gallery`: turn committed paintings in OUT into a static, self-contained, IIIF-described website.
+
+Site layout (`DEST`):
+    index.html                  written last: the gallery is never a half-written page
+    collection.json             IIIF Collection of every painting Manifest
+    assets/viewer.js, style.css
+    p/<id>/index.html           viewer page          p/<id>/manifest.json   IIIF Manifest
+    p/<id>/poster.png thumb.webp sprite.webp turntable.webm turntable.mp4 turntable.webp expr/<i>.png
+    p/<id>/_gallery.json        stamp, written last for the painting: keys that decide what to redo
+
+Incremental: a painting's media are re-encoded only when the sha256s of its committed frames/stills (plus
+config hash, fps, expression list and this module's FORMAT) change; its pages only when result.json, the
+base URL or the title change as well. Paintings no longer committed are removed from the site.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import io
+import json
+import os
+import posixpath
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import fsspec
+from PIL import Image
+
+from . import iiif, pages, video
+from .source import (CommittedPainting, IntegrityError, PaintingResult, Unavailable, latest_failures,
+                     list_committed, parse_result, read_verified)
+
+FORMAT = 1
+"""Bump when encoded media or page structure change, so existing sites get rebuilt."""
+STAMP = "_gallery.json"
+
+
+@dataclass
+class GallerySummary:
+    """What one `build_gallery` call did."""
+
+    site_uri: str
+    index_path: str
+    """Path of index.html in the site filesystem."""
+    index_url: str
+    """Where to open it: a file:// URL for local sites, else the base URL's index."""
+    base_url: str
+    paintings: list[str] = field(default_factory=list)
+    """Ids shown, in index order."""
+    encoded: list[str] = field(default_factory=list)
+    """Ids whose media were (re-)encoded this time."""
+    reused: list[str] = field(default_factory=list)
+    """Ids whose media were already up to date."""
+    unavailable: list[Unavailable] = field(default_factory=list)
+    """Failed in the latest run (listed as text on the index)."""
+    skipped: list[Unavailable] = field(default_factory=list)
+    """Committed but not publishable (bad marker, files changed after commit); not shown."""
+    removed: list[str] = field(default_factory=list)
+    """Ids dropped from the site because they are no longer committed."""
+
+
+@dataclass(frozen=True)
+class MediaFacts:
+    """Facts about encoded media, kept in the stamp so unchanged paintings need no decoding."""
+
+    width: int
+    height: int
+    frames: int
+    columns: int
+    rows: int
+    duration: float
+    expressions: list[tuple[str, int, int]]
+
+
+@dataclass(frozen=True)
+class Published:
+    """A painting on the site: its index card and Manifest."""
+
+    card: pages.Card
+    manifest: object
+    encoded: bool
+
+
+class _Site:
+    """Writes into the site filesystem; local writes go through a temp file + rename."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str):
+        self.fs, self.root = fs, root.rstrip("/")
+        self.local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def put(self, rel: str, data: bytes) -> None:
+        path = self.path(rel)
+        if not self.local:
+            self.fs.pipe_file(path, data)  # object stores replace whole objects atomically
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+
+    def read_json(self, rel: str) -> dict | None:
+        try:
+            doc = json.loads(self.fs.cat_file(self.path(rel)))
+        except (FileNotFoundError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+
+def _digest(doc: object) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _image(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def _media_key(painting: CommittedPainting, result: PaintingResult) -> str:
+    used = {rel: e.sha256 for rel, e in painting.files.items()
+            if rel == "reference.png" or rel.startswith(("renders/turntable", "renders/expressions/"))}
+    return _digest({"format": FORMAT, "files": used, "config": painting.config_hash, "fps": result.fps,
+                    "expressions": result.expressions})
+
+
+def _start_frame(result: PaintingResult, frames: int) -> int:
+    """The frame nearest the painting's own pose, so the viewer opens where the poster is."""
+    if result.pose_yaw_deg is None or len(result.yaw_deg) != frames:
+        return frames // 2
+    return min(range(frames), key=lambda i: abs(result.yaw_deg[i] - result.pose_yaw_deg))
+
+
+def _wraps(result: PaintingResult, frames: int) -> bool:
+    """True when the turntable covers a full turn, so scrubbing may wrap from last to first frame."""
+    yaws = result.yaw_deg
+    if len(yaws) != frames or frames < 3:
+        return False
+    step = abs(yaws[1] - yaws[0])
+    return abs(yaws[-1] - yaws[0]) + step >= 359.0
+
+
+def _encode_media(site: _Site, fs: fsspec.AbstractFileSystem, painting: CommittedPainting,
+                  result: PaintingResult) -> MediaFacts:
+    """Read verified frames and stills, encode every published format, write them under p/<id>/."""
+    rel = f"p/{painting.painting_id}/"
+    frame_paths = painting.frame_paths()
+    if not frame_paths:
+        raise IntegrityError("no turntable frames in the commit marker")
+    frames = [_image(read_verified(fs, painting, p)) for p in frame_paths]
+    if len({f.size for f in frames}) != 1:
+        raise IntegrityError("turntable frames differ in size")
+    width, height = frames[0].size
+    if "reference.png" in painting.files:
+        poster = _image(read_verified(fs, painting, "reference.png")).convert("RGB").resize((width, height))
+    else:
+        poster = frames[len(frames) // 2]
+    site.put(rel + "poster.png", video.encode_png(poster))
+    site.put(rel + "thumb.webp", video.encode_thumbnail(poster))
+    site.put(rel + "sprite.webp", video.encode_sprite(frames))
+    site.put(rel + "turntable.webm", video.encode_webm(frames, result.fps))
+    site.put(rel + "turntable.mp4", video.encode_mp4(frames, result.fps))
+    if "renders/turntable.webp" in painting.files:  # the pipeline already encoded it with encode_webp
+        site.put(rel + "turntable.webp", read_verified(fs, painting, "renders/turntable.webp"))
+    else:
+        site.put(rel + "turntable.webp", video.encode_webp(frames, result.fps))
+    stills = []
+    for name in result.expressions:
+        source = f"renders/expressions/{name}.png"
+        if source in painting.files:
+            data = read_verified(fs, painting, source)
+            size = _image(data).size
+            site.put(f"{rel}expr/{len(stills)}.png", data)
+            stills.append((name, *size))
+    columns, rows = video.sprite_grid(len(frames))
+    return MediaFacts(width, height, len(frames), columns, rows,
+                      round(len(video.ping_pong(frames)) / result.fps, 3), stills)
+
+
+def _painting_media(painting_id: str, facts: MediaFacts) -> iiif.PaintingMedia:
+    """Published media with paths relative to the site root (Manifests resolve them against the base URL)."""
+    pre = f"p/{painting_id}/"
+    w, h = facts.width + facts.width % 2, facts.height + facts.height % 2  # videos are padded to even sizes
+    return iiif.PaintingMedia(
+        painting_id=painting_id,
+        video=iiif.Media(pre + "turntable.webm", "video/webm", w, h, facts.duration),
+        poster=iiif.Media(pre + "poster.png", "image/png", facts.width, facts.height),
+        renderings=[iiif.Media(pre + "turntable.mp4", "video/mp4", w, h, facts.duration),
+                    iiif.Media(pre + "turntable.webp", "image/webp", facts.width, facts.height)],
+        expressions=[(name, iiif.Media(f"{pre}expr/{i}.png", "image/png", ew, eh))
+                     for i, (name, ew, eh) in enumerate(facts.expressions)])
+
+
+def _publish(site: _Site, fs: fsspec.AbstractFileSystem, painting: CommittedPainting, base_url: str,
+             title: str) -> Published:
+    """Bring one painting's folder on the site up to date; returns its card and Manifest."""
+    pid = painting.painting_id
+    result_bytes = read_verified(fs, painting, "result.json")
+    result = parse_result(result_bytes, pid)
+    media_key = _media_key(painting, result)
+    page_key = _digest({"media": media_key, "result": hashlib.sha256(result_bytes).hexdigest(),
+                        "base": base_url, "title": title, "format": FORMAT})
+    stamp = site.read_json(f"p/{pid}/{STAMP}") or {}
+    encoded = stamp.get("media_key") != media_key
+    if encoded:
+        facts = _encode_media(site, fs, painting, result)
+    else:
+        raw = stamp["media"]
+        facts = MediaFacts(**{**raw, "expressions": [tuple(e) for e in raw["expressions"]]})
+    manifest = iiif.build_manifest(base_url, result, _painting_media(pid, facts))
+    if encoded or stamp.get("page_key") != page_key:
+        site.put(f"p/{pid}/manifest.json", iiif.to_json(manifest))
+        info = pages.ViewerInfo(facts.width, facts.height, facts.frames, facts.columns, facts.rows,
+                                _start_frame(result, facts.frames), _wraps(result, facts.frames),
+                                [name for name, _, _ in facts.expressions])
+        site.put(f"p/{pid}/index.html", pages.render_viewer(title, result, info))
+        site.put(f"p/{pid}/{STAMP}", json.dumps({"format": FORMAT, "media_key": media_key, "page_key": page_key,
+                                                 "run_id": painting.run_id, "media": asdict(facts)}).encode())
+    meta = result.metadata
+    card = pages.Card(pid, iiif.painting_label(result), meta.artist, meta.date)
+    return Published(card, manifest, encoded)
+
+
+def default_base_url(fs: fsspec.AbstractFileSystem, root: str) -> str:
+    """file:// URL of a local site, else `<protocol>://<root>/` (valid ids, but not fetchable by IIIF viewers)."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return Path(root).resolve().as_uri().rstrip("/") + "/"
+    return f"{protocol}://{root.strip('/')}/"
+
+
+def _prune(site: _Site, keep: set[str]) -> list[str]:
+    """Remove site folders of paintings no longer committed (only folders this module stamped)."""
+    removed = []
+    for stamp in site.fs.glob(site.path(f"p/*/{STAMP}")):
+        folder = posixpath.dirname(stamp)
+        if posixpath.basename(folder) not in keep:
+            site.fs.rm(folder, recursive=True)
+            removed.append(posixpath.basename(folder))
+    return sorted(removed)
+
+
+def build_gallery(out_uri: str, site_uri: str, storage_options: dict | None = None,
+                  title: str = "artmator gallery", base_url: str | None = None,
+                  site_storage_options: dict | None = None, workers: int = 2) -> GallerySummary:
+    """Build or update the static gallery for OUT at `site_uri`.
+
+    `storage_options` open OUT; the site uses `site_storage_options`, or the same options when both URIs
+    share a protocol. `base_url` (absolute, ends with "/") prefixes IIIF ids; default: see
+    `default_base_url`. Paintings are published by `workers` threads (encoders release the GIL)."""
+    storage_options = storage_options or {}
+    out_fs, out_path = fsspec.core.url_to_fs(out_uri, **storage_options)
+    same_protocol = fsspec.core.split_protocol(out_uri)[0] == fsspec.core.split_protocol(site_uri)[0]
+    site_opts = site_storage_options if site_storage_options is not None else (
+        storage_options if same_protocol else {})
+    site_fs, site_path = fsspec.core.url_to_fs(site_uri, **site_opts)
+    site = _Site(site_fs, site_path)
+    for fs in {id(out_fs): out_fs, id(site_fs): site_fs}.values():
+        fs.invalidate_cache()  # fsspec caches instances and listings: a long-lived caller must see new commits
+    base = (base_url.rstrip("/") + "/") if base_url else default_base_url(site_fs, site.root)
+
+    for name in pages.STATIC_ASSETS:
+        site.put(f"assets/{name}", pages.asset_bytes(name))
+    listing = list_committed(out_fs, out_path)
+    summary = GallerySummary(site_uri, site.path("index.html"), "", base, skipped=list(listing.rejected))
+
+    def publish(painting: CommittedPainting) -> Published | Unavailable:
+        try:
+            return _publish(site, out_fs, painting, base, title)
+        except (IntegrityError, ValueError, KeyError, OSError) as err:
+            return Unavailable(painting.painting_id, f"{type(err).__name__}: {err}")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        outcomes = list(pool.map(publish, listing.committed))
+    published = [o for o in outcomes if isinstance(o, Published)]
+    summary.skipped += [o for o in outcomes if isinstance(o, Unavailable)]
+    summary.paintings = [p.card.painting_id for p in published]
+    summary.encoded = [p.card.painting_id for p in published if p.encoded]
+    summary.reused = [p.card.painting_id for p in published if not p.encoded]
+    shown = set(summary.paintings)
+    summary.unavailable = [u for u in latest_failures(out_fs, out_path) if u.painting_id not in shown]
+    summary.removed = _prune(site, shown)
+
+    site.put("collection.json", iiif.to_json(iiif.build_collection(base, title, [p.manifest for p in published])))
+    site.put("index.html", pages.render_index(title, [p.card for p in published], summary.unavailable))
+    summary.index_url = (Path(site.path("index.html")).resolve().as_uri() if site.local else base + "index.html")
+    return summary

@@ -1,0 +1,172 @@
+"""Fixtures for the gallery tests: a synthetic OUT tree written by hand, and one headless Chromium."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from pipeline.gallery import encode_webp
+
+SCREENSHOTS = Path(__file__).parent / "_screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+XSS_TITLE = '</script><img src=x onerror="window.__pwned=1">'
+XSS_METADATA = {
+    "title": XSS_TITLE,
+    "artist": "</script><script>window.__pwned=2;alert(1)</script>",
+    "date": '"><svg onload="window.__pwned=3">',
+    "rights": "javascript:alert(1)",
+    "credit_line": "Gift of Zoë & Łukasz \u2028 <b>bold</b> \u2029 'quoted' \"double\" <!-- -->",
+    "source_url": "javascript:window.__pwned=4",
+}
+
+
+def draw_frames(count: int, size: int, hue: int) -> list[Image.Image]:
+    """A coloured ellipse that turns with the frame index, with the index printed: every frame differs."""
+    frames = []
+    for i in range(count):
+        image = Image.new("RGB", (size, size), (24, 24, 40))
+        draw = ImageDraw.Draw(image)
+        squeeze = abs(math.cos(math.pi * i / count)) * size * 0.3
+        colour = ((hue + 9 * i) % 256, (90 + 5 * i) % 256, (200 - 4 * i) % 256)
+        draw.ellipse((size * 0.15 + squeeze, size * 0.1, size * 0.85 - squeeze * 0.2, size * 0.9), fill=colour)
+        draw.rectangle((size * 0.1 + i * size * 0.02, size * 0.45, size * 0.2 + i * size * 0.02, size * 0.55),
+                       fill=(255, 255, 255))
+        draw.text((4, 4), f"{i:03d}", fill=(255, 255, 0))
+        frames.append(image)
+    return frames
+
+
+def _png(image: Image.Image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class PaintingSpec:
+    """What to write for one synthetic painting."""
+
+    painting_id: str
+    metadata: dict = field(default_factory=dict)
+    frames: int = 24
+    size: int = 96
+    hue: int = 0
+    expressions: tuple[str, ...] = ("happiness", "surprise")
+    commit: bool = True
+    with_webp: bool = False
+    run_id: str = "run-1"
+    config_hash: str = "cfg-a"
+
+
+def write_painting(out: Path, spec: PaintingSpec) -> Path:
+    """Write a painting folder following the OUT layout; the commit marker goes last (if `commit`)."""
+    root = out / "paintings" / spec.painting_id
+    files: dict[str, bytes] = {}
+    frames = draw_frames(spec.frames, spec.size, spec.hue)
+    for i, frame in enumerate(frames):
+        files[f"renders/turntable/{i:03d}.png"] = _png(frame)
+    files["reference.png"] = _png(frames[spec.frames // 3])
+    if spec.with_webp:
+        files["renders/turntable.webp"] = encode_webp(frames, 12.0)
+    for j, name in enumerate(spec.expressions):
+        still = Image.new("RGB", (spec.size, spec.size), (40 + 60 * j, 160, 80))
+        ImageDraw.Draw(still).text((4, spec.size // 2), name, fill=(0, 0, 0))
+        files[f"renders/expressions/{name}.png"] = _png(still)
+    span = 30.0
+    yaws = [-span + 2 * span * i / (spec.frames - 1) for i in range(spec.frames)]
+    result = {"painting_id": spec.painting_id,
+              "metadata": {k: spec.metadata.get(k) for k in
+                           ("title", "artist", "date", "rights", "credit_line", "source_url")},
+              "pose": {"yaw_deg": yaws[spec.frames // 3], "pitch_deg": 0.0, "estimated": True},
+              "resolution": spec.size,
+              "turntable": {"frames": spec.frames, "yaw_deg": yaws, "fps": 12.0},
+              "expressions": list(spec.expressions),
+              "quality": {"lpips_ref": 0.21, "psnr_ref": 24.5, "flags": ["low_psnr"] if spec.hue else []},
+              "timings": {"total_s": 1.0}, "losses": {"final": 0.1}}
+    files["result.json"] = json.dumps(result).encode()
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    if spec.commit:
+        marker = {"painting_id": spec.painting_id, "run_id": spec.run_id, "config_hash": spec.config_hash,
+                  "committed_at": "2025-01-01T00:00:00Z",
+                  "files": {rel: {"bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+                            for rel, d in files.items()}}
+        (root / "_COMMITTED.json").write_text(json.dumps(marker))
+    return root
+
+
+def write_report(out: Path, run_id: str, rows: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = out / "runs" / run_id / "report.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium (Debian's) for the whole session."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    return SCREENSHOTS
+
+
+MONA = PaintingSpec("mona.lisa", {"title": "Portrait of a Lady", "artist": "A. Painter", "date": "c. 1503",
+                                  "rights": "https://creativecommons.org/publicdomain/zero/1.0/",
+                                  "credit_line": "Gift of the Friends of the Museum, 1901",
+                                  "source_url": "https://collection.example.org/objects/42"},
+                    hue=30, with_webp=True)
+XSS = PaintingSpec("xss-1", XSS_METADATA, hue=140, expressions=("happiness",))
+HIDDEN = PaintingSpec("no_marker", {"title": "Hidden: not committed"}, commit=False)
+FAILED_ROWS = [{"painting_id": "broken_1", "status": "failed", "error_kind": "no_face",
+                "message": "<img src=x onerror=\"window.__pwned=5\"> no face found"},
+               {"painting_id": "mona.lisa", "status": "done", "error_kind": None, "message": None},
+               {"painting_id": "skipped_1", "status": "skipped", "error_kind": None, "message": None}]
+
+
+@dataclass
+class BuiltSite:
+    """A synthetic OUT tree and the gallery built from it once for the session."""
+
+    out: Path
+    site: Path
+    summary: object
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory) -> BuiltSite:
+    from pipeline.gallery import build_gallery
+
+    out = tmp_path_factory.mktemp("out")
+    for spec in (MONA, XSS, HIDDEN):
+        write_painting(out, spec)
+    write_report(out, "run-0", [{"painting_id": "old_failure", "status": "failed", "error_kind": "oom",
+                                 "message": "stale"}])
+    write_report(out, "run-1", FAILED_ROWS)
+    old = out / "runs" / "run-0" / "report.parquet"
+    import os
+
+    os.utime(old, (1_000_000_000, 1_000_000_000))  # run-0 is the older report
+    site = out / "gallery"
+    return BuiltSite(out, site, build_gallery(str(out), str(site), title="Test <Gallery>"))

@@ -1,0 +1,135 @@
+"""build_gallery: what it lists, what it refuses, and incremental rebuilds."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.gallery import build_gallery
+from pipeline.gallery.command import gallery
+from pipeline.gallery.pages import json_script
+
+from .conftest import PaintingSpec, write_painting, write_report
+
+SMALL = {"frames": 8, "size": 48}
+
+
+def site_files(site) -> dict[str, float]:
+    return {str(p.relative_to(site)): p.stat().st_mtime_ns for p in site.rglob("*") if p.is_file()}
+
+
+@pytest.mark.timeout(120)
+def test_summary_of_session_site(built_site):
+    summary = built_site.summary
+    assert summary.paintings == ["mona.lisa", "xss-1"]
+    assert sorted(summary.encoded) == ["mona.lisa", "xss-1"] and summary.reused == []
+    assert [u.painting_id for u in summary.unavailable] == ["broken_1"]  # latest report only
+    assert not (built_site.site / "p" / "no_marker").exists()
+    mona = built_site.site / "p" / "mona.lisa"
+    for name in ("index.html", "manifest.json", "poster.png", "thumb.webp", "sprite.webp", "turntable.webm",
+                 "turntable.mp4", "turntable.webp", "expr/0.png", "expr/1.png", "_gallery.json"):
+        assert (mona / name).is_file(), name
+    # The committed turntable.webp was copied, not re-encoded.
+    assert (mona / "turntable.webp").read_bytes() == \
+        (built_site.out / "paintings" / "mona.lisa" / "renders" / "turntable.webp").read_bytes()
+    assert not list(built_site.site.rglob("*.tmp"))
+
+
+@pytest.mark.timeout(120)
+def test_incremental_rebuild_adds_without_reencoding(tmp_path):
+    out, site = tmp_path / "out", tmp_path / "site"
+    write_painting(out, PaintingSpec("a", {"title": "A"}, **SMALL))
+    first = build_gallery(str(out), str(site))
+    assert first.encoded == ["a"]
+    before = site_files(site)
+    write_painting(out, PaintingSpec("b", {"title": "B"}, hue=90, **SMALL))
+    write_painting(out, PaintingSpec("c", {"title": "C"}, commit=False, **SMALL))
+    second = build_gallery(str(out), str(site))
+    assert second.paintings == ["a", "b"] and second.encoded == ["b"] and second.reused == ["a"]
+    after = site_files(site)
+    for rel, mtime in before.items():
+        if rel.startswith("p/a/"):
+            assert after[rel] == mtime, f"{rel} was rewritten"
+    assert "B" in (site / "index.html").read_text() and "p/c/" not in (site / "index.html").read_text()
+
+    # New metadata only: pages are rewritten, media are not re-encoded.
+    write_painting(out, PaintingSpec("a", {"title": "A, retitled"}, **SMALL))
+    third = build_gallery(str(out), str(site))
+    assert third.encoded == [] and sorted(third.reused) == ["a", "b"]
+    assert site_files(site)["p/a/turntable.webm"] == before["p/a/turntable.webm"]
+    assert "A, retitled" in (site / "p" / "a" / "index.html").read_text()
+
+    # New frames (different sha256s): re-encoded.
+    write_painting(out, PaintingSpec("a", {"title": "A, retitled"}, hue=200, **SMALL))
+    assert build_gallery(str(out), str(site)).encoded == ["a"]
+
+    # Decommitted: removed from the site and the index.
+    (out / "paintings" / "b" / "_COMMITTED.json").unlink()
+    fourth = build_gallery(str(out), str(site))
+    assert fourth.removed == ["b"] and not (site / "p" / "b").exists()
+
+
+@pytest.mark.timeout(120)
+def test_untrusted_layout_is_refused(tmp_path):
+    out, site = tmp_path / "out", tmp_path / "site"
+    write_painting(out, PaintingSpec("good", {"title": "Good"}, **SMALL))
+    # Files changed after commit: not shown (never broken), reported as skipped.
+    write_painting(out, PaintingSpec("tampered", {"title": "T"}, **SMALL))
+    (out / "paintings" / "tampered" / "renders" / "turntable" / "003.png").write_bytes(b"not a png")
+    # A marker naming another painting, and one pointing outside its folder.
+    write_painting(out, PaintingSpec("liar", {"title": "L"}, **SMALL))
+    marker = out / "paintings" / "liar" / "_COMMITTED.json"
+    marker.write_text(marker.read_text().replace('"painting_id": "liar"', '"painting_id": "good"'))
+    write_painting(out, PaintingSpec("escape", {"title": "E"}, **SMALL))
+    marker = out / "paintings" / "escape" / "_COMMITTED.json"
+    doc = json.loads(marker.read_text())
+    doc["files"]["../good/result.json"] = {"bytes": 1, "sha256": "0" * 64}
+    marker.write_text(json.dumps(doc))
+    # An id the contract forbids.
+    bad = out / "paintings" / "-bad id"
+    bad.mkdir(parents=True)
+    (bad / "_COMMITTED.json").write_text("{}")
+    summary = build_gallery(str(out), str(site))
+    assert summary.paintings == ["good"]
+    assert {u.painting_id for u in summary.skipped} == {"tampered", "liar", "escape", "-bad id"}
+    assert "changed after commit" in next(u.reason for u in summary.skipped if u.painting_id == "tampered")
+    assert sorted(p.name for p in (site / "p").iterdir()) == ["good"]  # frames are verified before writing
+    assert "tampered" not in (site / "index.html").read_text()
+
+
+@pytest.mark.timeout(120)
+def test_failed_and_recovered(tmp_path):
+    out, site = tmp_path / "out", tmp_path / "site"
+    write_painting(out, PaintingSpec("ok", {"title": "Ok"}, **SMALL))
+    write_report(out, "run-9", [{"painting_id": "ok", "status": "failed", "error_kind": "x", "message": "y"},
+                                {"painting_id": "gone", "status": "failed", "error_kind": "no_face",
+                                 "message": None},
+                                {"painting_id": "../etc", "status": "failed", "error_kind": "x", "message": "y"}])
+    summary = build_gallery(str(out), str(site))
+    # Committed earlier and still committed: shown, not listed as unavailable; invalid ids dropped.
+    assert [(u.painting_id, u.reason) for u in summary.unavailable] == [("gone", "no_face")]
+
+
+def test_json_script_escaping():
+    text = json_script({"t": "</script><!-- \u2028\u2029 & >"})
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert "\u2028" not in text and "\u2029" not in text
+    assert json.loads(text) == {"t": "</script><!-- \u2028\u2029 & >"}
+
+
+@pytest.mark.timeout(120)
+def test_command_builds_default_site(tmp_path):
+    out = tmp_path / "out"
+    write_painting(out, PaintingSpec("cli", {"title": "Cli"}, **SMALL))
+    result = CliRunner().invoke(gallery, [str(out), "--title", "CLI gallery", "--storage-option", "auto_mkdir=true"])
+    assert result.exit_code == 0, result.output
+    index = out / "gallery" / "index.html"
+    assert index.is_file() and "CLI gallery" in index.read_text()
+    assert result.output.strip().splitlines()[-1] == index.resolve().as_uri()
+    bad = CliRunner().invoke(gallery, [str(out), "--base-url", "not a url"])
+    assert bad.exit_code != 0 and "absolute URL" in bad.output
+    bad = CliRunner().invoke(gallery, [str(out), "--storage-option", "novalue"])
+    assert bad.exit_code != 0
+    assert os.path.isdir(out / "gallery" / "p" / "cli")
