@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ from model.anifacegan.model import AniFaceGAN
 
 # Bump whenever the head, the albedo, the losses or the fitting schedule change: it is part of the cache key.
 CODE_VERSION = "head-prior-1"
+log = logging.getLogger(__name__)
 
 SMILE_FILE = Path(__file__).parent / "anifacegan" / "data" / "smile_01626.mat"
 VIEW_DIR = (0.0, 0.0, -1.0)  # the renderer's locked view direction (official inference)
@@ -461,10 +464,13 @@ def fit_head_prior(config: HeadPriorConfig = HeadPriorConfig()) -> dict[str, dic
         proj_dim = backbone.config.id_dim + backbone.config.noise_dim
         # Unit-variance traits for N(0, 1) noise (z_id is ~10x smaller; it still contributes a little).
         projection = torch.randn(proj_dim, 3, generator=g) / math.sqrt(backbone.config.noise_dim) * 1.2
-        fit_sampler(backbone, pool, config, g)
-        fit_radiance(backbone, pool, projection, config, g)
-        fit_deform(backbone, pool, config, g)
-        fit_photometric(backbone, config, g)
+        for name, stage in (("sampler", lambda: fit_sampler(backbone, pool, config, g)),
+                            ("radiance", lambda: fit_radiance(backbone, pool, projection, config, g)),
+                            ("deform", lambda: fit_deform(backbone, pool, config, g)),
+                            ("photometric", lambda: fit_photometric(backbone, config, g))):
+            start = time.perf_counter()
+            stage()
+            log.info("head prior: %s fitted in %.1fs", name, time.perf_counter() - start)
         backbone._avg_modulation = None
         return {part: {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in backbone.part(part).state_dict().items()}
                 for part in ("generator", "deform")}

@@ -39,7 +39,8 @@ class PoseSearchConfig:
 
     yaws_deg: tuple[float, ...] = (-30.0, -15.0, 0.0, 15.0, 30.0)
     pitches_deg: tuple[float, ...] = (-10.0, 0.0, 10.0)
-    steps: int = 30                     # short inversion per candidate pose
+    steps: int = 15                     # short inversion per candidate pose
+    downsample: int = 2                 # search at resolution / downsample (the ranking needs no detail)
 
 
 @dataclass
@@ -105,6 +106,8 @@ def search_pose(backbone: Backbone, reference: torch.Tensor, lpips_fn: LpipsFn, 
     candidates in one batch; the pose with the lowest final L_cr wins and its latent seeds the full stage 1.
     """
     grid = [(y, p) for y in config.yaws_deg for p in config.pitches_deg]
+    if config.downsample > 1:
+        reference = torch.nn.functional.avg_pool2d(reference, config.downsample)
     n = len(grid)
     yaws = torch.tensor([g[0] for g in grid], dtype=torch.float32, device=reference.device)
     pitches = torch.tensor([g[1] for g in grid], dtype=torch.float32, device=reference.device)

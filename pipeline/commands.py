@@ -2,5 +2,6 @@
 from __future__ import annotations
 
 from pipeline.gallery.command import gallery
+from pipeline.tune_command import tune
 
-ALL: list = [gallery]
+ALL: list = [tune, gallery]

@@ -1,0 +1,133 @@
+"""Click options shared by `artmator tune` and `artmator run`, turned into one `JobSettings`."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from functools import wraps
+
+import click
+
+from model.anifacegan.checkpoints import official_weights
+from model.encoders import TINY_CLIP, ClipConfig, LpipsConfig
+from model.lora import DeltaConfig
+from pipeline.settings import PRESET_SETTINGS, BackboneSettings, JobSettings
+
+PARTS = ("generator", "deform", "vae_id", "vae_exp")
+
+
+def model_options(fn):
+    """Decorator adding every model/tuning option; the command receives `settings: JobSettings`."""
+    options = [
+        click.option("--preset", type=click.Choice(["tiny", "anifacegan"]), default="tiny", show_default=True,
+                     help="Backbone: 'tiny' (CPU demo, random or head-prior weights) or 'anifacegan' (official)."),
+        click.option("--settings", "settings_name", type=click.Choice(sorted(PRESET_SETTINGS)), default=None,
+                     help="Step counts and sizes: 'quick' (CPU demo) or 'paper'. Default: quick for tiny, paper for anifacegan."),
+        click.option("--official-root", default=None, metavar="URI",
+                     help="Checkout of the official AniFaceGAN repository (local or fsspec URI): loads all four parts."),
+        click.option("--head-prior/--no-head-prior", default=True, show_default=True,
+                     help="tiny preset without weights: start from the procedural 3D head (else random weights)."),
+        *[click.option(f"--{p.replace('_', '-')}-weights", p, default=None, metavar="URI",
+                       help=f"Weights of the {p} part (.pth or .safetensors; local or s3://, gs://, https://...).")
+          for p in PARTS],
+        click.option("--stage1-steps", type=click.IntRange(min=0), default=None, help="Stage 1 (localization) steps."),
+        click.option("--stage2-steps", type=click.IntRange(min=0), default=None, help="Stage 2 (stylization) steps."),
+        click.option("--delta-mode", type=click.Choice(["lora", "full"]), default=None,
+                     help="Tune low-rank adapters (default) or every generator weight (paper-exact)."),
+        click.option("--rank", type=click.IntRange(min=1), default=None, help="Adapter rank (lora mode)."),
+        click.option("--resolution", type=click.IntRange(min=16), default=None, help="Tuning resolution (pixels)."),
+        click.option("--render-resolution", type=click.IntRange(min=16), default=None, help="Output render size."),
+        click.option("--frames", type=click.IntRange(min=1), default=None, help="Turntable frames."),
+        click.option("--expressions", default=None, metavar="NAMES",
+                     help="Comma-separated expression stills: built-in names (happiness, neutral) or .mat URIs."),
+        click.option("--clip", "clip_specs", multiple=True, metavar="MODEL[:TAG|=URI]",
+                     help="CLIP image encoder(s) for L_dir, e.g. ViT-B-32:openai or ViT-B-32=s3://b/clip.safetensors; "
+                          "repeat for an ensemble. 'tiny-random' = untrained tiny encoder (demo/tests)."),
+        click.option("--lpips", "lpips_spec", default=None, metavar="NET[=URI]|tiny-random",
+                     help="LPIPS backbone: vgg or alex, optionally =URI of torchvision weights; 'tiny-random' for demos."),
+        click.option("--seed", type=int, default=None, help="Run seed (each painting derives its own)."),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1 ..."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+
+    @wraps(fn)
+    def wrapper(**kw):
+        kw["settings"] = settings_from_options(kw)
+        return fn(**kw)
+
+    return wrapper
+
+
+def settings_from_options(kw: dict) -> JobSettings:
+    """Build the resolved settings; pops the options it consumed from `kw`."""
+    preset = kw.pop("preset")
+    name = kw.pop("settings_name") or ("quick" if preset == "tiny" else "paper")
+    s = PRESET_SETTINGS[name](preset)
+    weights = official_weights(kw.pop("official_root")) if kw.get("official_root") else {}
+    kw.pop("official_root", None)
+    for part in PARTS:
+        uri = kw.pop(part)
+        if uri:
+            weights[part] = uri
+    backbone = BackboneSettings(preset=preset, weights=tuple(sorted(weights.items())),
+                                head_prior=s.backbone.head_prior and kw.pop("head_prior") and not weights,
+                                seed=s.backbone.seed)
+    kw.pop("head_prior", None)
+    tune, render = s.tune, s.render
+    if (v := kw.pop("stage1_steps")) is not None:
+        tune = replace(tune, stage1=replace(tune.stage1, steps=v))
+    if (v := kw.pop("stage2_steps")) is not None:
+        tune = replace(tune, stage2=replace(tune.stage2, steps=v))
+    mode, rank = kw.pop("delta_mode"), kw.pop("rank")
+    if mode or rank:
+        d = tune.delta
+        tune = replace(tune, delta=DeltaConfig(mode=mode or d.mode, rank=rank or d.rank, alpha=d.alpha,
+                                               include_mapping=d.include_mapping, storage_dtype=d.storage_dtype))
+    if (v := kw.pop("resolution")) is not None:
+        tune = replace(tune, resolution=v)
+    if (v := kw.pop("seed")) is not None:
+        tune = replace(tune, seed=v)
+    clip_specs, lpips_spec = kw.pop("clip_specs"), kw.pop("lpips_spec")
+    if clip_specs:
+        tune = replace(tune, encoders=replace(tune.encoders, clip=tuple(parse_clip(c) for c in clip_specs)))
+    if lpips_spec:
+        tune = replace(tune, encoders=replace(tune.encoders, lpips=parse_lpips(lpips_spec)))
+    if (v := kw.pop("render_resolution")) is not None:
+        render = replace(render, resolution=v)
+    if (v := kw.pop("frames")) is not None:
+        render = replace(render, turntable_frames=v)
+    if (v := kw.pop("expressions")) is not None:
+        render = replace(render, expressions=tuple(e.strip() for e in v.split(",") if e.strip()))
+    device = kw.pop("device") or s.device
+    return replace(s, backbone=backbone, tune=tune, render=render, device=device)
+
+
+def parse_clip(spec: str) -> ClipConfig:
+    """'tiny-random' | 'MODEL' | 'MODEL:TAG' | 'MODEL=URI' | 'MODEL:TAG=URI' -> ClipConfig."""
+    if spec == "tiny-random":
+        return TINY_CLIP
+    spec, _, uri = spec.partition("=")
+    model_name, _, tag = spec.partition(":")
+    return ClipConfig(model_name=model_name, pretrained=tag or "openai",
+                      checkpoint_uri=uri or None)
+
+
+def parse_lpips(spec: str) -> LpipsConfig:
+    """'tiny-random' | 'vgg' | 'alex' | 'vgg=URI' -> LpipsConfig."""
+    if spec == "tiny-random":
+        return LpipsConfig(net="alex", random_backbone=True)
+    net, _, uri = spec.partition("=")
+    return LpipsConfig(net=net, backbone_weights_uri=uri or None)
+
+
+def settings_json(settings: JobSettings, redact) -> str:
+    """The resolved settings as JSON with weight URIs passed through `redact` (no credentials written)."""
+    d = settings.to_dict()
+    d["backbone"]["weights"] = [[p, redact(u)] for p, u in d["backbone"]["weights"]]
+    for clip in d["tune"]["encoders"]["clip"]:
+        if clip.get("checkpoint_uri"):
+            clip["checkpoint_uri"] = redact(clip["checkpoint_uri"])
+    lp = d["tune"]["encoders"]["lpips"]
+    if lp.get("backbone_weights_uri"):
+        lp["backbone_weights_uri"] = redact(lp["backbone_weights_uri"])
+    return json.dumps(d, indent=1, sort_keys=True)

@@ -1,0 +1,86 @@
+"""Pure per-painting functions: a tuned painting -> the files of its output folder (bytes by relative path)."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+
+import torch
+
+from model.backbone import Backbone
+from model.delta import apply_delta, encode_delta
+from model.images import to_pil, to_png_bytes
+from model.render import RenderConfig, render_expressions, render_turntable, render_views, turntable_angles
+from model.tune import TunedPainting
+from pipeline.gallery.video import encode_webp
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# Reference-view LPIPS above this after stage 2 is flagged for a curator to look at.
+WEAK_FIT_LPIPS = 0.35
+
+
+def quality_flags(tuned: TunedPainting, random_models: bool) -> list[str]:
+    """Short machine-readable notes shown with the painting in reports and the gallery."""
+    flags = []
+    if tuned.pose_estimated:
+        flags.append("pose_estimated")
+    if random_models:
+        flags.append("random_weights")
+    lp = tuned.metrics.get("lpips_ref")
+    if lp is not None and lp > WEAK_FIT_LPIPS:
+        flags.append("weak_fit")
+    if lp is not None and lp > tuned.metrics.get("lpips_stage1", math.inf):
+        flags.append("stage2_drifted")
+    return flags
+
+
+def painting_files(backbone: Backbone, tuned: TunedPainting, render: RenderConfig,
+                   expressions: Mapping[str, torch.Tensor], metadata: Mapping[str, object],
+                   flags: list[str]) -> dict[str, bytes]:
+    """Everything a committed painting folder holds except the marker: delta, renders, result.json."""
+    if tuned.delta is None:
+        raise ValueError(f"{tuned.painting_id}: cannot write outputs of a failed painting ({tuned.error})")
+    for name in expressions:
+        if not SAFE_NAME.match(name):
+            raise ValueError(f"expression name {name!r} is not a safe file name (letters, digits, . _ -)")
+    g_trn = apply_delta(backbone, tuned.delta)
+    device = next(backbone.parameters()).device
+    latent = {k: v.to(device) for k, v in tuned.latent.items()}
+    yaw, pitch = tuned.yaw_deg, tuned.pitch_deg
+
+    files: dict[str, bytes] = {"delta.safetensors": encode_delta(tuned.delta.tensors, tuned.delta.metadata)}
+    reference = render_views(g_trn, latent, torch.tensor([yaw]), torch.tensor([pitch]), render)[0]
+    files["reference.png"] = to_png_bytes(reference)
+    frames = render_turntable(g_trn, latent, render, yaw, pitch)                     # (N, 3, H, W)
+    pil_frames = [to_pil(f) for f in frames]
+    for i, frame in enumerate(frames):
+        files[f"renders/turntable/{i:03d}.png"] = to_png_bytes(frame)
+    files["renders/turntable.webp"] = encode_webp(pil_frames, render.fps)
+    for name, still in render_expressions(g_trn, latent, expressions, render, yaw, pitch).items():
+        files[f"renders/expressions/{name}.png"] = to_png_bytes(still)
+    yaws, _ = turntable_angles(render, yaw, pitch)
+    result = {
+        "painting_id": tuned.painting_id,
+        "metadata": {k: metadata.get(k) for k in ("title", "artist", "date", "rights", "credit_line", "source_url")},
+        "pose": {"yaw_deg": yaw, "pitch_deg": pitch, "estimated": tuned.pose_estimated},
+        "resolution": render.resolution,
+        "turntable": {"frames": len(frames), "yaw_deg": [round(float(y), 4) for y in yaws], "fps": render.fps},
+        "expressions": list(expressions),
+        "quality": {"lpips_ref": tuned.metrics.get("lpips_ref"), "psnr_ref": tuned.metrics.get("psnr_ref"),
+                    "lpips_stage1": tuned.metrics.get("lpips_stage1"), "psnr_stage1": tuned.metrics.get("psnr_stage1"),
+                    "flags": flags},
+        "timings": tuned.timings,
+        "losses": tuned.losses,
+        "delta_bytes": len(files["delta.safetensors"]),
+        "base_sha256": tuned.delta.metadata.base_sha256,
+    }
+    files["result.json"] = json.dumps(result, indent=1, allow_nan=False, default=_json_default).encode()
+    return files
+
+
+def _json_default(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

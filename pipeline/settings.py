@@ -1,0 +1,118 @@
+"""Resolved settings of a tuning job (shared by `artmator tune` and `artmator run`) and model loading.
+
+Everything that changes a painting's result is in `JobSettings`; its `result_hash()` keys commit markers so a
+rerun with the same settings skips committed paintings and a changed setting redoes them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from model import AniFaceGAN, load_backbone
+from model.anifacegan.expressions import load_expression
+from model.encoders import TINY_CLIP, ClipConfig, LpipsConfig
+from model.images import ImageConfig
+from model.localize import LocalizeConfig
+from model.render import RenderConfig
+from model.stylize import StylizeConfig
+from model.tune import EncoderConfig, Encoders, TuneConfig, load_encoders
+
+
+@dataclass(frozen=True)
+class BackboneSettings:
+    """Which generator to tune from."""
+
+    preset: str = "tiny"                              # "anifacegan" (official) or "tiny" (CPU demo/tests)
+    weights: tuple[tuple[str, str], ...] = ()         # (part, URI) for generator / deform / vae_id / vae_exp
+    head_prior: bool = True                           # tiny preset without weights: use the procedural head
+    seed: int = 0                                     # initialisation of parts without weights
+
+    def weight_map(self) -> dict[str, str]:
+        return dict(self.weights)
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """All settings of a tuning job; `device` and batching do not change results and are not hashed."""
+
+    backbone: BackboneSettings = field(default_factory=BackboneSettings)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    device: str = "cpu"                               # "cpu", "cuda", "cuda:1" ...
+    paintings_per_batch: int = 1                      # paintings tuned together in one optimisation
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    def result_hash(self, base_hash: str) -> str:
+        """Hash of what decides outputs: backbone weights (by content), tuning, rendering and image settings."""
+        d = self.to_dict()
+        d["backbone"].pop("weights")                  # URIs may move; the content hash is what matters
+        for volatile in ("device", "paintings_per_batch"):
+            d.pop(volatile)
+        d["base_hash"] = base_hash
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def quick_settings(preset: str = "tiny") -> JobSettings:
+    """Step counts and sizes for the offline CPU demo (tiny preset, random tiny encoders)."""
+    return JobSettings(
+        backbone=BackboneSettings(preset=preset),
+        tune=TuneConfig(stage1=LocalizeConfig(steps=60), stage2=StylizeConfig(steps=30),
+                        encoders=EncoderConfig(clip=(TINY_CLIP,), lpips=LpipsConfig(net="alex", random_backbone=True)),
+                        resolution=64),
+        render=RenderConfig(resolution=128, turntable_frames=24),
+    )
+
+
+def paper_settings(preset: str = "anifacegan") -> JobSettings:
+    """Paper-faithful settings for the official backbone with pretrained CLIP ViT-B/32 and LPIPS (GPU)."""
+    return JobSettings(
+        backbone=BackboneSettings(preset=preset, head_prior=False),
+        tune=TuneConfig(stage1=LocalizeConfig(steps=300), stage2=StylizeConfig(steps=300), resolution=128),
+        render=RenderConfig(resolution=256, turntable_frames=36),
+    )
+
+
+PRESET_SETTINGS = {"quick": quick_settings, "paper": paper_settings}
+
+
+@dataclass
+class Models:
+    """Models loaded once per process / actor."""
+
+    backbone: AniFaceGAN
+    encoders: Encoders
+    device: torch.device
+
+
+def load_models(settings: JobSettings, storage_options: Mapping | None = None) -> Models:
+    """Load the backbone (G_ori) and the loss networks on the settings' device."""
+    device = torch.device(settings.device)
+    weights = settings.backbone.weight_map()
+    if not weights and settings.backbone.preset == "tiny" and settings.backbone.head_prior:
+        from model.head_prior import tiny_head_weights
+
+        weights = tiny_head_weights()
+    backbone = load_backbone(settings.backbone.preset, weights, seed=settings.backbone.seed, device=device,
+                             storage_options=storage_options)
+    encoders = load_encoders(settings.tune.encoders, device=device, seed=settings.tune.seed)
+    return Models(backbone=backbone, encoders=encoders, device=device)
+
+
+def resolve_expressions(names: tuple[str, ...] | list[str], storage_options: Mapping | None = None) -> dict[str, torch.Tensor]:
+    """Expression names or .mat URIs -> {display name: (64,) code}; a .mat file is named by its stem."""
+    out = {}
+    for spec in names:
+        name = spec.rsplit("/", 1)[-1].removesuffix(".mat") if spec.lower().endswith(".mat") else spec
+        out[name] = load_expression(spec, storage_options)
+    return out
+
+
+__all__ = ["BackboneSettings", "JobSettings", "Models", "PRESET_SETTINGS", "load_models", "quick_settings",
+           "paper_settings", "resolve_expressions", "replace"]

@@ -1,0 +1,96 @@
+"""`artmator tune IMAGE --yaw DEG --pitch DEG --out DIR`: one painting, no Ray, files in a local folder."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+import torch
+
+from model.images import load_painting
+from model.tune import PaintingInput, tune_paintings
+from pipeline.options import model_options, settings_json
+from pipeline.painting import painting_files, quality_flags
+from pipeline.settings import JobSettings, load_models, resolve_expressions
+from pipeline.storage import redact_uri
+
+
+class StepBar:
+    """A tqdm progress bar over both stages when stderr is a terminal; silent otherwise."""
+
+    def __init__(self, settings: JobSettings, enabled: bool):
+        from tqdm import tqdm
+
+        total = settings.tune.stage1.steps + settings.tune.stage2.steps
+        self.bar = tqdm(total=total, unit="step", disable=not enabled, file=sys.stderr)
+
+    def __call__(self, stage: str, step: int) -> None:
+        self.bar.set_description(stage)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@click.command("tune")
+@click.argument("image")
+@click.option("--yaw", type=click.FloatRange(-90, 90), default=None, help="Painting's head yaw in degrees (0 = frontal).")
+@click.option("--pitch", type=click.FloatRange(-60, 60), default=None, help="Painting's head pitch in degrees.")
+@click.option("--crop", default=None, metavar="X,Y,W,H", help="Crop box in pixels of the upright image.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--id", "painting_id", default="painting", show_default=True, help="Painting id written into results.")
+@model_options
+def tune(image: str, yaw: float | None, pitch: float | None, crop: str | None, out_dir: str, painting_id: str,
+         settings: JobSettings) -> None:
+    """Tune the backbone to one painting (3DArtmator stages 1 and 2) and write delta, renders and result.json.
+
+    Without --yaw/--pitch the pose is estimated by a coarse search and flagged as estimated.
+    """
+    if (yaw is None) != (pitch is None):
+        raise click.UsageError("give both --yaw and --pitch, or neither (pose search)")
+    box = _parse_crop(crop)
+    torch.manual_seed(settings.tune.seed)
+    start = time.perf_counter()
+    models = load_models(settings)
+    resolution = settings.tune.resolution or models.backbone.config.train_resolution
+    painting = load_painting(image, resolution, box, settings.image)
+    expressions = resolve_expressions(settings.render.expressions)
+    bar = StepBar(settings, enabled=sys.stderr.isatty())
+    try:
+        [tuned] = tune_paintings(models.backbone, [PaintingInput(painting_id, painting, yaw, pitch)], settings.tune,
+                                 models.encoders, progress=bar)
+    finally:
+        bar.close()
+    if tuned.error:
+        raise click.ClickException(f"{painting_id}: {tuned.error}")
+    random_models = _uses_random_models(settings)
+    files = painting_files(models.backbone, tuned, settings.render, expressions, {"title": painting_id},
+                           quality_flags(tuned, random_models))
+    files["config.json"] = settings_json(settings, redact_uri).encode()
+    out = Path(out_dir)
+    for rel, data in files.items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    m = tuned.metrics
+    click.echo(f"{painting_id}: pose yaw {tuned.yaw_deg:.1f}° pitch {tuned.pitch_deg:.1f}°"
+               f"{' (estimated)' if tuned.pose_estimated else ''}; reference LPIPS {m['lpips_stage1']:.3f} after "
+               f"stage 1 -> {m['lpips_ref']:.3f} after stage 2; PSNR {m['psnr_ref']:.2f} dB; delta "
+               f"{len(files['delta.safetensors']):,} bytes; {time.perf_counter() - start:.1f} s")
+    click.echo(str(out.resolve()))
+
+
+def _parse_crop(crop: str | None) -> tuple[int, int, int, int] | None:
+    if crop is None:
+        return None
+    try:
+        x, y, w, h = (int(v) for v in crop.split(","))
+    except ValueError:
+        raise click.BadParameter("crop must be four integers X,Y,W,H", param_hint="--crop") from None
+    return x, y, w, h
+
+
+def _uses_random_models(settings: JobSettings) -> bool:
+    enc = settings.tune.encoders
+    return (not settings.backbone.weights) or enc.lpips.random_backbone or any(c.pretrained is None and not c.checkpoint_uri for c in enc.clip)
