@@ -53,7 +53,7 @@ class HeadPriorConfig:
     preset: str = "tiny"               # backbone preset whose generator/deform are fitted
     backbone_seed: int = 0             # `load_backbone` seed: initial weights and the (unfitted) VAEs
     seed: int = 0                      # sampling of points, latents and expressions during the fit
-    fit_threads: int = 2               # torch threads during the fit (pinned so the result is bit-stable)
+    fit_threads: int = 1               # torch threads during the fit: pinned (bit-stable); 1 is robust on busy CPUs
     # Shell layout: the sampler field is s = surface_level + level_slope * sdf near the surface, so the
     # renderer's levels 23 -> 8 sit from about sdf = +0.004 (just outside) to -0.011 (inside).
     surface_level: float = 19.0

@@ -79,6 +79,40 @@ def paper_settings(preset: str = "anifacegan") -> JobSettings:
     )
 
 
+def settings_from_json(text: str) -> JobSettings:
+    """Inverse of `json.dumps(settings.to_dict())` (how settings travel to Ray actors and run folders)."""
+    return _from_dict(JobSettings, json.loads(text))
+
+
+def _from_dict(cls, data):
+    """Rebuild a (nested, frozen) dataclass from plain JSON data using its type hints."""
+    import dataclasses
+    import typing
+
+    if dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} settings {unknown}")
+        return cls(**{k: _from_dict(hints[k], v) for k, v in data.items()})
+    origin, args = typing.get_origin(cls), typing.get_args(cls)
+    if origin is tuple:
+        item_types = args[:1] * len(data) if len(args) == 2 and args[1] is Ellipsis else args
+        return tuple(_from_dict(t, v) for t, v in zip(item_types, data))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union)):
+        if data is None:
+            return None
+        for t in args:
+            if t is not type(None):
+                try:
+                    return _from_dict(t, data)
+                except (TypeError, ValueError):
+                    continue
+        return data
+    return data
+
+
 PRESET_SETTINGS = {"quick": quick_settings, "paper": paper_settings}
 
 
@@ -91,18 +125,30 @@ class Models:
     device: torch.device
 
 
-def load_models(settings: JobSettings, storage_options: Mapping | None = None) -> Models:
-    """Load the backbone (G_ori) and the loss networks on the settings' device."""
-    device = torch.device(settings.device)
+def load_backbone_only(settings: JobSettings, storage_options: Mapping | None = None) -> AniFaceGAN:
+    """The backbone G_ori of these settings on their device (the procedural head for a weightless tiny preset)."""
     weights = settings.backbone.weight_map()
     if not weights and settings.backbone.preset == "tiny" and settings.backbone.head_prior:
         from model.head_prior import tiny_head_weights
 
         weights = tiny_head_weights()
-    backbone = load_backbone(settings.backbone.preset, weights, seed=settings.backbone.seed, device=device,
-                             storage_options=storage_options)
+    return load_backbone(settings.backbone.preset, weights, seed=settings.backbone.seed,
+                         device=torch.device(settings.device), storage_options=storage_options)
+
+
+def load_models(settings: JobSettings, storage_options: Mapping | None = None) -> Models:
+    """Load the backbone (G_ori) and the loss networks on the settings' device."""
+    device = torch.device(settings.device)
+    backbone = load_backbone_only(settings, storage_options)
     encoders = load_encoders(settings.tune.encoders, device=device, seed=settings.tune.seed)
     return Models(backbone=backbone, encoders=encoders, device=device)
+
+
+def uses_random_models(settings: JobSettings) -> bool:
+    """True when any network is untrained (no backbone weights, random LPIPS or CLIP): results are not art."""
+    enc = settings.tune.encoders
+    return (not settings.backbone.weights) or enc.lpips.random_backbone or any(
+        c.pretrained is None and not c.checkpoint_uri for c in enc.clip)
 
 
 def resolve_expressions(names: tuple[str, ...] | list[str], storage_options: Mapping | None = None) -> dict[str, torch.Tensor]:
@@ -115,4 +161,4 @@ def resolve_expressions(names: tuple[str, ...] | list[str], storage_options: Map
 
 
 __all__ = ["BackboneSettings", "JobSettings", "Models", "PRESET_SETTINGS", "load_models", "quick_settings",
-           "paper_settings", "resolve_expressions", "replace"]
+           "paper_settings", "resolve_expressions", "settings_from_json", "replace"]

@@ -12,7 +12,7 @@ from model.images import load_painting
 from model.tune import PaintingInput, tune_paintings
 from pipeline.options import model_options, settings_json
 from pipeline.painting import painting_files, quality_flags
-from pipeline.settings import JobSettings, load_models, resolve_expressions
+from pipeline.settings import JobSettings, load_models, resolve_expressions, uses_random_models
 from pipeline.storage import redact_uri
 
 
@@ -64,7 +64,7 @@ def tune(image: str, yaw: float | None, pitch: float | None, crop: str | None, o
         bar.close()
     if tuned.error:
         raise click.ClickException(f"{painting_id}: {tuned.error}")
-    random_models = _uses_random_models(settings)
+    random_models = uses_random_models(settings)
     files = painting_files(models.backbone, tuned, settings.render, expressions, {"title": painting_id},
                            quality_flags(tuned, random_models))
     files["config.json"] = settings_json(settings, redact_uri).encode()
@@ -90,7 +90,3 @@ def _parse_crop(crop: str | None) -> tuple[int, int, int, int] | None:
         raise click.BadParameter("crop must be four integers X,Y,W,H", param_hint="--crop") from None
     return x, y, w, h
 
-
-def _uses_random_models(settings: JobSettings) -> bool:
-    enc = settings.tune.encoders
-    return (not settings.backbone.weights) or enc.lpips.random_backbone or any(c.pretrained is None and not c.checkpoint_uri for c in enc.clip)

@@ -1,0 +1,186 @@
+"""The tuning actor: loads models once, then tunes, renders and commits batches of paintings (Ray Data map_batches).
+
+Each painting is independent: a bad image, expression or diverging loss fails that painting alone, with a
+specific reason in its report row; storage hiccups and CUDA OOM are retried with backoff inside the actor.
+The actor writes outputs straight to storage (the driver never moves bytes) and returns one report row each.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model.images import load_painting
+from model.tune import PaintingInput, tune_paintings
+from pipeline.errors import classify, with_retries
+from pipeline.manifest import PaintingTask, task_from_row
+from pipeline.painting import painting_files, quality_flags
+from pipeline.settings import JobSettings, load_models, resolve_expressions, settings_from_json
+from pipeline.storage import OutputStore
+
+REPORT_COLUMNS = ("painting_id", "status", "error_kind", "message", "seconds_total", "seconds_stage1",
+                  "seconds_stage2", "lpips_ref", "psnr_ref", "lpips_stage1", "delta_bytes", "pose_estimated")
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    """What every actor of a run needs (plain data: it is shipped to the workers)."""
+
+    settings_json: str                   # JobSettings.to_dict() as JSON
+    out_uri: str
+    storage_options: dict
+    run_id: str
+    config_hash: str
+    random_models: bool
+    threads: int = 0                     # torch threads per actor (0: leave as is)
+
+
+class TuneActor:
+    """Callable class for `map_batches`: one instance per actor process, models loaded in __init__."""
+
+    def __init__(self, spec: ActorSpec):
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        self.spec = spec
+        self.settings: JobSettings = settings_from_json(spec.settings_json)
+        self.settings = _with_device(self.settings)
+        self.models = with_retries(lambda: load_models(self.settings, spec.storage_options))
+        self.store = OutputStore(spec.out_uri, spec.storage_options)
+        self.default_expressions = resolve_expressions(self.settings.render.expressions, spec.storage_options)
+        self.metrics = _Metrics()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        tasks = [task_from_row(json.loads(s)) for s in batch["task"]]
+        rows = tune_and_commit(tasks, self.models, self.settings, self.store, self.spec, self.default_expressions)
+        for row in rows:
+            self.metrics.record(row)
+        return {c: [r[c] for r in rows] for c in REPORT_COLUMNS}
+
+
+def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, store: OutputStore, spec: ActorSpec,
+                    default_expressions) -> list[dict]:
+    """Pure-ish per-batch step (no Ray): prepare inputs, tune the good ones together, commit each result."""
+    start = time.perf_counter()
+    rows: dict[str, dict] = {}
+    inputs: list[tuple[PaintingTask, PaintingInput, dict]] = []
+    resolution = settings.tune.resolution or models.backbone.config.train_resolution
+    for task in tasks:
+        _note_attempt(store, spec.run_id, task.painting_id)
+        try:
+            image = with_retries(lambda: load_painting(task.image_uri, resolution, _crop(task), settings.image,
+                                                       spec.storage_options))
+            expressions = (default_expressions if task.expressions is None
+                           else resolve_expressions(task.expressions, spec.storage_options))
+            inputs.append((task, PaintingInput(task.painting_id, image, task.yaw_deg, task.pitch_deg), expressions))
+        except Exception as exc:  # noqa: BLE001 - one painting's failure never stops the batch
+            rows[task.painting_id] = failed_row(task.painting_id, *classify(exc))
+    if inputs:
+        try:
+            tuned_all = with_retries(lambda: tune_paintings(models.backbone, [i[1] for i in inputs], settings.tune,
+                                                            models.encoders))
+        except Exception as exc:  # noqa: BLE001
+            kind, message = classify(exc)
+            tuned_all = None
+            for task, _, _ in inputs:
+                rows[task.painting_id] = failed_row(task.painting_id, kind, message)
+        for (task, _, expressions), tuned in zip(inputs, tuned_all or []):
+            rows[task.painting_id] = _commit(task, tuned, expressions, models, settings, store, spec)
+    elapsed = time.perf_counter() - start
+    for row in rows.values():
+        row["seconds_total"] = elapsed / max(1, len(tasks))
+    return [rows[t.painting_id] for t in tasks]
+
+
+def _commit(task, tuned, expressions, models, settings, store: OutputStore, spec: ActorSpec) -> dict:
+    if tuned.error:
+        return failed_row(task.painting_id, "numerical", tuned.error)
+    try:
+        flags = quality_flags(tuned, spec.random_models)
+        files = painting_files(models.backbone, tuned, settings.render, expressions, _metadata(task), flags)
+        marker = {"run_id": spec.run_id, "config_hash": spec.config_hash, "flags": flags,
+                  "pose_estimated": tuned.pose_estimated}
+        with_retries(lambda: store.write_painting(task.painting_id, files, marker))
+    except Exception as exc:  # noqa: BLE001
+        return failed_row(task.painting_id, *classify(exc))
+    t, m = tuned.timings, tuned.metrics
+    k = t.get("batch_size", 1.0)
+    return {**failed_row(task.painting_id, "", ""), "status": "done",
+            "seconds_stage1": (t["stage1"] + t["pose_search"]) / k, "seconds_stage2": t["stage2"] / k,
+            "lpips_ref": m["lpips_ref"], "psnr_ref": m["psnr_ref"], "lpips_stage1": m["lpips_stage1"],
+            "delta_bytes": len(files["delta.safetensors"]), "pose_estimated": tuned.pose_estimated}
+
+
+def failed_row(painting_id: str, kind: str, message: str) -> dict:
+    nan = float("nan")
+    return {"painting_id": painting_id, "status": "failed", "error_kind": kind, "message": message,
+            "seconds_total": nan, "seconds_stage1": nan, "seconds_stage2": nan, "lpips_ref": nan, "psnr_ref": nan,
+            "lpips_stage1": nan, "delta_bytes": -1, "pose_estimated": False}
+
+
+def _metadata(task: PaintingTask) -> dict:
+    return {"title": task.title, "artist": task.artist, "date": task.date, "rights": task.rights,
+            "credit_line": task.credit_line, "source_url": task.source_url}
+
+
+def _crop(task: PaintingTask):
+    return None if task.crop is None else (task.crop.x, task.crop.y, task.crop.w, task.crop.h)
+
+
+def _note_attempt(store: OutputStore, run_id: str, painting_id: str) -> None:
+    """One tiny object per attempt (also across actor restarts), counted by the driver for the report."""
+    path = f"{store.run_dir(run_id)}/attempts/{painting_id}/{uuid.uuid4().hex}"
+    try:
+        with_retries(lambda: store.fs.pipe_file(path, b""))
+    except Exception:  # noqa: BLE001 - bookkeeping only; never fails a painting
+        pass
+
+
+def _with_device(settings: JobSettings) -> JobSettings:
+    """Use the GPU Ray assigned to this actor when there is one; CPU otherwise (also for logical GPUs in tests)."""
+    from dataclasses import replace
+
+    try:
+        import ray
+
+        gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    except ImportError:
+        gpu_ids = []
+    if gpu_ids and torch.cuda.is_available():
+        return replace(settings, device="cuda")
+    if settings.device.startswith("cuda") and not torch.cuda.is_available():
+        return replace(settings, device="cpu")
+    return settings
+
+
+class _Metrics:
+    """Ray metrics (dashboard / Prometheus): paintings done and failed, seconds per stage."""
+
+    def __init__(self):
+        try:
+            from ray.util.metrics import Counter, Histogram
+
+            bounds = [1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600]
+            self.done = Counter("artmator_paintings_done", "Paintings committed")
+            self.failed = Counter("artmator_paintings_failed", "Paintings failed", tag_keys=("error_kind",))
+            self.stage = Histogram("artmator_stage_seconds", "Seconds per painting and stage", boundaries=bounds,
+                                   tag_keys=("stage",))
+        except Exception:  # noqa: BLE001 - metrics are optional outside a Ray worker
+            self.done = None
+
+    def record(self, row: dict) -> None:
+        if self.done is None:
+            return
+        if row["status"] == "done":
+            self.done.inc()
+            self.stage.observe(row["seconds_stage1"], tags={"stage": "stage1"})
+            self.stage.observe(row["seconds_stage2"], tags={"stage": "stage2"})
+        else:
+            self.failed.inc(tags={"error_kind": row["error_kind"] or "unknown"})
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

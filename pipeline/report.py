@@ -1,0 +1,36 @@
+"""Reading run reports back: `artmator status` summaries."""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+
+from pipeline.storage import OutputStore
+
+
+def status_summary(out_uri: str, storage_options: Mapping | None = None) -> str:
+    """Human-readable status of an output folder, from one listing plus the run reports."""
+    store = OutputStore(out_uri, storage_options)
+    committed = store.committed_ids()
+    reports = store.read_reports()
+    lines = [f"{store.uri}: {len(committed)} paintings committed"]
+    if reports.num_rows == 0:
+        return "\n".join(lines + ["no runs recorded yet"])
+    rows = reports.to_pylist()
+    latest: dict[str, dict] = {}
+    for r in sorted(rows, key=lambda r: r.get("run_id") or ""):
+        if r.get("status") != "skipped":
+            latest[r["painting_id"]] = r
+    failed = {pid: r for pid, r in latest.items() if r["status"] in ("failed", "invalid") and pid not in committed}
+    partial = store.partial_paintings()
+    lines.append(f"{len(failed)} failed (latest attempt), {len(partial)} partial (no marker; redone on rerun)")
+    reasons = Counter(r.get("error_kind") or "unknown" for r in failed.values())
+    for kind, n in reasons.most_common():
+        example = next(r for r in failed.values() if (r.get("error_kind") or "unknown") == kind)
+        lines.append(f"  {kind}: {n}  e.g. {example['painting_id']}: {(example.get('message') or '')[:160]}")
+    runs = sorted({r["run_id"] for r in rows if r.get("run_id")})
+    for run_id in runs[-5:]:
+        done = [r for r in rows if r.get("run_id") == run_id and r["status"] == "done"]
+        secs = sum(r.get("seconds_total") or 0 for r in done)
+        rate = f", {3600 * len(done) / secs:.1f} paintings/hour per actor" if secs else ""
+        lines.append(f"run {run_id}: {len(done)} done{rate}")
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""`artmator run`, `artmator validate` and `artmator status`."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.options import model_options
+from pipeline.settings import JobSettings
+
+DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "demo" / "manifest.parquet"
+
+
+def storage_options_option(fn):
+    fn = click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+                      help="fsspec storage option for OUT, images and weights (repeatable; JSON values allowed), "
+                           "e.g. client_kwargs='{\"endpoint_url\": \"http://127.0.0.1:9000\"}'.")(fn)
+    fn = click.option("--endpoint-url", default=None, help="S3-compatible endpoint (MinIO, Ceph, R2 ...).")(fn)
+    return fn
+
+
+def parse_storage_options(pairs: tuple[str, ...], endpoint_url: str | None) -> dict:
+    options: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--storage-option")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    if endpoint_url:
+        options.setdefault("client_kwargs", {})["endpoint_url"] = endpoint_url
+    return options
+
+
+@click.command("run")
+@click.argument("manifest", required=False, default=None)
+@click.option("--out", "out_uri", default="./artmator-out", show_default=True, help="Output folder or URI.")
+@click.option("--actors", type=click.IntRange(min=1), default=None, help="Actor pool size (default: fits the cluster).")
+@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="GPUs per tuning actor; fractions pack several actors on one GPU.")
+@click.option("--cpus-per-actor", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
+@click.option("--threads-per-actor", type=click.IntRange(min=0), default=0, help="torch threads per actor (0: default).")
+@click.option("--paintings-per-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Paintings tuned together in one optimisation by an actor.")
+@click.option("--retry-failed", is_flag=True, help="Also retry paintings that failed for good in earlier runs.")
+@click.option("--gallery/--no-gallery", default=True, show_default=True, help="Build the static gallery at OUT/gallery.")
+@storage_options_option
+@model_options
+def run(manifest: str | None, out_uri: str, actors, gpus_per_actor, cpus_per_actor, threads_per_actor,
+        paintings_per_batch, retry_failed, gallery, storage_option, endpoint_url, settings: JobSettings) -> None:
+    """Tune every painting of MANIFEST (Parquet; default: the bundled demo) on Ray and commit outputs to --out.
+
+    Rerunning skips committed paintings; exit code 0 only when every painting is committed.
+    """
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from pipeline.job import RunConfig, run as run_job
+
+    options = parse_storage_options(storage_option, endpoint_url)
+    manifest = manifest or str(DEMO_MANIFEST)
+    settings = replace(settings, paintings_per_batch=paintings_per_batch)
+    config = RunConfig(manifest_uri=manifest, out_uri=out_uri, settings=settings, storage_options=options,
+                       actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
+                       threads_per_actor=threads_per_actor, retry_failed=retry_failed)
+    bar = tqdm(unit="painting", file=sys.stderr, disable=not sys.stderr.isatty())
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        summary = run_job(config, progress)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bar.close()
+    click.echo(f"run {summary.run_id}: {summary.done} committed, {summary.skipped} skipped (already done), "
+               f"{summary.failed} failed, {summary.seconds:.0f} s")
+    for kind, n in sorted(summary.failures.items()):
+        click.echo(f"  failed ({kind}): {n}")
+    click.echo(f"report: {summary.report_path}")
+    if gallery:
+        from pipeline.gallery.site import build_gallery
+
+        site = out_uri.rstrip("/") + "/gallery"
+        result = build_gallery(out_uri, site, storage_options=options or None)
+        click.echo(f"gallery: {result.index_url}")
+    sys.exit(0 if summary.ok else 1)
+
+
+@click.command("validate")
+@click.argument("manifest")
+@storage_options_option
+def validate(manifest: str, storage_option, endpoint_url) -> None:
+    """Check a manifest and print every problem (row, column, reason); exit 1 if there is any."""
+    from pipeline.manifest import ManifestError, load_manifest
+
+    try:
+        tasks, problems = load_manifest(manifest, parse_storage_options(storage_option, endpoint_url) or None)
+    except ManifestError as exc:
+        raise click.ClickException(str(exc)) from None
+    for p in problems:
+        click.echo(str(p))
+    click.echo(f"{len(tasks)} valid rows, {len(problems)} problems")
+    sys.exit(1 if problems else 0)
+
+
+@click.command("status")
+@click.argument("out_uri")
+@storage_options_option
+def status(out_uri: str, storage_option, endpoint_url) -> None:
+    """Done / failed / pending counts of an output folder, failure reasons grouped, throughput."""
+    from pipeline.report import status_summary
+
+    click.echo(status_summary(out_uri, parse_storage_options(storage_option, endpoint_url) or None))
