@@ -63,16 +63,16 @@ class HeadPriorConfig:
     sampler_points: int = 4096
     sampler_lr: float = 3e-3
     # Radiance fit (FiLM-SIREN + its mapping network) over freshly sampled latents each step.
-    siren_steps: int = 1200
+    siren_steps: int = 1500
     siren_latents: int = 4             # latents per step (each with its own points)
     siren_points: int = 2048           # points per latent per step
-    siren_lr: float = 1e-3
-    mapping_lr: float = 2e-4
+    siren_lr: float = 3e-3
+    mapping_lr: float = 5e-4
     trait_strength: float = 1.0        # how much latents shift skin/hair/backdrop colours (0: all alike)
     # Deformation fit (procedural smile).
-    deform_steps: int = 800
+    deform_steps: int = 1000
     deform_points: int = 2048
-    deform_lr: float = 2e-3
+    deform_lr: float = 3e-3
     smile_lift: float = 0.007          # texture lift of the mouth corners (world units) at the happiness code
     # Optional photometric refinement through the real renderer.
     photometric_steps: int = 0
@@ -227,9 +227,10 @@ def smile_displacement(p: torch.Tensor, lift: float) -> torch.Tensor:
     """
     x, y, z = (p / HEAD_SCALE).unbind(-1)
     side = torch.sign(x)
-    corner = torch.exp(-(((x.abs() - 0.017) / 0.012) ** 2 + ((y + 0.046) / 0.011) ** 2))
-    centre = torch.exp(-((x / 0.014) ** 2 + ((y + 0.046) / 0.01) ** 2))
-    cheek = torch.exp(-(((x.abs() - 0.028) / 0.013) ** 2 + ((y + 0.024) / 0.012) ** 2))
+    # Broad bumps: the tiny deformation network cannot resolve finer ones.
+    corner = torch.exp(-(((x.abs() - 0.018) / 0.018) ** 2 + ((y + 0.046) / 0.017) ** 2))
+    centre = torch.exp(-((x / 0.016) ** 2 + ((y + 0.046) / 0.014) ** 2))
+    cheek = torch.exp(-(((x.abs() - 0.03) / 0.018) ** 2 + ((y + 0.024) / 0.016) ** 2))
     front = torch.sigmoid((z - 0.02) / 0.006)
     dx = lift * 0.55 * side * corner
     dy = lift * (corner + 0.25 * centre + 0.35 * cheek)
@@ -335,7 +336,6 @@ def fit_radiance(backbone: AniFaceGAN, pool: torch.Tensor, projection: torch.Ten
         {"params": [p for n, p in siren.named_parameters() if not n.startswith("mapping_network")], "lr": cfg.siren_lr},
         {"params": siren.mapping_network.parameters(), "lr": cfg.mapping_lr},
     ])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.siren_steps, eta_min=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / cfg.siren_steps)))
     B, N = cfg.siren_latents, cfg.siren_points
     n_surf, n_box = N * 5 // 8, N // 8
@@ -370,16 +370,29 @@ def fit_radiance(backbone: AniFaceGAN, pool: torch.Tensor, projection: torch.Ten
         sched.step()
 
 
+def _project_on_smile(deform, direction: torch.Tensor) -> None:
+    """Make the deformation's mapping network see only the smile amount: the identity columns of its first
+    layer are zeroed and the expression columns restricted to the (normalised) happiness direction."""
+    unit = direction / direction.norm()
+    with torch.no_grad():
+        w = deform.mapping_network.network[0].weight                    # (H, id_dim + exp_dim)
+        n_exp = unit.numel()
+        w[:, :-n_exp] = 0.0
+        w[:, -n_exp:] = (w[:, -n_exp:] @ unit)[:, None] * unit[None]
+
+
 def fit_deform(backbone: AniFaceGAN, pool: torch.Tensor, cfg: HeadPriorConfig, g: torch.Generator) -> None:
     """Fit the deformation network to the procedural smile: offset = -amount(z_exp) · displacement(x).
 
     The renderer looks colours up at (observation + offset) in world units, so a texture that should appear
-    moved by +d at x needs the offset -d there. Rows with zero expression teach "no offset".
+    moved by +d at x needs the offset -d there. The mapping network is kept rank-1 on the happiness direction
+    (so only the smile amount matters, identity does not); rows with zero expression teach "no offset".
     """
     deform = backbone.deform
     deform.requires_grad_(True)
-    ws = backbone.config.warp_scale
     direction = smile_direction()
+    _project_on_smile(deform, direction)
+    lower_face = pool[(pool[:, 2] > 0.02) & (pool[:, 1] < 0.0) & (pool[:, 1] > -0.1) & (pool[:, 0].abs() < 0.055)]
     opt = torch.optim.Adam(deform.parameters(), lr=cfg.deform_lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / cfg.deform_steps)))
     B, N = 8, cfg.deform_points
@@ -391,8 +404,9 @@ def fit_deform(backbone: AniFaceGAN, pool: torch.Tensor, cfg: HeadPriorConfig, g
         z_exp = a * direction + mix * other
         z_exp[: B // 4] = 0.0                                             # neutral rows: nothing moves
         amount = smile_amount(z_exp, direction)                           # (B,)
-        pts = torch.cat([near_surface(pool, B * N * 3 // 4, g, 0.012, 0.004), box_points(B * N // 4, g)]).view(B, N, 3)
-        pts = pts[:, torch.randperm(N, generator=g)]
+        idx = torch.randint(0, lower_face.shape[0], (B * N // 2,), generator=g)
+        pts = torch.cat([lower_face[idx], near_surface(pool, B * N // 4, g, 0.012, 0.004), box_points(B * N // 4, g)])
+        pts = pts.view(B, N, 3)
         target = -amount[:, None, None] * smile_displacement(pts, cfg.smile_lift)   # (B, N, 3)
         freq, phase = deform.modulation(z_id, z_exp)
         _, offsets = deform.forward_modulated(pts, freq, phase)
@@ -401,8 +415,8 @@ def fit_deform(backbone: AniFaceGAN, pool: torch.Tensor, cfg: HeadPriorConfig, g
         loss.backward()
         opt.step()
         sched.step()
+        _project_on_smile(deform, direction)
     deform.requires_grad_(False)
-    del ws
 
 
 def reference_render(yaw_deg: float, resolution: int, traits: torch.Tensor | None = None, pitch_deg: float = 0.0,

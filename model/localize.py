@@ -18,6 +18,9 @@ from model.backbone import Backbone, Latent
 from model.losses import content_loss
 
 
+MIN_LPIPS_SIZE = 32  # LPIPS-alex needs at least 32 px; the pose search never downsamples below it
+
+
 @dataclass(frozen=True)
 class LocalizeConfig:
     """Stage 1 settings (paper values by default)."""
@@ -40,7 +43,7 @@ class PoseSearchConfig:
     yaws_deg: tuple[float, ...] = (-30.0, -15.0, 0.0, 15.0, 30.0)
     pitches_deg: tuple[float, ...] = (-10.0, 0.0, 10.0)
     steps: int = 15                     # short inversion per candidate pose
-    downsample: int = 2                 # search at resolution / downsample (the ranking needs no detail)
+    downsample: int = 2                 # search at resolution / downsample, not below 32 px (ranking needs no detail)
 
 
 @dataclass
@@ -106,7 +109,7 @@ def search_pose(backbone: Backbone, reference: torch.Tensor, lpips_fn: LpipsFn, 
     candidates in one batch; the pose with the lowest final L_cr wins and its latent seeds the full stage 1.
     """
     grid = [(y, p) for y in config.yaws_deg for p in config.pitches_deg]
-    if config.downsample > 1:
+    if config.downsample > 1 and reference.shape[-1] // config.downsample >= MIN_LPIPS_SIZE:
         reference = torch.nn.functional.avg_pool2d(reference, config.downsample)
     n = len(grid)
     yaws = torch.tensor([g[0] for g in grid], dtype=torch.float32, device=reference.device)

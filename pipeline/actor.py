@@ -21,7 +21,7 @@ from pipeline.errors import classify, with_retries
 from pipeline.manifest import PaintingTask, task_from_row
 from pipeline.painting import painting_files, quality_flags
 from pipeline.settings import JobSettings, load_models, resolve_expressions, settings_from_json
-from pipeline.storage import OutputStore
+from pipeline.storage import OutputStore, atomic_write
 
 REPORT_COLUMNS = ("painting_id", "status", "error_kind", "message", "seconds_total", "seconds_stage1",
                   "seconds_stage2", "lpips_ref", "psnr_ref", "lpips_stage1", "delta_bytes", "pose_estimated")
@@ -135,7 +135,7 @@ def _note_attempt(store: OutputStore, run_id: str, painting_id: str) -> None:
     """One tiny object per attempt (also across actor restarts), counted by the driver for the report."""
     path = f"{store.run_dir(run_id)}/attempts/{painting_id}/{uuid.uuid4().hex}"
     try:
-        with_retries(lambda: store.fs.pipe_file(path, b""))
+        with_retries(lambda: atomic_write(store.fs, path, b""))
     except Exception:  # noqa: BLE001 - bookkeeping only; never fails a painting
         pass
 

@@ -139,9 +139,14 @@ def run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -
 
 def _execute(tasks: list[PaintingTask], spec: ActorSpec, config: RunConfig, progress):
     """The Ray Data plan; yields report rows as actors finish batches."""
+    import warnings
+
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
+    # Ray Data's default retries a batch forever when its actor dies; a painting that crashes its actor
+    # every time (a native-library crash on one file) must end as a failure instead.
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     size = config.actors or pool_size(config.gpus_per_actor, config.cpus_per_actor)

@@ -48,3 +48,22 @@ def s3_bucket(s3_options: dict) -> str:
     fs = s3fs.S3FileSystem(**s3_options)
     fs.mkdir(name)
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """ONE local Ray for the whole session (2 logical CPUs; `pipeline.job.init_ray` then returns early).
+
+    The AWS region is put in the workers' environment (s3fs reads it there); credentials travel in storage options.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield ray
+        return
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"AWS_DEFAULT_REGION": "us-east-1", "TOKENIZERS_PARALLELISM": "false"}})
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
