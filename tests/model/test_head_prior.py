@@ -1,0 +1,119 @@
+"""The procedural head prior: a fitted tiny backbone renders an opaque head that turns and smiles."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import model.head_prior as hp
+from model import load_backbone
+
+# Short schedule: enough for a head-shaped silhouette and a visible smile, a few seconds of CPU.
+FAST = replace(hp.HeadPriorConfig(), sampler_steps=400, siren_steps=400, deform_steps=400)
+RES = 32
+
+
+@pytest.fixture(scope="module")
+def fast_weights(tmp_path_factory):
+    return hp.tiny_head_weights(tmp_path_factory.mktemp("head_prior_cache"), FAST)
+
+
+@pytest.fixture(scope="module")
+def head(fast_weights):
+    return load_backbone("tiny", weights=fast_weights)
+
+
+def _latent(backbone):
+    return backbone.sample_latent(1, torch.Generator().manual_seed(7))
+
+
+def _render(backbone, latent, yaw=0.0):
+    with torch.no_grad():
+        return backbone.render_latent(latent, yaw, 0.0, RES, psi=0.7)
+
+
+def test_frontal_centre_opaque_corners_background(head):
+    out = _render(head, _latent(head))
+    op = out.opacity[0, 0]
+    assert op[RES // 2 - 2:RES // 2 + 2, RES // 2 - 2:RES // 2 + 2].min() > 0.9
+    for corner in (op[:3, :3], op[:3, -3:], op[-3:, :3], op[-3:, -3:]):
+        assert corner.max() < 0.1
+
+
+def test_centre_is_nearer_than_the_silhouette(head):
+    out = _render(head, _latent(head))
+    row = RES // 2
+    opaque = (out.opacity[0, 0, row] > 0.5).nonzero().flatten()
+    edge = int(opaque.max())                     # the last opaque pixel of the middle row: the silhouette
+    depth = out.depth[0, 0, row]
+    assert depth[RES // 2] < depth[edge] - 0.02
+
+
+def test_yaw_turns_the_head_consistently(head):
+    lat = _latent(head)
+    left, right = _render(head, lat, -20.0), _render(head, lat, 20.0)
+    assert (left.image - right.image).abs().mean() > 0.02
+    # The head is left/right symmetric: the silhouette at +20° mirrors the one at -20°.
+    a, b = left.opacity[0, 0] > 0.5, right.opacity[0, 0].flip(-1) > 0.5
+    iou = (a & b).sum() / (a | b).sum()
+    assert iou > 0.85
+
+
+def test_happiness_moves_the_mouth_and_zero_expression_does_not(head):
+    lat = _latent(head)
+    smile = hp.smile_direction()
+    neutral = _render(head, lat)
+    happy = _render(head, head.with_expression(lat, smile))
+    slight = _render(head, head.with_expression(lat, 0.2 * smile))
+    mouth = (slice(20, 28), slice(9, 23))         # rows/cols around the mouth at 32²
+    d_happy = (happy.image - neutral.image)[0, :, mouth[0], mouth[1]].abs().mean()
+    d_slight = (slight.image - neutral.image)[0, :, mouth[0], mouth[1]].abs().mean()
+    assert d_happy > 0.01
+    assert d_slight < d_happy                     # the effect grows with the coefficients
+    # Zero coefficients: (almost) no offset anywhere on the face, far less than the smile's at the mouth.
+    pts = hp.surface_points(4000, torch.Generator().manual_seed(1))
+    pts = pts[pts[:, 2] > 0.02]
+    mouth_pts = pts[((pts[:, 1] + 0.05).abs() < 0.015) & (pts[:, 0].abs() < 0.03)]
+    with torch.no_grad():
+        _, off0 = head.deform(lat["z_id"], torch.zeros(1, 64), pts[None])
+        _, off1 = head.deform(lat["z_id"], smile[None], mouth_pts[None])
+    assert off0.norm(dim=-1).pow(2).mean().sqrt() < 1e-3
+    assert off1.norm(dim=-1).pow(2).mean().sqrt() > 2 * off0.norm(dim=-1).pow(2).mean().sqrt()
+
+
+def test_cache_is_reused_and_loads_strictly(fast_weights, tmp_path_factory, monkeypatch):
+    before = {p: open(path, "rb").read() for p, path in fast_weights.items()}
+    monkeypatch.setattr(hp, "fit_head_prior", lambda *a, **k: pytest.fail("refitted despite a cached result"))
+    again = hp.tiny_head_weights(tmp_path_factory.getbasetemp() / [p for p in tmp_path_factory.getbasetemp().iterdir()
+                                                                   if p.name.startswith("head_prior_cache")][0].name, FAST)
+    assert again == fast_weights
+    assert {p: open(path, "rb").read() for p, path in again.items()} == before
+    backbone = load_backbone("tiny", weights=again)
+    for part, path in again.items():
+        state = load_file(path)
+        own = backbone.part(part).state_dict()
+        assert set(state) == set(own)
+        assert all(torch.equal(state[k], own[k]) for k in own)
+
+
+def test_cache_key_depends_on_config():
+    assert hp.HeadPriorConfig().key() == hp.HeadPriorConfig().key()
+    assert FAST.key() != hp.HeadPriorConfig().key()
+
+
+def test_fit_is_deterministic():
+    cfg = replace(FAST, sampler_steps=20, siren_steps=10, deform_steps=10)
+    a, b = hp.fit_head_prior(cfg), hp.fit_head_prior(cfg)
+    for part in a:
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+
+
+@pytest.mark.timeout(300)
+def test_default_cached_weights_render_a_head():
+    """The default prior (fitted once, ~1 min, then cached under $ARTMATOR_CACHE or ~/.cache/artmator)."""
+    backbone = load_backbone("tiny", weights=hp.tiny_head_weights())
+    out = _render(backbone, _latent(backbone))
+    op = out.opacity[0, 0]
+    assert op[RES // 2, RES // 2] > 0.95 and op[0, 0] < 0.05

@@ -1,0 +1,120 @@
+"""`pipeline.job.run` end to end on a real local Ray and a local output folder.
+
+One run over good paintings (one needing pose search), a zero-byte image and an invalid manifest row, then the
+reruns a museum would do: same settings (nothing redone), --retry-failed, and a changed setting that matters.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.job import REPORT_SCHEMA, RunConfig, count_attempts, run
+from pipeline.storage import MARKER_NAME, OutputStore
+from tests.pipeline.ray_fixtures import tiny_settings, write_images, write_manifest
+
+GOOD = ("fixed-a", "fixed-b", "searched")
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("catalog")
+    write_images(str(folder), {"fixed-a.png": 1, "fixed-b.png": 2, "searched.png": 3, "valid-but-odd.png": 4})
+    (folder / "empty.png").write_bytes(b"")
+    write_manifest(str(folder / "manifest.parquet"), [
+        {"painting_id": "fixed-a", "image_uri": "fixed-a.png", "yaw_deg": 0.0, "pitch_deg": 0.0},
+        {"painting_id": "fixed-b", "image_uri": "fixed-b.png", "yaw_deg": 20.0, "pitch_deg": -5.0},
+        {"painting_id": "searched", "image_uri": "searched.png"},                       # null pose: pose search
+        {"painting_id": "empty-image", "image_uri": "empty.png", "yaw_deg": 0.0, "pitch_deg": 0.0},
+        {"painting_id": "bad-yaw", "image_uri": "valid-but-odd.png", "yaw_deg": 500.0, "pitch_deg": 0.0},
+    ])
+    return folder
+
+
+def _marker_paths(out: Path) -> list[Path]:
+    return sorted((out / "paintings").glob(f"*/{MARKER_NAME}"))
+
+
+def _report(summary) -> dict[str, dict]:
+    table = pq.read_table(summary.report_path)
+    assert table.schema.equals(REPORT_SCHEMA), table.schema
+    rows = table.to_pylist()
+    ids = [r["painting_id"] for r in rows]
+    assert len(ids) == len(set(ids)), f"duplicate report rows: {ids}"
+    return {r["painting_id"]: r for r in rows}
+
+
+@pytest.mark.timeout(300)
+def test_run_rerun_retry_and_changed_settings(ray_local, catalog, tmp_path):
+    out = tmp_path / "out"
+    config = RunConfig(manifest_uri=str(catalog / "manifest.parquet"), out_uri=str(out), settings=tiny_settings(),
+                       cpus_per_actor=1.0, run_id="run-1")
+    seen = []
+    s1 = run(config, progress=lambda done, total: seen.append((done, total)))
+
+    # -- first run: the good ones committed once each; each failure has its own specific reason
+    assert not s1.ok
+    assert (s1.total, s1.done, s1.skipped, s1.failed) == (5, 3, 0, 2)
+    assert s1.failures == {"image": 1, "manifest": 1}
+    assert seen and seen[-1] == (4, 4)                    # progress over the 4 valid rows that were tuned
+    report = _report(s1)
+    assert set(report) == {*GOOD, "empty-image", "bad-yaw"}
+    for pid in GOOD:
+        r = report[pid]
+        assert (r["status"], r["error_kind"], r["message"]) == ("done", None, None), r
+        assert r["attempts"] >= 1 and r["delta_bytes"] > 0 and r["seconds_total"] > 0
+        assert r["lpips_ref"] is not None and r["run_id"] == "run-1"
+    assert report["searched"]["pose_estimated"] is True
+    assert report["fixed-a"]["pose_estimated"] is False
+    bad = report["empty-image"]
+    assert (bad["status"], bad["error_kind"], bad["attempts"]) == ("failed", "image", 1)
+    assert bad["message"].startswith("empty:") and "empty.png" in bad["message"]
+    invalid = report["bad-yaw"]
+    assert (invalid["status"], invalid["error_kind"], invalid["attempts"]) == ("invalid", "manifest", 0)
+    assert "yaw_deg" in invalid["message"] and "500" in invalid["message"]
+
+    store = OutputStore(str(out))
+    committed = store.committed(report["fixed-a"]["config_hash"])
+    assert set(committed) == set(GOOD) and store.committed_ids() == set(GOOD)
+    assert [p.parent.name for p in _marker_paths(out)] == sorted(GOOD)
+    for pid in GOOD:
+        assert store.verify(pid) == []
+        assert committed[pid]["run_id"] == "run-1"
+    assert committed["searched"]["pose_estimated"] is True
+    assert store.partial_paintings() == []
+    run_config = json.loads((out / "runs" / "run-1" / "config.json").read_text())
+    assert run_config["config_hash"] == report["fixed-a"]["config_hash"]
+    assert run_config["settings"]["tune"]["stage2"]["steps"] == 2
+    marker_bytes = {p: p.read_bytes() for p in _marker_paths(out)}
+
+    # -- rerun, same settings: nothing tuned again, the deterministic failure is skipped with its reason
+    s2 = run(replace(config, run_id="run-2"))
+    assert (s2.total, s2.done, s2.skipped, s2.failed) == (5, 0, 4, 1)
+    assert s2.failures == {"manifest": 1} and not s2.ok
+    report2 = _report(s2)
+    assert set(report2) == {"empty-image", "bad-yaw"}
+    assert report2["empty-image"]["status"] == "skipped" and report2["empty-image"]["error_kind"] == "image"
+    assert report2["empty-image"]["message"] == bad["message"]
+    assert count_attempts(store, "run-2") == {}
+    assert {p: p.read_bytes() for p in _marker_paths(out)} == marker_bytes     # markers untouched
+
+    # -- --retry-failed: the failed painting is tried again (and fails again), committed ones still skipped
+    s3 = run(replace(config, run_id="run-3", retry_failed=True))
+    assert (s3.done, s3.skipped, s3.failed) == (0, 3, 2)
+    report3 = _report(s3)
+    assert report3["empty-image"]["status"] == "failed" and report3["empty-image"]["attempts"] == 1
+    assert count_attempts(store, "run-3") == {"empty-image": 1}
+
+    # -- a setting that changes results (stage-2 steps): new config hash, every good painting re-tuned
+    s4 = run(replace(config, run_id="run-4", settings=tiny_settings(stage2=3)))
+    report4 = _report(s4)
+    assert (s4.done, s4.skipped) == (3, 1)                # the image failure is per config: retried? no: see below
+    assert report4["fixed-a"]["config_hash"] != report["fixed-a"]["config_hash"]
+    assert {pid for pid, r in report4.items() if r["status"] == "done"} == set(GOOD)
+    new = store.committed(report4["fixed-a"]["config_hash"])
+    assert set(new) == set(GOOD) and all(m["run_id"] == "run-4" for m in new.values())
+    assert store.committed(report["fixed-a"]["config_hash"]) == {}
+    assert len(_marker_paths(out)) == 3 and all(store.verify(pid) == [] for pid in GOOD)
