@@ -29,7 +29,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import scipy.io
 import torch
 import torch.nn.functional as F
@@ -502,6 +501,7 @@ def _atomic_save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str,
     os.close(fd)
     try:
         save_file(state, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)                                            # mkstemp makes it private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -520,9 +520,10 @@ def tiny_head_weights(cache_dir: str | os.PathLike | None = None, config: HeadPr
     if not all(p.is_file() for p in paths.values()):
         root.mkdir(parents=True, exist_ok=True)
         states = fit_head_prior(config)
-        meta = {"code_version": CODE_VERSION, "config": json.dumps(asdict(config), sort_keys=True)}
         for part, path in paths.items():
-            _atomic_save(states[part], path, {**meta, "part": part})
+            # One metadata key: safetensors stores metadata as a hash map, so several keys come out in any order.
+            info = {"code_version": CODE_VERSION, "config": asdict(config), "part": part}
+            _atomic_save(states[part], path, {"head_prior": json.dumps(info, sort_keys=True)})
     return {part: str(p) for part, p in paths.items()}
 
 

