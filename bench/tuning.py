@@ -1,0 +1,139 @@
+"""Tuning benchmarks, each measured side by side in one run on the demo paintings.
+
+    python -m bench.tuning curves   # loss curves of stage 1 and 2 at long step counts (justifies the defaults)
+    python -m bench.tuning batch    # paintings/hour tuning k = 1, 2, 4 (, 8) paintings together vs one at a time
+    python -m bench.tuning delta    # LoRA vs full tuning: delta bytes and reference-view quality on the same painting
+
+Defaults use the `quick` settings (tiny backbone with the procedural head prior, random tiny encoders) so they
+run on a CPU; `--settings paper --preset anifacegan --device cuda` with real weights for GPU numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from bench.common import environment, write_results
+from model.images import load_painting
+from model.localize import LocalizeConfig
+from model.lora import DeltaConfig
+from model.stylize import StylizeConfig
+from model.tune import PaintingInput, tune_paintings
+from pipeline.manifest import load_manifest
+from pipeline.settings import PRESET_SETTINGS, JobSettings, load_models
+
+DEMO = Path(__file__).resolve().parent.parent / "manifests" / "demo" / "manifest.parquet"
+
+
+def demo_paintings(settings: JobSettings, resolution: int, n: int) -> list[PaintingInput]:
+    """n paintings from the demo manifest (repeated with new ids when n > 4), all at the frontal pose if unknown."""
+    tasks, _ = load_manifest(str(DEMO))
+    out = []
+    for i in range(n):
+        t = tasks[i % len(tasks)]
+        image = load_painting(t.image_uri, resolution, None, settings.image)
+        out.append(PaintingInput(f"{t.painting_id}-{i}", image, t.yaw_deg or 0.0, t.pitch_deg or 0.0))
+    return out
+
+
+def curves(settings: JobSettings, models, args) -> list[dict]:
+    """Mean loss over the demo paintings at checkpoints of long stage-1 and stage-2 runs."""
+    tune = replace(settings.tune, stage1=replace(settings.tune.stage1, steps=args.stage1_steps),
+                   stage2=replace(settings.tune.stage2, steps=args.stage2_steps))
+    res = tune.resolution or models.backbone.config.train_resolution
+    paintings = demo_paintings(settings, res, args.paintings)
+    start = time.perf_counter()
+    tuned = tune_paintings(models.backbone, paintings, tune, models.encoders)
+    seconds = time.perf_counter() - start
+    rows = []
+    for stage, key, total in (("stage1", "stage1", args.stage1_steps), ("stage2", "total", args.stage2_steps)):
+        for step in sorted({0, 5, 10, 20, 30, 40, 60, 80, 100, 150, 200, 300, 400, total - 1} & set(range(total))):
+            vals = [t.losses[key][step] for t in tuned]
+            rows.append({"stage": stage, "step": step, "mean_loss": sum(vals) / len(vals)})
+    for t in tuned:
+        print(t.painting_id, {k: round(v, 4) for k, v in t.metrics.items()})
+    lp1 = sum(t.metrics["lpips_stage1"] for t in tuned) / len(tuned)
+    lp2 = sum(t.metrics["lpips_ref"] for t in tuned) / len(tuned)
+    rows.append({"stage": "reference LPIPS", "step": "after stage 1 -> after stage 2", "mean_loss": f"{lp1:.4f} -> {lp2:.4f}"})
+    rows.append({"stage": "wall time", "step": f"{len(tuned)} paintings batched", "mean_loss": f"{seconds:.1f} s"})
+    for r in rows:
+        print(r)
+    return rows
+
+
+def batch(settings: JobSettings, models, args) -> list[dict]:
+    """Throughput of k paintings tuned together relative to k = 1, same steps, same paintings."""
+    tune = replace(settings.tune, stage1=replace(settings.tune.stage1, steps=args.stage1_steps),
+                   stage2=replace(settings.tune.stage2, steps=args.stage2_steps))
+    res = tune.resolution or models.backbone.config.train_resolution
+    rows, base = [], None
+    for k in args.ks:
+        paintings = demo_paintings(settings, res, k)
+        tune_paintings(models.backbone, paintings[:1], replace(tune, stage1=replace(tune.stage1, steps=1),
+                                                              stage2=replace(tune.stage2, steps=1)), models.encoders)
+        start = time.perf_counter()
+        tune_paintings(models.backbone, paintings, tune, models.encoders)
+        seconds = time.perf_counter() - start
+        per_hour = 3600 * k / seconds
+        base = base or per_hour
+        rows.append({"k": k, "seconds": seconds, "paintings_per_hour": per_hour, "ratio_to_k1": per_hour / base})
+        print(rows[-1])
+    return rows
+
+
+def delta(settings: JobSettings, models, args) -> list[dict]:
+    """LoRA (default rank) vs full tuning on the same paintings: bytes and reference-view LPIPS/PSNR."""
+    res = settings.tune.resolution or models.backbone.config.train_resolution
+    paintings = demo_paintings(settings, res, args.paintings)
+    base_bytes = sum(t.numel() * t.element_size() for t in models.backbone.tunable().state_dict().values())
+    rows = []
+    for label, cfg in (("lora", DeltaConfig()), ("full", DeltaConfig(mode="full", storage_dtype="float32"))):
+        stage2 = replace(settings.tune.stage2, steps=args.stage2_steps)
+        tune = replace(settings.tune, delta=cfg, stage1=replace(settings.tune.stage1, steps=args.stage1_steps),
+                       stage2=stage2)
+        start = time.perf_counter()
+        tuned = tune_paintings(models.backbone, paintings, tune, models.encoders)
+        seconds = time.perf_counter() - start
+        from model.delta import encode_delta
+
+        nbytes = sum(len(encode_delta(t.delta.tensors, t.delta.metadata)) for t in tuned) / len(tuned)
+        rows.append({"mode": label, "delta_bytes": nbytes, "base_bytes": base_bytes, "ratio": nbytes / base_bytes,
+                     "lpips_stage1": _mean(tuned, "lpips_stage1"), "lpips_ref": _mean(tuned, "lpips_ref"),
+                     "psnr_ref": _mean(tuned, "psnr_ref"), "seconds": seconds})
+        print(rows[-1])
+    return rows
+
+
+def _mean(tuned, key):
+    return sum(t.metrics[key] for t in tuned) / len(tuned)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["curves", "batch", "delta"])
+    p.add_argument("--settings", choices=sorted(PRESET_SETTINGS), default="quick")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--paintings", type=int, default=4)
+    p.add_argument("--stage1-steps", type=int, default=None)
+    p.add_argument("--stage2-steps", type=int, default=None)
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--out-dir", type=Path, default=None)
+    a = p.parse_args(argv)
+    settings = replace(PRESET_SETTINGS[a.settings](a.preset), device=a.device)
+    a.stage1_steps = a.stage1_steps if a.stage1_steps is not None else {"curves": 300, "batch": 20, "delta": settings.tune.stage1.steps}[a.what]
+    a.stage2_steps = a.stage2_steps if a.stage2_steps is not None else {"curves": 200, "batch": 10, "delta": settings.tune.stage2.steps}[a.what]
+    models = load_models(settings)
+    rows = {"curves": curves, "batch": batch, "delta": delta}[a.what](settings, models, a)
+    env = environment(torch.device(a.device)) | {"settings": a.settings, "preset": a.preset,
+                                                 "stage1_steps": a.stage1_steps, "stage2_steps": a.stage2_steps}
+    columns = list(rows[0].keys()) if rows else []
+    cols = sorted({c for r in rows for c in r}, key=lambda c: (columns.index(c) if c in columns else 99, c))
+    write_results(f"tuning_{a.what}_{a.preset}_{torch.device(a.device).type}", rows, env, cols, out_dir=a.out_dir)
+
+
+if __name__ == "__main__":
+    main()
