@@ -38,6 +38,8 @@ class ActorSpec:
     config_hash: str
     random_models: bool
     threads: int = 0                     # torch threads per actor (0: leave as is)
+    max_attempts: int = 0                # a painting started this often in this run (its actor died each time)
+                                         # is failed as actor_died instead of being tuned again; 0: no limit
 
 
 class TuneActor:
@@ -70,7 +72,13 @@ def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, st
     inputs: list[tuple[PaintingTask, PaintingInput, dict]] = []
     resolution = settings.tune.resolution or models.backbone.config.train_resolution
     for task in tasks:
-        _note_attempt(store, spec.run_id, task.painting_id)
+        attempt = _note_attempt(store, spec.run_id, task.painting_id)
+        if spec.max_attempts and attempt > spec.max_attempts:
+            rows[task.painting_id] = failed_row(
+                task.painting_id, "actor_died",
+                f"its actor died during each of {attempt - 1} attempts in this run (a crash in native code, "
+                "out of host memory, or lost nodes); not tried again until the next run")
+            continue
         try:
             image = with_retries(lambda: load_painting(task.image_uri, resolution, _crop(task), settings.image,
                                                        spec.storage_options))
@@ -131,13 +139,18 @@ def _crop(task: PaintingTask):
     return None if task.crop is None else (task.crop.x, task.crop.y, task.crop.w, task.crop.h)
 
 
-def _note_attempt(store: OutputStore, run_id: str, painting_id: str) -> None:
-    """One tiny object per attempt (also across actor restarts), counted by the driver for the report."""
-    path = f"{store.run_dir(run_id)}/attempts/{painting_id}/{uuid.uuid4().hex}"
+def _note_attempt(store: OutputStore, run_id: str, painting_id: str) -> int:
+    """One tiny object per attempt (also across actor restarts), counted by the driver for the report.
+
+    Returns the painting's attempts in this run so far, this one included (0 when the bookkeeping failed).
+    """
+    folder = f"{store.run_dir(run_id)}/attempts/{painting_id}"
     try:
-        with_retries(lambda: atomic_write(store.fs, path, b""))
+        with_retries(lambda: atomic_write(store.fs, f"{folder}/{uuid.uuid4().hex}", b""))
+        store.fs.invalidate_cache(folder)
+        return len(store.fs.find(folder))
     except Exception:  # noqa: BLE001 - bookkeeping only; never fails a painting
-        pass
+        return 0
 
 
 def _with_device(settings: JobSettings) -> JobSettings:

@@ -36,7 +36,7 @@ class RunConfig:
     cpus_per_actor: float = 1.0
     threads_per_actor: int = 0           # torch threads in each actor (0: Ray's default for its CPUs)
     retry_failed: bool = False           # also redo paintings that failed deterministically in earlier runs
-    max_task_retries: int = 3            # Ray re-runs a batch whose actor died up to this many times
+    max_task_retries: int = 3            # a painting whose actor died this many more times fails (actor_died)
     run_id: str | None = None
 
 
@@ -121,7 +121,8 @@ def run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -
         init_ray()
         spec = ActorSpec(settings_json=json.dumps(config.settings.to_dict()), out_uri=config.out_uri,
                          storage_options=dict(config.storage_options), run_id=run_id, config_hash=config_hash,
-                         random_models=uses_random_models(config.settings), threads=config.threads_per_actor)
+                         random_models=uses_random_models(config.settings), threads=config.threads_per_actor,
+                         max_attempts=config.max_task_retries + 1)
         rows += list(_execute(tasks, spec, config, progress))
     attempts = count_attempts(store, run_id)
     table = report_table(rows, attempts, run_id, config_hash)
@@ -144,8 +145,10 @@ def _execute(tasks: list[PaintingTask], spec: ActorSpec, config: RunConfig, prog
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
-    # Ray Data's default retries a batch forever when its actor dies; a painting that crashes its actor
-    # every time (a native-library crash on one file) must end as a failure instead.
+    # Ray re-runs a batch whose actor died or whose node was lost without limit (max_task_retries=-1: a finite
+    # count is used up in milliseconds while a lost node's actor is merely "unavailable", which aborted the whole
+    # run). A painting that crashes its actor every time (a native-library crash on one file) still ends as a
+    # failure: the actor counts the painting's attempts and fails it after `ActorSpec.max_attempts`.
     warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -157,7 +160,7 @@ def _execute(tasks: list[PaintingTask], spec: ActorSpec, config: RunConfig, prog
         TuneActor, fn_constructor_args=(spec,), batch_size=batch, batch_format="numpy",
         compute=ActorPoolStrategy(size=min(size, len(tasks))),
         num_gpus=config.gpus_per_actor or None, num_cpus=config.cpus_per_actor,
-        max_restarts=-1, max_task_retries=config.max_task_retries,
+        max_restarts=-1, max_task_retries=-1,
     )
     done = 0
     for row in results.iter_rows():

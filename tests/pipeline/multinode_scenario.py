@@ -49,10 +49,6 @@ def main(out: str, manifest: str) -> None:
     remover.start()
     config = RunConfig(manifest_uri=manifest, out_uri=out, settings=tiny_settings(stage1=12, stage2=8),
                        actors=2, gpus_per_actor=1.0, cpus_per_actor=0.5, run_id="multinode")
-    import os
-    if os.environ.get("MN_FIX"):
-        from ray.data import DataContext
-        DataContext.get_current().actor_task_retry_on_errors = [ray.exceptions.ActorUnavailableError]
     summary = run(config)
     events["finished_at"] = time.time()
     remover.join(timeout=10)

@@ -1,0 +1,106 @@
+"""The tuning actor without Ray: `tune_and_commit` per-painting failures, commits, the attempt guard, `TuneActor`."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, _with_device, tune_and_commit
+from pipeline.job import count_attempts
+from pipeline.manifest import PaintingTask
+from pipeline.settings import load_models, resolve_expressions
+from pipeline.storage import OutputStore
+from tests.pipeline.ray_fixtures import png_bytes, tiny_settings
+
+SETTINGS = tiny_settings()
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load_models(SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    for i in range(3):
+        (folder / f"g{i}.png").write_bytes(png_bytes(40 + i))
+    (folder / "notes.png").write_text("this is a text file, not a painting")
+    return folder
+
+
+def _spec(out: Path, **kw) -> ActorSpec:
+    return ActorSpec(settings_json=json.dumps(SETTINGS.to_dict()), out_uri=str(out), storage_options={},
+                     run_id="r1", config_hash="c0ffee", random_models=True, **kw)
+
+
+def _task(row: int, pid: str, image: Path, **kw) -> PaintingTask:
+    return PaintingTask(row=row, painting_id=pid, image_uri=str(image), yaw_deg=0.0, pitch_deg=0.0, **kw)
+
+
+@pytest.mark.timeout(120)
+def test_one_bad_painting_never_fails_the_batch(models, images, tmp_path):
+    store = OutputStore(str(tmp_path))
+    tasks = [_task(0, "good", images / "g0.png", title="A title"),
+             _task(1, "text-file", images / "notes.png"),
+             _task(2, "bad-expression", images / "g1.png", expressions=("no_such_expression",)),
+             _task(3, "good-2", images / "g2.png", expressions=())]
+    rows = tune_and_commit(tasks, models, SETTINGS, store, _spec(tmp_path), resolve_expressions(("happiness",)))
+
+    assert [r["painting_id"] for r in rows] == ["good", "text-file", "bad-expression", "good-2"]
+    assert all(set(r) == set(REPORT_COLUMNS) for r in rows)
+    by_id = {r["painting_id"]: r for r in rows}
+    assert by_id["good"]["status"] == "done" and by_id["good"]["delta_bytes"] > 0
+    assert by_id["text-file"]["status"] == "failed" and by_id["text-file"]["error_kind"] == "image"
+    assert "notes.png" in by_id["text-file"]["message"]
+    assert by_id["bad-expression"]["error_kind"] == "expression"
+    assert "no_such_expression" in by_id["bad-expression"]["message"]
+    assert set(store.committed("c0ffee")) == {"good", "good-2"}
+    assert store.verify("good") == [] and store.verify("good-2") == []
+    result = json.loads(store.fs.cat_file(f"{store.painting_dir('good')}/result.json"))
+    assert result["metadata"]["title"] == "A title" and result["expressions"] == ["happiness"]
+    assert "random_weights" in store.read_marker("good")["flags"]
+    # an explicit empty expression list renders no stills
+    assert not store.fs.exists(f"{store.painting_dir('good-2')}/renders/expressions")
+    assert count_attempts(store, "r1") == {"good": 1, "text-file": 1, "bad-expression": 1, "good-2": 1}
+
+
+@pytest.mark.timeout(120)
+def test_painting_whose_actor_keeps_dying_is_failed_not_retried_forever(models, images, tmp_path):
+    store = OutputStore(str(tmp_path))
+    earlier = tmp_path / "runs" / "r1" / "attempts" / "crasher"     # two earlier attempts of this run ended
+    earlier.mkdir(parents=True)                                        # with the actor dying mid-painting
+    for name in ("a", "b"):
+        (earlier / name).write_bytes(b"")
+    tasks = [_task(0, "crasher", images / "g0.png"), _task(1, "fine", images / "g1.png")]
+    rows = tune_and_commit(tasks, models, SETTINGS, store, _spec(tmp_path, max_attempts=2), {})
+    assert rows[0]["status"] == "failed" and rows[0]["error_kind"] == "actor_died"
+    assert "2 attempts" in rows[0]["message"]
+    assert rows[1]["status"] == "done"
+    assert set(store.committed_ids()) == {"fine"}
+    assert count_attempts(store, "r1") == {"crasher": 3, "fine": 1}
+
+
+@pytest.mark.timeout(120)
+def test_tune_actor_call_and_batched_tuning(images, tmp_path):
+    settings = replace(SETTINGS, paintings_per_batch=2, device="cuda")    # no CUDA here: the actor falls back
+    spec = replace(_spec(tmp_path), settings_json=json.dumps(settings.to_dict()))
+    actor = TuneActor(spec)
+    assert actor.settings.device == "cpu"
+    batch = {"painting_id": np.array(["b0", "b1"]),
+             "task": np.array([json.dumps(_task(i, f"b{i}", images / f"g{i}.png").as_row()) for i in range(2)])}
+    out = actor(batch)
+    assert set(out) == set(REPORT_COLUMNS)
+    assert out["painting_id"] == ["b0", "b1"] and out["status"] == ["done", "done"]
+    assert set(OutputStore(str(tmp_path)).committed("c0ffee")) == {"b0", "b1"}
+
+
+def test_with_device_keeps_cpu_and_drops_unavailable_cuda():
+    assert _with_device(replace(SETTINGS, device="cpu")).device == "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        assert _with_device(replace(SETTINGS, device="cuda:1")).device == "cpu"

@@ -1,0 +1,72 @@
+"""Run reports and `artmator status` summaries, on an output folder built without Ray."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline.actor import failed_row
+from pipeline.job import REPORT_SCHEMA, report_table
+from pipeline.report import status_summary
+from pipeline.storage import OutputStore
+
+
+def done_row(pid: str, seconds: float) -> dict:
+    return {**failed_row(pid, "", ""), "status": "done", "seconds_total": seconds, "seconds_stage1": 1.0,
+            "seconds_stage2": 2.0, "lpips_ref": 0.2, "psnr_ref": 12.0, "lpips_stage1": 0.3, "delta_bytes": 900,
+            "pose_estimated": False}
+
+
+def build_out_folder(out: Path) -> OutputStore:
+    """Two runs: p1 done, p2 failed then done, p3 failed (image) then skipped, p4 invalid; plus a partial p5."""
+    store = OutputStore(str(out))
+    for pid, run_id in (("p1", "20260101T000000Z-aaaaaa"), ("p2", "20260102T000000Z-bbbbbb")):
+        store.write_painting(pid, {"delta.safetensors": b"d", "reference.png": b"png"},
+                             {"run_id": run_id, "config_hash": "h1"})
+    (out / "paintings" / "p5").mkdir(parents=True)
+    (out / "paintings" / "p5" / "delta.safetensors").write_bytes(b"half")
+    store.write_report("20260101T000000Z-aaaaaa", report_table([
+        done_row("p1", 30.0),
+        failed_row("p2", "storage", "ConnectionError: reset by peer"),
+        failed_row("p3", "image", "empty: p3.png: the file is empty (0 bytes)"),
+        {**failed_row("p4", "manifest", "yaw_deg: 500.0 is outside [-90, 90]"), "status": "invalid"},
+    ], {"p1": 1, "p2": 4, "p3": 1}, "20260101T000000Z-aaaaaa", "h1"))
+    store.write_report("20260102T000000Z-bbbbbb", report_table([
+        done_row("p2", 60.0),
+        {**failed_row("p3", "image", "empty: p3.png: the file is empty (0 bytes)"), "status": "skipped"},
+        {**failed_row("p4", "manifest", "yaw_deg: 500.0 is outside [-90, 90]"), "status": "invalid"},
+    ], {"p2": 1}, "20260102T000000Z-bbbbbb", "h1"))
+    return store
+
+
+def test_report_table_nulls_attempts_and_schema():
+    table = report_table([done_row("a", 3.0), failed_row("b", "image", "empty: b.png"),
+                          {**failed_row("c", "manifest", "bad"), "status": "invalid"}], {"a": 2, "b": 1}, "r", "h")
+    assert table.schema.equals(REPORT_SCHEMA)
+    rows = {r["painting_id"]: r for r in table.to_pylist()}
+    assert rows["a"]["attempts"] == 2 and rows["a"]["error_kind"] is None and rows["a"]["message"] is None
+    assert rows["b"]["attempts"] == 1 and rows["b"]["seconds_stage1"] is None and rows["b"]["delta_bytes"] is None
+    assert rows["c"]["attempts"] == 0                      # never started
+    assert {r["run_id"] for r in rows.values()} == {"r"} and {r["config_hash"] for r in rows.values()} == {"h"}
+    assert not any(isinstance(v, float) and math.isnan(v) for r in rows.values() for v in r.values())
+
+
+def test_status_summary_counts_and_groups_failures(tmp_path):
+    store = build_out_folder(tmp_path)
+    reports = store.read_reports()
+    assert reports.num_rows == 7 and isinstance(reports, pa.Table)
+    lines = status_summary(str(tmp_path)).splitlines()
+    assert lines[0] == f"{tmp_path}: 2 paintings committed"
+    assert lines[1] == "2 failed (latest attempt), 1 partial (no marker; redone on rerun)"
+    reasons = [line for line in lines if line.startswith("  ")]
+    assert sorted(line.split(":")[0].strip() for line in reasons) == ["image", "manifest"]
+    assert any("e.g. p3: empty: p3.png" in line for line in reasons)
+    assert not any("storage" in line for line in lines)   # p2's storage failure was fixed by the later run
+    assert "run 20260101T000000Z-aaaaaa: 1 done, 120.0 paintings/hour per actor" in lines
+    assert "run 20260102T000000Z-bbbbbb: 1 done, 60.0 paintings/hour per actor" in lines
+
+
+def test_status_of_an_empty_folder(tmp_path):
+    assert status_summary(str(tmp_path)).splitlines() == [f"{tmp_path}: 0 paintings committed",
+                                                          "no runs recorded yet"]

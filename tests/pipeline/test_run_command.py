@@ -1,0 +1,87 @@
+"""`artmator validate`, `artmator status` and `artmator run` as a user calls them (click), exit codes and output."""
+from __future__ import annotations
+
+import click
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.run_command import DEMO_MANIFEST, parse_storage_options
+from tests.pipeline.ray_fixtures import write_images, write_manifest
+from tests.pipeline.test_report import build_out_folder
+
+QUICK = ["--stage1-steps", "3", "--stage2-steps", "2", "--frames", "3", "--render-resolution", "32",
+         "--resolution", "32", "--expressions", "happiness", "--no-head-prior", "--no-gallery"]
+
+
+def test_validate_good_manifest_exits_0():
+    result = CliRunner().invoke(main, ["validate", str(DEMO_MANIFEST)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == "4 valid rows, 0 problems"
+
+
+def test_validate_lists_every_problem_and_exits_1(tmp_path):
+    manifest = write_manifest(str(tmp_path / "m.parquet"), [
+        {"painting_id": "ok", "image_uri": "ok.png", "yaw_deg": 0.0, "pitch_deg": 0.0},
+        {"painting_id": "far-left", "image_uri": "a.png", "yaw_deg": 500.0, "pitch_deg": 0.0},
+        {"painting_id": "../escape", "image_uri": "b.png"},
+        {"painting_id": "ok", "image_uri": "c.png"},
+    ])
+    result = CliRunner().invoke(main, ["validate", manifest])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[-1] == "0 valid rows, 4 problems", result.output     # a duplicated id invalidates both rows
+    assert "row 1 ('far-left'): yaw_deg: yaw_deg 500.0 is outside [-90, 90] degrees" in lines
+    assert any(line.startswith("row 2 ('../escape'): painting_id:") and "path separator" in line for line in lines)
+    assert sum(line.startswith(("row 0 ('ok'): painting_id: duplicate", "row 3 ('ok'): painting_id: duplicate"))
+               for line in lines) == 2
+
+
+def test_validate_unusable_manifests(tmp_path):
+    (tmp_path / "not.parquet").write_text("painting_id,image_uri\n")
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "not.parquet")])
+    assert result.exit_code == 1 and result.output.startswith("Error: ")
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "missing.parquet")])
+    assert result.exit_code == 1 and result.output.startswith("Error: ")
+    pq.write_table(pa.table({"painting_id": ["a"]}), tmp_path / "no-image.parquet")
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "no-image.parquet")])
+    assert result.exit_code == 1 and "manifest: image_uri:" in result.output
+
+
+def test_status_command(tmp_path):
+    build_out_folder(tmp_path)
+    result = CliRunner().invoke(main, ["status", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "2 paintings committed" in result.output and "2 failed (latest attempt), 1 partial" in result.output
+    assert "  image: 1  e.g. p3: empty:" in result.output and "  manifest: 1  e.g. p4: yaw_deg" in result.output
+
+
+def test_parse_storage_options():
+    options = parse_storage_options(("anon=false", 'config_kwargs={"connect_timeout": 2}', "profile=museum"),
+                                    "http://127.0.0.1:9000")
+    assert options == {"anon": False, "config_kwargs": {"connect_timeout": 2}, "profile": "museum",
+                       "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
+    with pytest.raises(click.BadParameter):
+        parse_storage_options(("no-equals-sign",), None)
+
+
+@pytest.mark.timeout(300)
+def test_run_command_exit_codes(ray_local, tmp_path):
+    write_images(str(tmp_path), {"a.png": 1})
+    (tmp_path / "empty.png").write_bytes(b"")
+    manifest = write_manifest(str(tmp_path / "m.parquet"), [
+        {"painting_id": "a", "image_uri": "a.png", "yaw_deg": 0.0, "pitch_deg": 0.0},
+        {"painting_id": "empty", "image_uri": "empty.png", "yaw_deg": 0.0, "pitch_deg": 0.0},
+    ])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", manifest, "--out", str(out), *QUICK])
+    assert result.exit_code == 1, result.output                     # something failed: exit 1
+    assert "1 committed, 0 skipped (already done), 1 failed" in result.output
+    assert "  failed (image): 1" in result.output and "report: " in result.output
+    assert (out / "paintings" / "a" / "_COMMITTED.json").exists()
+
+    pq.write_table(pa.table({"painting_id": ["a"]}), tmp_path / "broken.parquet")
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "broken.parquet"), "--out", str(out), *QUICK])
+    assert result.exit_code == 1 and "Error: the manifest cannot be used" in result.output
