@@ -8,7 +8,10 @@ from pathlib import Path
 import click
 import torch
 
-from model.images import load_painting
+from model.anifacegan.expressions import ExpressionError
+from model.images import PaintingImageError, load_painting
+from model.weights import WeightsError
+from pipeline.errors import classify
 from model.tune import PaintingInput, tune_paintings
 from pipeline.options import model_options, settings_json
 from pipeline.painting import painting_files, quality_flags
@@ -49,7 +52,14 @@ def tune(image: str, yaw: float | None, pitch: float | None, crop: str | None, o
     """
     if (yaw is None) != (pitch is None):
         raise click.UsageError("give both --yaw and --pitch, or neither (pose search)")
-    box = _parse_crop(crop)
+    try:
+        _tune(image, yaw, pitch, _parse_crop(crop), out_dir, painting_id, settings)
+    except (PaintingImageError, WeightsError, ExpressionError, ValueError, OSError) as exc:
+        kind, message = classify(exc)
+        raise click.ClickException(f"{painting_id} ({kind}): {message}") from None
+
+
+def _tune(image, yaw, pitch, box, out_dir, painting_id, settings: JobSettings) -> None:
     torch.manual_seed(settings.tune.seed)
     start = time.perf_counter()
     models = load_models(settings)
