@@ -354,10 +354,21 @@ def load_painting(uri: str, resolution: int, crop: tuple[int, int, int, int] | N
     try:
         data = read_bytes(uri, storage_options)
     except FileNotFoundError as exc:
+        cause: BaseException | None = exc
+        for _ in range(8):  # fsspec may wrap the FileNotFoundError it raises into another one
+            if not isinstance(cause, FileNotFoundError):
+                break
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, OSError):
+            # fsspec's HTTP filesystem reports an unreachable host as FileNotFoundError; it is a storage outage
+            # (retried, and redone by the next run), not a missing file.
+            raise ConnectionError(f"{uri}: the host could not be reached ({type(cause).__name__}: {cause})") from exc
         raise PaintingImageError("not_found", uri, "no such file; check the path in the manifest.") from exc
-    except (OSError, ValueError) as exc:  # permissions, network, directories, unknown fsspec protocols
+    except (PermissionError, IsADirectoryError, NotADirectoryError, ValueError) as exc:  # retrying cannot help
         raise PaintingImageError("unreadable", uri, f"the file could not be read ({type(exc).__name__}: {exc}); "
                                  f"check the URI, permissions and storage_options.") from exc
+    # Any other OSError (timeouts, resets, 5xx from an object store) propagates: the pipeline retries it as a
+    # transient storage error and a later run redoes the painting, instead of recording it as a bad image.
     return prepare_painting(decode_painting(data, uri, config), resolution, crop, config, source=uri)
 
 

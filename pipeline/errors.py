@@ -28,11 +28,22 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return "weights", redact_text(str(exc))
     if is_oom(exc):
         return "oom", redact_text(f"out of memory: {exc}")
-    if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
+    if isinstance(exc, (OSError, TimeoutError, ConnectionError)) or _is_client_connection_error(exc):
         return "storage", redact_text(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, ValueError):
         return "config", redact_text(str(exc))
     return "internal", redact_text(f"{type(exc).__name__}: {exc}")
+
+
+# Connection failures of object-store clients that do not derive from OSError: s3fs lets botocore's
+# EndpointConnectionError / ConnectTimeoutError / ReadTimeoutError (subclasses of botocore's own ConnectionError
+# and HTTPClientError) through untranslated when the endpoint is down; gcsfs/adlfs/http raise aiohttp's ClientError.
+_CLIENT_CONNECTION_ERRORS = {"botocore.exceptions.ConnectionError", "botocore.exceptions.HTTPClientError",
+                             "aiohttp.client_exceptions.ClientError"}
+
+
+def _is_client_connection_error(exc: BaseException) -> bool:
+    return any(f"{c.__module__}.{c.__qualname__}" in _CLIENT_CONNECTION_ERRORS for c in type(exc).__mro__)
 
 
 def is_oom(exc: BaseException) -> bool:

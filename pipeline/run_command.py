@@ -78,6 +78,13 @@ def run(manifest: str | None, out_uri: str, actors, gpus_per_actor, cpus_per_act
         summary = run_job(config, progress)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # an unwritable --out or an object store that is down: a clear line, not a traceback
+        from pipeline.errors import classify
+
+        kind, message = classify(exc)
+        if kind != "storage":
+            raise
+        raise click.ClickException(f"storage error: {message} (committed paintings are kept; rerun to resume)") from None
     finally:
         bar.close()
     click.echo(f"run {summary.run_id}: {summary.done} committed, {summary.skipped} skipped (already done), "

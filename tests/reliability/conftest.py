@@ -1,0 +1,137 @@
+"""Fixtures and helpers of the reliability tests: tiny models loaded once, manifests with hostile columns, an
+in-process "run without Ray" (the real `plan` + `tune_and_commit` + report path), process-tree killing.
+
+The Ray and moto fixtures are the pipeline tests' own (one Ray and one moto server per test session).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.actor import ActorSpec, tune_and_commit
+from pipeline.job import RunConfig, count_attempts, plan, report_table
+from pipeline.settings import JobSettings, load_models, resolve_expressions
+from pipeline.storage import MARKER_NAME, OutputStore
+from tests.pipeline.conftest import ray_local, s3_bucket, s3_endpoint, s3_options  # noqa: F401  (fixtures)
+from tests.pipeline.ray_fixtures import png_bytes, tiny_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD_ID = "good-1"
+
+
+@pytest.fixture(scope="session")
+def rel_settings() -> JobSettings:
+    return tiny_settings(stage1=3, stage2=2)
+
+
+@pytest.fixture(scope="session")
+def rel_models(rel_settings):
+    return load_models(rel_settings)
+
+
+# ---------------------------------------------------------------------------------------------- manifests
+
+_COLUMN_TYPES = {"painting_id": pa.string(), "image_uri": pa.string(), "yaw_deg": pa.float64(),
+                 "pitch_deg": pa.float64(), "title": pa.string(), "artist": pa.string(), "rights": pa.string(),
+                 "credit_line": pa.string(), "source_url": pa.string(), "date": pa.string()}
+
+
+def manifest_table(rows: list[dict], types: Mapping[str, pa.DataType] | None = None) -> pa.Table:
+    """A manifest table with the union of the rows' columns (missing values null), typed by `types`."""
+    names: list[str] = []
+    for r in rows:
+        names += [k for k in r if k not in names]
+    types = {**_COLUMN_TYPES, **dict(types or {})}
+    return pa.table({n: pa.array([r.get(n) for r in rows], types.get(n)) for n in names})
+
+
+def write_table(path: Path, table: pa.Table) -> str:
+    pq.write_table(table, path)
+    return str(path)
+
+
+def good_row(folder: Path, painting_id: str = GOOD_ID, seed: int = 1) -> dict:
+    (folder / f"{painting_id}.png").write_bytes(png_bytes(seed))
+    return {"painting_id": painting_id, "image_uri": f"{painting_id}.png", "yaw_deg": 0.0, "pitch_deg": 0.0,
+            "title": "A good painting"}
+
+
+# ------------------------------------------------------------------------------------ run without Ray
+
+def inline_run(manifest_uri: str, out_uri: str, settings: JobSettings, models, run_id: str = "run-inline",
+               storage_options: dict | None = None) -> tuple[dict[str, list[dict]], OutputStore]:
+    """What `pipeline.job.run` does, minus Ray: plan, ONE tune_and_commit batch of every task, report.
+
+    Every valid painting is tuned in the same batch (paintings_per_batch = number of tasks), so a bad painting
+    really runs alongside the good one. Returns (painting_id -> report rows, store).
+    """
+    storage_options = dict(storage_options or {})
+    store = OutputStore(out_uri, storage_options)
+    config = RunConfig(manifest_uri=manifest_uri, out_uri=out_uri, settings=settings, storage_options=storage_options)
+    config_hash = settings.result_hash(models.backbone.base_hash())
+    tasks, rows, _ = plan(config, store, config_hash)
+    if tasks:
+        spec = ActorSpec(settings_json=json.dumps(settings.to_dict()), out_uri=out_uri,
+                         storage_options=storage_options, run_id=run_id, config_hash=config_hash,
+                         random_models=True, max_attempts=4)
+        rows += tune_and_commit(tasks, models, settings, store, spec,
+                                resolve_expressions(settings.render.expressions, storage_options))
+    table = report_table(rows, count_attempts(store, run_id), run_id, config_hash)
+    store.write_report(run_id, table)
+    by_id: dict[str, list[dict]] = {}
+    for r in table.to_pylist():
+        by_id.setdefault(r["painting_id"], []).append(r)
+    return by_id, store
+
+
+def markers(out: Path) -> dict[str, bytes]:
+    return {p.parent.name: p.read_bytes() for p in sorted(out.glob(f"paintings/*/{MARKER_NAME}"))}
+
+
+# ---------------------------------------------------------------------------------------- processes
+
+def descendants(root: int) -> set[int]:
+    """Pids of every live process below `root` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_tree(pid: int, family: set[int]) -> None:
+    """SIGKILL the process group of `pid` and every process in `family` (by id; only processes we started)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for p in family | descendants(pid):
+        if alive(p):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
