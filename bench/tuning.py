@@ -3,6 +3,7 @@
     python -m bench.tuning curves   # loss curves of stage 1 and 2 at long step counts (justifies the defaults)
     python -m bench.tuning batch    # paintings/hour tuning k = 1, 2, 4 (, 8) paintings together vs one at a time
     python -m bench.tuning delta    # LoRA vs full tuning: delta bytes and reference-view quality on the same painting
+                                    # (+ the bytes of a default delta of the official `anifacegan` preset)
 
 Defaults use the `quick` settings (tiny backbone with the procedural head prior, random tiny encoders) so they
 run on a CPU; `--settings paper --preset anifacegan --device cuda` with real weights for GPU numbers.
@@ -104,7 +105,32 @@ def delta(settings: JobSettings, models, args) -> list[dict]:
                      "lpips_stage1": _mean(tuned, "lpips_stage1"), "lpips_ref": _mean(tuned, "lpips_ref"),
                      "psnr_ref": _mean(tuned, "psnr_ref"), "seconds": seconds})
         print(rows[-1])
+    rows.append(anifacegan_delta_bytes())
+    print(rows[-1])
     return rows
+
+
+def anifacegan_delta_bytes() -> dict:
+    """Bytes of a default (rank-4 LoRA, fp16) delta file for the official `anifacegan` preset, untuned adapters
+    (a file's size does not depend on the values), with the paper settings as its resolved config."""
+    import json
+
+    from model import load_backbone
+    from model.delta import DeltaMetadata, encode_delta, painting_delta
+    from model.lora import attach_adapters
+    from pipeline.settings import paper_settings
+
+    backbone = load_backbone("anifacegan")
+    config = DeltaConfig()
+    base_bytes = sum(t.numel() * t.element_size() for t in backbone.tunable().state_dict().values())
+    module = attach_adapters(backbone.tunable(), config, 1, 0)
+    meta = DeltaMetadata(base_sha256=backbone.base_hash(), preset="anifacegan", config=config,
+                         latent=backbone.sample_latent(1, torch.Generator().manual_seed(0)),
+                         resolved_config=json.dumps(paper_settings().tune.to_dict(), sort_keys=True))
+    delta = painting_delta(module, 0, meta)
+    nbytes = len(encode_delta(delta.tensors, delta.metadata))
+    return {"mode": "lora (anifacegan preset, default rank 4)", "delta_bytes": nbytes, "base_bytes": base_bytes,
+            "ratio": nbytes / base_bytes}
 
 
 def _mean(tuned, key):
@@ -121,9 +147,12 @@ def main(argv=None) -> None:
     p.add_argument("--stage1-steps", type=int, default=None)
     p.add_argument("--stage2-steps", type=int, default=None)
     p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--resolution", type=int, default=None, help="tuning resolution (default: the settings')")
     p.add_argument("--out-dir", type=Path, default=None)
     a = p.parse_args(argv)
     settings = replace(PRESET_SETTINGS[a.settings](a.preset), device=a.device)
+    if a.resolution:
+        settings = replace(settings, tune=replace(settings.tune, resolution=a.resolution))
     a.stage1_steps = a.stage1_steps if a.stage1_steps is not None else {"curves": 300, "batch": 20, "delta": settings.tune.stage1.steps}[a.what]
     a.stage2_steps = a.stage2_steps if a.stage2_steps is not None else {"curves": 200, "batch": 10, "delta": settings.tune.stage2.steps}[a.what]
     models = load_models(settings)
@@ -132,6 +161,7 @@ def main(argv=None) -> None:
                                                  "stage1_steps": a.stage1_steps, "stage2_steps": a.stage2_steps}
     columns = list(rows[0].keys()) if rows else []
     cols = sorted({c for r in rows for c in r}, key=lambda c: (columns.index(c) if c in columns else 99, c))
+    env |= {"resolution": settings.tune.resolution}
     write_results(f"tuning_{a.what}_{a.preset}_{torch.device(a.device).type}", rows, env, cols, out_dir=a.out_dir)
 
 

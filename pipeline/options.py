@@ -131,3 +131,26 @@ def settings_json(settings: JobSettings, redact) -> str:
     if lp.get("backbone_weights_uri"):
         lp["backbone_weights_uri"] = redact(lp["backbone_weights_uri"])
     return json.dumps(d, indent=1, sort_keys=True)
+
+
+def storage_options_option(fn):
+    fn = click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+                      help="fsspec storage option for OUT, images and weights (repeatable; JSON values allowed), "
+                           "e.g. client_kwargs='{\"endpoint_url\": \"http://127.0.0.1:9000\"}'.")(fn)
+    fn = click.option("--endpoint-url", default=None, help="S3-compatible endpoint (MinIO, Ceph, R2 ...).")(fn)
+    return fn
+
+
+def parse_storage_options(pairs: tuple[str, ...], endpoint_url: str | None) -> dict:
+    options: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--storage-option")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    if endpoint_url:
+        options.setdefault("client_kwargs", {})["endpoint_url"] = endpoint_url
+    return options

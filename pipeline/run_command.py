@@ -7,33 +7,10 @@ from pathlib import Path
 
 import click
 
-from pipeline.options import model_options
+from pipeline.options import model_options, parse_storage_options, storage_options_option
 from pipeline.settings import JobSettings
 
 DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "demo" / "manifest.parquet"
-
-
-def storage_options_option(fn):
-    fn = click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
-                      help="fsspec storage option for OUT, images and weights (repeatable; JSON values allowed), "
-                           "e.g. client_kwargs='{\"endpoint_url\": \"http://127.0.0.1:9000\"}'.")(fn)
-    fn = click.option("--endpoint-url", default=None, help="S3-compatible endpoint (MinIO, Ceph, R2 ...).")(fn)
-    return fn
-
-
-def parse_storage_options(pairs: tuple[str, ...], endpoint_url: str | None) -> dict:
-    options: dict = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--storage-option")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    if endpoint_url:
-        options.setdefault("client_kwargs", {})["endpoint_url"] = endpoint_url
-    return options
 
 
 @click.command("run")

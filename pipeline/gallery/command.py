@@ -1,29 +1,14 @@
 """`artmator gallery OUT [--site DEST]`: publish committed paintings as a static site with IIIF manifests."""
 from __future__ import annotations
 
-import json
 import posixpath
 import urllib.parse
 
 import click
 
+from pipeline.options import parse_storage_options
+
 from .site import build_gallery
-
-
-def _storage_options(pairs: tuple[str, ...], endpoint_url: str | None) -> dict:
-    """`KEY=VALUE` pairs (values parsed as JSON when they can be: numbers, true/false, objects)."""
-    options: dict = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--storage-option")
-        try:
-            options[key] = json.loads(value)
-        except ValueError:
-            options[key] = value
-    if endpoint_url:
-        options.setdefault("client_kwargs", {})["endpoint_url"] = endpoint_url
-    return options
 
 
 def _check_base_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -51,7 +36,7 @@ def gallery(out: str, site: str | None, base_url: str | None, title: str, storag
             endpoint_url: str | None, workers: int) -> None:
     """Build or update a static gallery (viewer pages, videos, IIIF manifests) from OUT's committed paintings."""
     dest = site or posixpath.join(out.rstrip("/"), "gallery")
-    summary = build_gallery(out, dest, storage_options=_storage_options(storage_option, endpoint_url),
+    summary = build_gallery(out, dest, storage_options=parse_storage_options(storage_option, endpoint_url),
                             title=title, base_url=base_url, workers=workers)
     click.echo(f"{len(summary.paintings)} paintings ({len(summary.encoded)} encoded, {len(summary.reused)} "
                f"unchanged), {len(summary.unavailable)} not available, {len(summary.removed)} removed")

@@ -1,0 +1,169 @@
+"""Pipeline overhead: the same demo paintings through `pipeline.job.run` (local Ray, 1 actor) vs a plain loop.
+
+    python -m bench.pipeline_overhead                    # 4 demo paintings, quick settings with few steps, CPU
+    python -m bench.pipeline_overhead --paintings 1 --stage1-steps 1 --stage2-steps 1   # toy size (smoke test)
+
+Both sides do the same work with the same settings and write the same outputs to a fresh temporary folder:
+  in-process: load_models, then per painting load_painting -> tune_paintings -> quality_flags ->
+              pipeline.painting.painting_files -> OutputStore.write_painting (marker last);
+  Ray:        pipeline.job.run(RunConfig(actors=1, threads_per_actor=<this process's torch threads>)) on a local
+              Ray that is started (and timed) before the run, so Ray startup is reported on its own.
+The in-process loop runs before AND after the Ray run; its mean is the reference (drift from other load on the
+machine shows as the difference between the two, reported as inproc_spread).
+
+Reported (seconds; one process, one run):
+  ray_init                 ray.init of a local cluster (fixed, once per driver)
+  run_total                pipeline.job.run wall time (Ray already up): hashing, plan/resume scan, actor start +
+                           model load, tuning, writing, report
+  actor_work               sum over paintings of the actor's own per-batch time (report `seconds_total`)
+  fixed                    run_total - actor_work: actor process start, imports, model load, Ray Data scheduling,
+                           driver-side plan and report (paid once per run / per actor)
+  inproc_loop, model_load  the plain loop (mean of the two) and its one-off model load
+  overhead_total           (run_total) / (model_load + inproc_loop) - 1
+  overhead_per_painting    (actor_work - inproc_loop) / inproc_loop: the marginal per-painting cost of the
+                           pipeline (attempt bookkeeping, Ray batch transport, thread differences)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from bench.common import environment, write_results
+from bench.tuning import DEMO
+from model.images import load_painting
+from model.render import RenderConfig
+from model.tune import PaintingInput, tune_paintings
+from pipeline.manifest import load_manifest, manifest_base_dir, resolve_uri
+from pipeline.painting import painting_files, quality_flags
+from pipeline.settings import JobSettings, load_models, quick_settings, resolve_expressions, uses_random_models
+from pipeline.storage import OutputStore
+
+
+def bench_settings(stage1_steps: int, stage2_steps: int, render_resolution: int, frames: int) -> JobSettings:
+    s = quick_settings("tiny")
+    tune = replace(s.tune, stage1=replace(s.tune.stage1, steps=stage1_steps),
+                   stage2=replace(s.tune.stage2, steps=stage2_steps))
+    return replace(s, tune=tune, render=RenderConfig(resolution=render_resolution, turntable_frames=frames,
+                                                     expressions=("happiness",)))
+
+
+def write_manifest(n: int, folder: Path) -> str:
+    """The first n demo rows (repeated with new ids when n > 4), image URIs made absolute."""
+    table = pq.read_table(DEMO)
+    base = manifest_base_dir(str(DEMO))
+    rows = table.to_pylist()
+    out = []
+    for i in range(n):
+        r = dict(rows[i % len(rows)])
+        r["painting_id"] = f"{r['painting_id']}-{i}"
+        r["image_uri"] = resolve_uri(r["image_uri"], base)
+        out.append(r)
+    path = folder / "manifest.parquet"
+    pq.write_table(pa.Table.from_pylist(out, schema=table.schema), path)
+    return str(path)
+
+
+def inprocess(manifest: str, settings: JobSettings, out: str, config_hash: str, models=None) -> tuple[float, float]:
+    """(model load seconds, loop seconds): the pipeline's per-painting work without Ray."""
+    t0 = time.perf_counter()
+    models = models or load_models(settings)
+    default_expressions = resolve_expressions(settings.render.expressions)
+    t1 = time.perf_counter()
+    tasks, problems = load_manifest(manifest)
+    assert not problems, problems
+    store = OutputStore(out)
+    resolution = settings.tune.resolution or models.backbone.config.train_resolution
+    random_models = uses_random_models(settings)
+    for task in tasks:
+        crop = None if task.crop is None else (task.crop.x, task.crop.y, task.crop.w, task.crop.h)
+        image = load_painting(task.image_uri, resolution, crop, settings.image)
+        expressions = default_expressions if task.expressions is None else resolve_expressions(task.expressions)
+        tuned = tune_paintings(models.backbone, [PaintingInput(task.painting_id, image, task.yaw_deg, task.pitch_deg)],
+                               settings.tune, models.encoders)[0]
+        flags = quality_flags(tuned, random_models)
+        metadata = {k: getattr(task, k) for k in ("title", "artist", "date", "rights", "credit_line", "source_url")}
+        files = painting_files(models.backbone, tuned, settings.render, expressions, metadata, flags)
+        store.write_painting(task.painting_id, files, {"run_id": "inprocess", "config_hash": config_hash,
+                                                       "flags": flags})
+    return t1 - t0, time.perf_counter() - t1
+
+
+def run(paintings: int, stage1_steps: int, stage2_steps: int, render_resolution: int, frames: int,
+        out_dir: Path | None = None, name: str = "pipeline_overhead_cpu") -> list[dict]:
+    import ray
+
+    from pipeline.job import RunConfig
+    from pipeline.job import run as job_run
+
+    settings = bench_settings(stage1_steps, stage2_steps, render_resolution, frames)
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="artmator-overhead-") as tmp:
+        tmp = Path(tmp)
+        manifest = write_manifest(paintings, tmp)
+        models = load_models(settings)
+        config_hash = settings.result_hash(models.backbone.base_hash())
+        # Warm-up (first-call costs: lazy imports, allocator) on one painting, not timed.
+        (tmp / "warm").mkdir()
+        inprocess(write_manifest(1, tmp / "warm"), settings, str(tmp / "warm-out"), config_hash, models)
+        load_a, loop_a = inprocess(manifest, settings, str(tmp / "inproc-a"), config_hash)
+
+        start = time.perf_counter()
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(num_cpus=max(2, threads), include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+        ray_init = time.perf_counter() - start
+        try:
+            summary = job_run(RunConfig(manifest_uri=manifest, out_uri=str(tmp / "ray-out"), settings=settings,
+                                        actors=1, threads_per_actor=threads))
+        finally:
+            if started_here:
+                ray.shutdown()
+        if not summary.ok:
+            raise RuntimeError(f"the Ray run failed paintings: {summary.failures}")
+        report = pq.read_table(summary.report_path).to_pylist()
+        actor_work = sum(r["seconds_total"] for r in report if r["status"] == "done")
+
+        load_b, loop_b = inprocess(manifest, settings, str(tmp / "inproc-b"), config_hash)
+        same = sorted(OutputStore(str(tmp / "inproc-a")).committed_ids()) == sorted(
+            OutputStore(str(tmp / "ray-out")).committed_ids())
+
+    loop = (loop_a + loop_b) / 2
+    load = (load_a + load_b) / 2
+    row = {"paintings": paintings, "ray_init": ray_init, "run_total": summary.seconds, "actor_work": actor_work,
+           "fixed": summary.seconds - actor_work, "inproc_loop": loop, "inproc_spread": abs(loop_a - loop_b),
+           "model_load": load, "overhead_total": summary.seconds / (load + loop) - 1,
+           "overhead_per_painting": (actor_work - loop) / loop, "same_ids_committed": same}
+    print(json.dumps(row, indent=1))
+    env = environment(torch.device("cpu")) | {"stage1_steps": stage1_steps, "stage2_steps": stage2_steps,
+                                              "render_resolution": render_resolution, "turntable_frames": frames,
+                                              "actors": 1, "threads_per_actor": threads}
+    notes = ("Same paintings, settings and outputs; seconds. overhead_total = run_total / (model_load + "
+             "inproc_loop) - 1 (includes the fixed costs, which a long run amortises); overhead_per_painting = "
+             "(actor_work - inproc_loop) / inproc_loop. ray_init is not part of run_total.")
+    write_results(name, [row], env, list(row), notes=notes, out_dir=out_dir)
+    return [row]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--paintings", type=int, default=4)
+    p.add_argument("--stage1-steps", type=int, default=10)
+    p.add_argument("--stage2-steps", type=int, default=5)
+    p.add_argument("--render-resolution", type=int, default=64)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--out-dir", type=Path, default=None)
+    a = p.parse_args(argv)
+    run(a.paintings, a.stage1_steps, a.stage2_steps, a.render_resolution, a.frames, a.out_dir)
+
+
+if __name__ == "__main__":
+    main()
