@@ -23,7 +23,13 @@ class WeightsError(ValueError):
 
 
 def read_bytes(uri: str, storage_options: Mapping | None = None) -> bytes:
-    """Read a whole file from a local path or any fsspec URI (s3://, gs://, https://, file://, memory://)."""
+    """Read a whole file from a local path or any fsspec URI (s3://, gs://, https://, file://, memory://).
+
+    `storage_options` are the run's object-store options (credentials, endpoint); http(s) URIs are read without
+    them (a signed URL carries its own authorisation, and aiohttp refuses s3fs's keyword arguments).
+    """
+    if str(uri).lower().startswith(("http://", "https://")):
+        storage_options = None
     with fsspec.open(uri, "rb", **dict(storage_options or {})) as f:
         return f.read()
 

@@ -109,6 +109,10 @@ def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, st
 def _commit(task, tuned, expressions, models, settings, store: OutputStore, spec: ActorSpec) -> dict:
     if tuned.error:
         return failed_row(task.painting_id, "numerical", tuned.error)
+    broken = _non_finite_delta(tuned.delta)
+    if broken:  # finite losses do not prove finite weights (an overflow in the last step): never commit NaN/inf
+        return failed_row(task.painting_id, "numerical", f"tuned delta tensor {broken} is not finite (NaN or inf) "
+                                                         "although the losses were; no delta was written")
     try:
         flags = quality_flags(tuned, spec.random_models)
         files = painting_files(models.backbone, tuned, settings.render, expressions, _metadata(task), flags)
@@ -123,6 +127,16 @@ def _commit(task, tuned, expressions, models, settings, store: OutputStore, spec
             "seconds_stage1": (t["stage1"] + t["pose_search"]) / k, "seconds_stage2": t["stage2"] / k,
             "lpips_ref": m["lpips_ref"], "psnr_ref": m["psnr_ref"], "lpips_stage1": m["lpips_stage1"],
             "delta_bytes": len(files["delta.safetensors"]), "pose_estimated": tuned.pose_estimated}
+
+
+def _non_finite_delta(delta) -> str | None:
+    """Name of the first update or latent tensor of `delta` holding NaN/inf, or None when all are finite."""
+    if delta is None:
+        return None
+    for name, t in {**delta.tensors, **{f"latent.{k}": v for k, v in delta.metadata.latent.items()}}.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return repr(name)
+    return None
 
 
 def failed_row(painting_id: str, kind: str, message: str) -> dict:

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,7 +29,9 @@ GOOD_ID = "good-1"
 
 @pytest.fixture(scope="session")
 def rel_settings() -> JobSettings:
-    return tiny_settings(stage1=3, stage2=2)
+    """The cheapest settings that still run both stages and every output (one step each, 2 frames, no stills)."""
+    s = tiny_settings(stage1=1, stage2=1)
+    return replace(s, render=replace(s.render, turntable_frames=2, expressions=()))
 
 
 @pytest.fixture(scope="session")

@@ -275,10 +275,15 @@ def _same_delta(a, b) -> bool:
             and all(torch.equal(a.metadata.latent[k], b.metadata.latent[k]) for k in a.metadata.latent))
 
 
-def _assert_good_committed(store: OutputStore, out: Path, baseline) -> None:
+def _assert_good_committed(store: OutputStore, out: Path, baseline, alone: bool) -> None:
+    """Committed and intact; when the bad input never reached tuning (`alone`), bit-identical to the baseline.
+
+    (A painting tuned in a batch of two draws other stage-2 views than alone, so only `alone` compares tensors.)
+    """
     assert store.is_committed(GOOD_ID) and store.verify(GOOD_ID) == []
     delta = load_delta(str(out / "paintings" / GOOD_ID / "delta.safetensors"))
-    assert _same_delta(delta, baseline["delta"]), "the good painting's result changed beside the bad input"
+    if alone:
+        assert _same_delta(delta, baseline["delta"]), "the good painting's result changed beside the bad input"
     assert all(torch.isfinite(t.float()).all() for t in delta.tensors.values())
 
 
@@ -291,7 +296,7 @@ def _prepared_out(tmp_path: Path, baseline) -> tuple[Path, dict[str, bytes]]:
 def _assert_nothing_ran(out: Path, before: dict[str, bytes]) -> None:
     assert markers(out) == before, "a refused run touched committed paintings"
     assert sorted(p.name for p in (out / "paintings").iterdir()) == [GOOD_ID]
-    assert not list(out.glob("runs/*/attempts")), "a refused run started tuning"
+    assert [p.parent.name for p in out.glob("runs/*/attempts")] == ["baseline"], "a refused run started tuning"
     assert [p.parent.name for p in out.glob("runs/*/report.parquet")] == ["baseline"]
     store = OutputStore(str(out))
     assert store.verify(GOOD_ID) == [] and store.partial_paintings() == []
@@ -319,7 +324,7 @@ def test_bad_painting_beside_a_good_one(case: Case, tmp_path, rel_settings, rel_
             if case.fragment:
                 assert case.fragment in r["message"], r["message"]
     assert len(rows[GOOD_ID]) == 1 and rows[GOOD_ID][0]["status"] == "done", rows[GOOD_ID]
-    _assert_good_committed(store, out, baseline)
+    _assert_good_committed(store, out, baseline, alone=case.status != "done")
 
     folders = sorted(p.name for p in (out / "paintings").iterdir())
     if case.status == "done":
@@ -361,6 +366,22 @@ def test_unusable_manifest_stops_the_run_before_work(case: Case, tmp_path, rel_s
     with pytest.raises(ValueError) as info:
         run(RunConfig(manifest_uri=manifest, out_uri=str(out), settings=rel_settings, run_id="refused"))
     assert case.fragment in str(info.value), str(info.value)
+    _assert_nothing_ran(out, before)
+
+
+@pytest.mark.timeout(120)
+def test_unusable_manifest_through_the_command_is_one_clear_line(tmp_path, baseline):
+    """`artmator run` on a non-Parquet manifest: exit 1, one `Error:` line naming the file, no traceback, no work."""
+    from pipeline.cli import main
+
+    out, before = _prepared_out(tmp_path, baseline)
+    manifest = _bad_manifest("not-parquet", tmp_path)
+    result = CliRunner().invoke(main, ["run", manifest, "--out", str(out), "--no-gallery", "--no-head-prior",
+                                       "--resolution", "32"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: the manifest cannot be used") or "Error: manifest" in result.output, \
+        result.output
+    assert BY_NAME["not-parquet"].fragment in result.output and "Traceback" not in result.output
     _assert_nothing_ran(out, before)
 
 

@@ -1,0 +1,104 @@
+"""Every benchmark at toy size (1-2 identities, 32 px, a step or two) writing to tmp_path, so they don't rot.
+
+The numbers are meaningless at this size; the tests check that each command runs end to end and writes its
+JSON + Markdown results.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def _written(tmp_path, name: str) -> dict:
+    data = json.loads((tmp_path / f"{name}.json").read_text())
+    assert (tmp_path / f"{name}.md").read_text().startswith(f"# {name}")
+    assert data["rows"] and data["environment"]["torch"]
+    return data
+
+
+def test_quality_smoke(tmp_path):
+    from bench import quality
+
+    quality.main(["--identities", "1", "--views", "3", "--resolution", "32", "--stage1-steps", "1",
+                  "--stage2-steps", "1", "--out-dir", str(tmp_path), "--name", "q"])
+    rows = _written(tmp_path, "q")["rows"]
+    assert [r["method"] for r in rows][2:] == list(quality.METHODS)
+    for r in rows:
+        assert 0 <= r["ssim_novel"] <= 1 and r["psnr_novel"] > 0 and r["lpips_frontal"] >= 0
+
+
+def test_quality_masked_metrics_ignore_background():
+    import torch
+
+    from bench.quality import masked_metrics
+
+    a = torch.zeros(1, 3, 32, 32)
+    b = a.clone()
+    b[..., :16] = 1.0                                   # differs only on the left half
+    mask = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    mask[..., 16:] = True                               # the face is the right half
+    m = masked_metrics(b, a, mask, lambda x, y: (x - y).abs().flatten(1).mean(1))
+    assert m["lpips"].item() == 0 and m["ssim"].item() == pytest.approx(1.0) and m["psnr"].item() > 100
+
+
+def test_diversity_smoke(tmp_path):
+    from bench import diversity
+
+    diversity.main(["--identities", "3", "--yaws", "0", "--resolution", "32", "--stage1-steps", "1",
+                    "--stage2-steps", "1", "--out-dir", str(tmp_path)])
+    rows = _written(tmp_path, "diversity_tiny_cpu")["rows"]
+    assert rows[0]["ratio_to_base"] == 1.0 and rows[1]["mean_pairwise_lpips"] > 0
+
+
+def test_perf_smoke(tmp_path):
+    from bench import perf
+
+    perf.main(["--configs", "tiny:32", "--repeats", "1", "--out-dir", str(tmp_path), "--name", "p"])
+    row = _written(tmp_path, "p")["rows"][0]
+    assert row["gflop_per_step"] > 0 and row["ratio_to_matmul"] > 0
+    assert sum(row[f"% {k}"] for k in perf.PARTS) == pytest.approx(100, abs=1)
+    # the timers are removed again: a plain render still works and is not instrumented
+    import model.anifacegan.rays as rays
+    assert rays.make_rays.__name__ == "make_rays"
+
+
+def test_tuning_smoke(tmp_path):
+    from bench import tuning
+
+    tuning.main(["batch", "--ks", "1", "2", "--stage1-steps", "1", "--stage2-steps", "1", "--resolution", "32",
+                 "--out-dir", str(tmp_path)])
+    assert [r["k"] for r in _written(tmp_path, "tuning_batch_tiny_cpu")["rows"]] == [1, 2]
+    tuning.main(["delta", "--paintings", "1", "--stage1-steps", "1", "--stage2-steps", "1", "--resolution", "32",
+                 "--out-dir", str(tmp_path)])
+    rows = _written(tmp_path, "tuning_delta_tiny_cpu")["rows"]
+    assert rows[-1]["ratio"] < 0.01                     # the official preset's default delta is < 1 % of G
+
+
+def test_render_smoke(tmp_path):
+    from bench import render
+
+    render.main(["--preset", "tiny", "--resolutions", "32", "--repeats", "1", "--out-dir", str(tmp_path)])
+    _written(tmp_path, "render_tiny_cpu")
+
+
+@pytest.mark.timeout(120)
+def test_scale_smoke(tmp_path):
+    from bench import scale
+
+    scale.main(["--rows", "200", "--paintings", "20", "--out-dir", str(tmp_path)])
+    rows = {r["what"]: r for r in _written(tmp_path, "scale_cpu")["rows"]}
+    assert rows["validate_manifest"]["detail"] == "0 problems"
+    assert rows["committed_ids() (listing only)"]["n"] == 20
+    assert rows["committed(config_hash) (listing + marker reads)"]["n"] == 20
+    assert rows["index demo: resume scan = listing _commits/<hash>/"]["n"] == 20
+
+
+@pytest.mark.timeout(240)
+def test_pipeline_overhead_smoke(tmp_path):
+    from bench import pipeline_overhead
+
+    pipeline_overhead.main(["--paintings", "1", "--stage1-steps", "1", "--stage2-steps", "1",
+                            "--render-resolution", "32", "--frames", "2", "--out-dir", str(tmp_path)])
+    row = _written(tmp_path, "pipeline_overhead_cpu")["rows"][0]
+    assert row["same_ids_committed"] and row["run_total"] > 0
