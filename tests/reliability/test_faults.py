@@ -16,7 +16,6 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest

@@ -30,7 +30,7 @@ from click.testing import CliRunner
 from pipeline.job import RunConfig, run
 from pipeline.storage import MARKER_NAME, OutputStore, StoreError
 from tests.pipeline.ray_fixtures import png_bytes
-from tests.reliability.conftest import ROOT, alive, descendants, kill_tree, manifest_table, write_table
+from tests.reliability.conftest import ROOT, descendants, kill_tree, manifest_table, write_table
 
 HOSTILE_IDS = ["../escape", "../../etc/passwd", "/abs/olute", "..", ".", "a\x00b", "..\\..\\win", "x/../../y",
                "C:\\Windows\\x", "<img src=x onerror=window.__pwned=9>", "a" * 200, "", " lead"]
