@@ -161,8 +161,9 @@ def main(argv=None) -> None:
     p.add_argument("--render-resolution", type=int, default=64)
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--out-dir", type=Path, default=None)
+    p.add_argument("--name", default="pipeline_overhead_cpu")
     a = p.parse_args(argv)
-    run(a.paintings, a.stage1_steps, a.stage2_steps, a.render_resolution, a.frames, a.out_dir)
+    run(a.paintings, a.stage1_steps, a.stage2_steps, a.render_resolution, a.frames, a.out_dir, a.name)
 
 
 if __name__ == "__main__":

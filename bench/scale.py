@@ -88,6 +88,9 @@ def bench_s3(paintings: int, index_demo: bool) -> tuple[list[dict], dict]:
     from moto.server import ThreadedMotoServer
     import s3fs
 
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)   # moto's server logs every request otherwise
     saved = {k: os.environ.get(k) for k in FAKE_CREDENTIALS}
     os.environ.update(FAKE_CREDENTIALS)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
