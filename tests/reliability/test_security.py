@@ -190,47 +190,39 @@ def test_hostile_ids_through_a_run_stay_inside_the_output(hostile_run):
 
 @pytest.mark.browser
 @pytest.mark.timeout(300)
-def test_gallery_keeps_every_payload_inert_in_chromium(hostile_run):
-    from playwright.sync_api import sync_playwright
-
+def test_gallery_keeps_every_payload_inert_in_chromium(hostile_run, browser):
     from pipeline.gallery.site import build_gallery
 
     out = hostile_run["out"]
     site = build_gallery(str(out), str(out.parent / "site"))
     assert sorted(site.paintings) == ["xss-0", "xss-1"]
     pages = [site.index_url] + [(out.parent / "site" / "p" / pid / "index.html").as_uri() for pid in site.paintings]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-background-networking", "--no-first-run"])
-        try:
-            for url in pages:
-                page = browser.new_page()
-                dialogs, requests = [], []
-                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-                page.on("request", lambda r: requests.append(r.url))
-                page.goto(url)
-                page.wait_for_load_state("load")
-                page.wait_for_timeout(300)
-                for selector in ("img", "a", "iframe", "svg"):        # hover/click everything a visitor could
-                    for el in page.locator(selector).all()[:20]:
-                        try:
-                            el.hover(timeout=500)
-                        except Exception:  # noqa: BLE001 - invisible elements cannot be hovered
-                            pass
-                assert dialogs == [], (url, dialogs)
-                assert page.evaluate("typeof window.__pwned") == "undefined", url
-                assert page.locator("iframe").count() == 0 and page.locator("script:not([src])").count() <= 2
-                assert all(r.startswith("file://") for r in requests), requests
-                text = page.inner_text("body")
-                if "/p/" in url:
-                    for field in ("title", "artist", "credit_line"):
-                        assert XSS[field] in text, (url, field)     # shown literally, as text
-                else:
-                    assert XSS["title"] in text
-                    assert XSS_FILE in text                              # a failure message, as text
-                page.close()
-        finally:
-            browser.close()
+    for url in pages:
+        page = browser.new_page()
+        dialogs, requests = [], []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(url)
+        page.wait_for_load_state("load")
+        page.wait_for_timeout(300)
+        for selector in ("img", "a", "iframe", "svg"):        # hover/click everything a visitor could
+            for el in page.locator(selector).all()[:20]:
+                try:
+                    el.hover(timeout=500)
+                except Exception:  # noqa: BLE001 - invisible elements cannot be hovered
+                    pass
+        assert dialogs == [], (url, dialogs)
+        assert page.evaluate("typeof window.__pwned") == "undefined", url
+        assert page.locator("iframe").count() == 0 and page.locator("script:not([src])").count() <= 2
+        assert all(r.startswith("file://") for r in requests), requests
+        text = page.inner_text("body")
+        if "/p/" in url:
+            for field in ("title", "artist", "credit_line"):
+                assert XSS[field] in text, (url, field)     # shown literally, as text
+        else:
+            assert XSS["title"] in text
+            assert XSS_FILE in text                              # a failure message, as text
+        page.close()
 
 
 # ----------------------------------------------------------------------------------- credentials and signatures

@@ -13,10 +13,6 @@ from PIL import Image, ImageDraw
 from pipeline.gallery import encode_webp
 
 SCREENSHOTS = Path(__file__).parent / "_screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-
 XSS_TITLE = '</script><img src=x onerror="window.__pwned=1">'
 XSS_METADATA = {
     "title": XSS_TITLE,
@@ -113,17 +109,6 @@ def write_report(out: Path, run_id: str, rows: list[dict]) -> None:
     path = out / "runs" / run_id / "report.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """One headless Chromium (Debian's) for the whole session."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="session")
