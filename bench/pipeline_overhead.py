@@ -118,7 +118,7 @@ def run(paintings: int, stage1_steps: int, stage2_steps: int, render_resolution:
         start = time.perf_counter()
         started_here = not ray.is_initialized()
         if started_here:
-            ray.init(num_cpus=max(2, threads), include_dashboard=False, log_to_driver=False,
+            ray.init(address="local", num_cpus=max(2, threads), include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
         ray_init = time.perf_counter() - start
         try:

@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.proctree import descendants
+
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
 import sys, ray
@@ -62,17 +64,7 @@ def _processes() -> dict[int, tuple[int, str]]:
 
 def _family(root: int, marker: str) -> set[int]:
     """Descendants of `root`, plus every process whose command line names `marker` (the round's Ray temp dir)."""
-    procs = _processes()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in procs.items():
-        children.setdefault(ppid, []).append(pid)
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found | {pid for pid, (_, cmd) in procs.items() if marker in cmd and pid != os.getpid()}
+    return descendants(root) | {pid for pid, (_, cmd) in _processes().items() if marker in cmd and pid != os.getpid()}
 
 
 def _kill(pids: set[int]) -> None:

@@ -207,7 +207,8 @@ def init_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False,
+        # address="local": always a fresh cluster for this job, never another process's Ray on the same machine.
+        ray.init(address="local", include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", **MALLOC_ENV}})
 
 

@@ -61,7 +61,7 @@ def ray_local():
     if ray.is_initialized():
         yield ray
         return
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"AWS_DEFAULT_REGION": "us-east-1", "TOKENIZERS_PARALLELISM": "false"}})
     try:
         yield ray

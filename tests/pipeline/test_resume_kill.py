@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from bench.proctree import alive, descendants
 from pipeline.cli import main
 from pipeline.storage import MARKER_NAME, OutputStore
 from tests.pipeline.ray_fixtures import good_rows, write_images, write_manifest
@@ -32,34 +33,6 @@ ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=Fal
 from pipeline.cli import main
 main(sys.argv[2:])
 """
-
-
-def _descendants(root: int) -> set[int]:
-    """Pids of every live process below `root` (from /proc), so each can be killed by id."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _markers(out: Path) -> dict[str, bytes]:
@@ -83,23 +56,23 @@ def test_sigkilled_driver_then_rerun_commits_each_painting_once(ray_local, tmp_p
     try:
         deadline = time.time() + 240
         while time.time() < deadline and child.poll() is None and not _markers(out):
-            family |= _descendants(child.pid)
+            family |= descendants(child.pid)
             time.sleep(0.05)
         assert child.poll() is None, "the run ended before it could be killed:\n" + (tmp_path / "child.log").read_text()
         assert _markers(out), "no painting committed within 240 s:\n" + (tmp_path / "child.log").read_text()
-        family |= _descendants(child.pid)
+        family |= descendants(child.pid)
         os.killpg(child.pid, signal.SIGKILL)                      # the driver and its process group
         for pid in family:                                        # Ray processes that left the group, by id
-            if _alive(pid):
+            if alive(pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
         assert child.wait(timeout=30) == -signal.SIGKILL
         end = time.time() + 30
-        while time.time() < end and any(_alive(p) for p in family):
+        while time.time() < end and any(alive(p) for p in family):
             time.sleep(0.2)
-        assert not [p for p in family if _alive(p)], "processes of the killed run survive"
+        assert not [p for p in family if alive(p)], "processes of the killed run survive"
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)

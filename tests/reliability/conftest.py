@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench.proctree import alive, descendants  # noqa: F401 - re-exported to the tests
 from pipeline.actor import ActorSpec, tune_and_commit
 from pipeline.job import RunConfig, count_attempts, plan, report_table
 from pipeline.settings import JobSettings, load_models, resolve_expressions
@@ -99,32 +100,6 @@ def markers(out: Path) -> dict[str, bytes]:
 
 
 # ---------------------------------------------------------------------------------------- processes
-
-def descendants(root: int) -> set[int]:
-    """Pids of every live process below `root` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
 
 def kill_tree(pid: int, family: set[int]) -> None:
     """SIGKILL the process group of `pid` and every process in `family` (by id; only processes we started)."""

@@ -1,0 +1,37 @@
+"""Process-tree helpers (Linux /proc) shared by the soak script and the kill tests: find and check a killed
+driver's descendants so no stray Ray process survives a test or a soak round."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _parent_of(pid: str) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])   # the comm field may hold spaces and ')'
+
+
+def descendants(root: int) -> set[int]:
+    """Every live descendant pid of `root` (children, grandchildren, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (ppid := _parent_of(entry)) is not None:
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
