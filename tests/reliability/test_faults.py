@@ -194,9 +194,9 @@ def test_object_store_outage_mid_run_then_resume(ray_local, moto, tmp_path, rel_
 
     if "error" in outcome:                                         # stopped: with a storage error, nothing else
         assert classify(outcome["error"])[0] == "storage", repr(outcome["error"])
-    else:                                                          # finished: the outage shows as storage failures
+    else:  # finished: the retries bridged the outage, or the paintings it hit failed as storage errors only
         s1 = outcome["summary"]
-        assert s1.failures.get("storage", 0) >= 1 and set(s1.failures) == {"storage"}, s1.failures
+        assert set(s1.failures) <= {"storage"}, s1.failures
         failed = [r for r in pq.read_table(s1.report_path, filesystem=OutputStore(out_uri, options).fs).to_pylist()
                   if r["status"] == "failed"]
         assert all("EndpointConnectionError" in r["message"] for r in failed), failed
