@@ -101,6 +101,24 @@ def markers(out: Path) -> dict[str, bytes]:
 
 # ---------------------------------------------------------------------------------------- processes
 
+def supervise(child, timeout_s: float = 360) -> tuple[int | None, set[int]]:
+    """Wait for a child started with `start_new_session=True`, tracking its process tree; then make sure every
+    process of that tree is dead. Returns (exit code or None when it timed out, the pids seen)."""
+    import time
+
+    family: set[int] = set()
+    try:
+        deadline = time.time() + timeout_s
+        while child.poll() is None and time.time() < deadline:
+            family |= descendants(child.pid)
+            time.sleep(0.2)
+        code = child.poll()
+    finally:
+        kill_tree(child.pid, family)
+        child.wait(timeout=30)
+    return code, family
+
+
 def kill_tree(pid: int, family: set[int]) -> None:
     """SIGKILL the process group of `pid` and every process in `family` (by id; only processes we started)."""
     try:

@@ -25,7 +25,7 @@ from pipeline.errors import classify
 from pipeline.job import RunConfig, run
 from pipeline.storage import OutputStore
 from tests.pipeline.ray_fixtures import good_rows, write_images, write_manifest
-from tests.reliability.conftest import ROOT, alive, descendants, kill_tree, markers
+from tests.reliability.conftest import ROOT, alive, markers, supervise
 
 RUN_ARGS = ["--stage1-steps", "2", "--stage2-steps", "1", "--frames", "2", "--render-resolution", "32",
             "--resolution", "32", "--expressions", "happiness", "--no-head-prior", "--no-gallery", "--actors", "1"]
@@ -68,20 +68,11 @@ def test_actor_crashes_are_retried_and_counted(tmp_path):
         child = subprocess.Popen([sys.executable, "-c", CHILD, ray_tmp, "run", manifest, "--out", str(out),
                                   *RUN_ARGS], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
-        family: set[int] = set()
-        try:
-            deadline = time.time() + 360
-            while child.poll() is None and time.time() < deadline:
-                family |= descendants(child.pid)
-                time.sleep(0.2)
-            code = child.poll()
-        finally:
-            kill_tree(child.pid, family)
-            child.wait(timeout=30)
-            end = time.time() + 20
-            while time.time() < end and any(alive(p) for p in family):
-                time.sleep(0.2)
-            shutil.rmtree(ray_tmp, ignore_errors=True)
+        code, family = supervise(child)
+    end = time.time() + 20
+    while time.time() < end and any(alive(p) for p in family):
+        time.sleep(0.2)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
     output = log_path.read_text(errors="replace")
     assert code == 0, output[-4000:]
     assert not [p for p in family if alive(p)], "processes of the run survive it"

@@ -30,7 +30,7 @@ from click.testing import CliRunner
 from pipeline.job import RunConfig, run
 from pipeline.storage import MARKER_NAME, OutputStore, StoreError
 from tests.pipeline.ray_fixtures import png_bytes
-from tests.reliability.conftest import ROOT, descendants, kill_tree, manifest_table, write_table
+from tests.reliability.conftest import ROOT, manifest_table, supervise, write_table
 
 HOSTILE_IDS = ["../escape", "../../etc/passwd", "/abs/olute", "..", ".", "a\x00b", "..\\..\\win", "x/../../y",
                "C:\\Windows\\x", "<img src=x onerror=window.__pwned=9>", "a" * 200, "", " lead"]
@@ -289,19 +289,10 @@ def test_secrets_and_signed_urls_are_never_written(s3_endpoint, tmp_path):
             "--storage-option", f"secret={SECRET}",
             "--storage-option", 'config_kwargs={"connect_timeout": 1, "retries": {"max_attempts": 1}}', *TINY_RUN]
     log_path = tmp_path / "console.log"
-    family: set[int] = set()
     with open(log_path, "wb") as log:
         child = subprocess.Popen([sys.executable, "-c", CHILD, ray_tmp, *args], cwd=tmp_path, env=env,
                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.time() + 360
-            while child.poll() is None and time.time() < deadline:
-                family |= descendants(child.pid)
-                time.sleep(0.2)
-            code = child.poll()
-        finally:
-            kill_tree(child.pid, family)
-            child.wait(timeout=30)
+        code, family = supervise(child)
     try:
         console = log_path.read_bytes()
         assert code == 1, console.decode(errors="replace")[-3000:]      # two paintings fail: exit 1 by contract
