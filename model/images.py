@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from model.faces.align import FaceAlignment, warp_aligned
 from model.weights import read_bytes
 
 ERROR_KINDS = ("empty", "not_found", "unreadable", "truncated", "not_an_image", "too_large", "too_small",
@@ -100,6 +101,9 @@ class ImageConfig:
     """Convert images with an embedded ICC profile (RGB, RGBA, CMYK) to sRGB."""
     formats: tuple[str, ...] = ("JPEG", "PNG", "TIFF", "WEBP", "GIF", "BMP", "JPEG2000")
     """Pillow format ids that are parsed at all (JPEG includes multi-picture MPO); others are "not_an_image"."""
+    find_faces: bool = True
+    """Rows without `crop` or `face_align` are whole paintings: detect the face and cut out the backbone's
+    training crop (`model.faces`). False: such images already are face crops, used whole as before."""
 
     def __post_init__(self):
         if len(self.background) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in self.background):
@@ -120,18 +124,45 @@ class ImageConfig:
 
 def decode_painting(data: bytes, source: str, config: ImageConfig = ImageConfig()) -> Image.Image:
     """Decode a painting file's bytes into an 8-bit RGB image (EXIF-upright), or raise PaintingImageError."""
+    return decode_bounded(data, source, config)[0]
+
+
+def decode_bounded(data: bytes, source: str, config: ImageConfig = ImageConfig(), max_side: int | None = None
+                   ) -> tuple[Image.Image, tuple[int, int]]:
+    """Like `decode_painting`, but at most `max_side` pixels on the longer side: (image, full upright size).
+
+    JPEGs are decoded at a reduced DCT scale (Pillow's draft mode), so a multi-gigapixel master costs what its
+    reduced copy costs and the pixel limit applies to what is actually decoded; other formats are decoded in
+    full (within the pixel limit) and then reduced. Coordinates in the returned image times
+    full_size / image.size are coordinates in the full image.
+    """
     if len(data) == 0:
         raise PaintingImageError("empty", source, "the file is empty (0 bytes); upload the image again.")
     if len(data) > config.max_bytes:
         raise PaintingImageError("too_large", source, f"the file is {len(data):,} bytes, over the limit of "
                                  f"{config.max_bytes:,} (ImageConfig.max_bytes); export a smaller JPEG or PNG.")
     image = _open_header(data, source, config)
+    full = image.size
+    if max_side is not None and image.format in ("JPEG", "MPO") and max(full) > max_side:
+        image.draft(image.mode if image.mode in ("RGB", "L") else None, (max_side, max_side))
     _check_size(image.size, source, config)
     _load_pixels(image, data, source, config)
     image = _upright(image)
+    if _transposes(full, image):
+        full = (full[1], full[0])
     if config.color_manage:
         image = _to_srgb(image)
-    return to_rgb(image, config.background)
+    image = to_rgb(image, config.background)
+    if max_side is not None and max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return image, full
+
+
+def _transposes(size: tuple[int, int], upright: Image.Image) -> bool:
+    """Whether EXIF orientation swapped width and height (compared by aspect, as draft mode scales both)."""
+    w, h = size
+    uw, uh = upright.size
+    return w != h and (w > h) != (uw > uh)
 
 
 def _open_header(data: bytes, source: str, config: ImageConfig) -> Image.Image:
@@ -287,18 +318,26 @@ def _stretch(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- fitting to a square
 
 def prepare_painting(image: Image.Image, resolution: int, crop: tuple[int, int, int, int] | None = None,
-                     config: ImageConfig = ImageConfig(), *, source: str = "<in-memory image>") -> torch.Tensor:
+                     config: ImageConfig = ImageConfig(), *, source: str = "<in-memory image>",
+                     alignment: FaceAlignment | None = None) -> torch.Tensor:
     """Crop, fit and normalise an RGB painting into the backbone's input: (1, 3, R, R) float32 in [-1, 1].
 
     crop: (x, y, w, h) in pixels of the upright (EXIF-corrected) image, e.g. a box around the face.
     The image is resized (Lanczos) so its longer side is `resolution`, keeping its proportions, and the shorter
     side is padded symmetrically (the odd pixel goes right/bottom) per `config.pad_mode`; the face is expected
     centred, as in the backbone's training crops.
+    alignment: the face's training crop (`model.faces.align`), a rotated square warped upright instead; it
+    excludes `crop`.
     """
     _check_prepare_inputs(image, resolution)
-    if crop is not None:
-        image = image.crop(_crop_box(crop, image.size, source, config))
-    square = _fit_square(image, resolution, config)  # (R, R, 3) uint8
+    if alignment is not None:
+        if crop is not None:
+            raise ValueError("give a crop box or a face alignment, not both")
+        square = np.asarray(warp_aligned(image, alignment, resolution))  # (R, R, 3) uint8
+    else:
+        if crop is not None:
+            image = image.crop(_crop_box(crop, image.size, source, config))
+        square = _fit_square(image, resolution, config)  # (R, R, 3) uint8
     scaled = square.transpose(2, 0, 1).astype(np.float32) / np.float32(127.5) - np.float32(1.0)  # (3, R, R)
     return torch.from_numpy(np.ascontiguousarray(scaled)).unsqueeze(0)  # (1, 3, R, R)
 
@@ -349,8 +388,16 @@ def _fit_square(image: Image.Image, resolution: int, config: ImageConfig) -> np.
 # ------------------------------------------------------------------------------------------------- entry point
 
 def load_painting(uri: str, resolution: int, crop: tuple[int, int, int, int] | None = None,
-                  config: ImageConfig = ImageConfig(), storage_options: Mapping | None = None) -> torch.Tensor:
+                  config: ImageConfig = ImageConfig(), storage_options: Mapping | None = None,
+                  alignment: FaceAlignment | None = None) -> torch.Tensor:
     """Read (local path or fsspec URI), decode and prepare one painting: (1, 3, R, R) float32 in [-1, 1]."""
+    image = read_painting(uri, config, storage_options)
+    return prepare_painting(image, resolution, crop, config, source=uri, alignment=alignment)
+
+
+def read_painting(uri: str, config: ImageConfig = ImageConfig(), storage_options: Mapping | None = None
+                  ) -> Image.Image:
+    """Read (local path or fsspec URI) and decode one painting into an upright 8-bit RGB image."""
     try:
         data = read_bytes(uri, storage_options)
     except FileNotFoundError as exc:
@@ -369,7 +416,7 @@ def load_painting(uri: str, resolution: int, crop: tuple[int, int, int, int] | N
                                  f"check the URI, permissions and storage_options.") from exc
     # Any other OSError (timeouts, resets, 5xx from an object store) propagates: the pipeline retries it as a
     # transient storage error and a later run redoes the painting, instead of recording it as a bad image.
-    return prepare_painting(decode_painting(data, uri, config), resolution, crop, config, source=uri)
+    return decode_painting(data, uri, config)
 
 
 # ----------------------------------------------------------------------------------------- tensors -> images

@@ -16,16 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.images import load_painting
-from model.tune import PaintingInput, tune_paintings
+from model.tune import tune_paintings
 from pipeline.errors import classify, with_retries
+from pipeline.inputs import LazyFaceAnalyzer, painting_input
 from pipeline.manifest import PaintingTask, task_from_row
 from pipeline.painting import painting_files, quality_flags
 from pipeline.settings import JobSettings, load_models, resolve_expressions, settings_from_json
 from pipeline.storage import OutputStore, atomic_write
 
 REPORT_COLUMNS = ("painting_id", "status", "error_kind", "message", "seconds_total", "seconds_stage1",
-                  "seconds_stage2", "lpips_ref", "psnr_ref", "lpips_stage1", "delta_bytes", "pose_estimated")
+                  "seconds_stage2", "lpips_ref", "psnr_ref", "lpips_stage1", "delta_bytes", "pose_estimated",
+                  "pose_source", "face_confidence")
 
 
 @dataclass(frozen=True)
@@ -55,22 +56,27 @@ class TuneActor:
         self.models = with_retries(lambda: load_models(self.settings, spec.storage_options))
         self.store = OutputStore(spec.out_uri, spec.storage_options)
         self.default_expressions = resolve_expressions(self.settings.render.expressions, spec.storage_options)
+        self.faces = LazyFaceAnalyzer(self.settings.device)
         self.metrics = _Metrics()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         tasks = [task_from_row(json.loads(s)) for s in batch["task"]]
-        rows = tune_and_commit(tasks, self.models, self.settings, self.store, self.spec, self.default_expressions)
+        rows = tune_and_commit(tasks, self.models, self.settings, self.store, self.spec, self.default_expressions,
+                               self.faces)
         for row in rows:
             self.metrics.record(row)
         return {c: [r[c] for r in rows] for c in REPORT_COLUMNS}
 
 
 def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, store: OutputStore, spec: ActorSpec,
-                    default_expressions) -> list[dict]:
-    """Pure-ish per-batch step (no Ray): prepare inputs, tune the good ones together, commit each result."""
+                    default_expressions, faces: LazyFaceAnalyzer | None = None) -> list[dict]:
+    """Pure-ish per-batch step (no Ray): prepare inputs, tune the good ones together, commit each result.
+
+    `faces`: the process's face analyzer (built on first use); rows that need no analysis never load it."""
+    faces = faces or LazyFaceAnalyzer(settings.device)
     start = time.perf_counter()
     rows: dict[str, dict] = {}
-    inputs: list[tuple[PaintingTask, PaintingInput, dict]] = []
+    inputs: list[tuple] = []
     resolution = settings.tune.resolution or models.backbone.config.train_resolution
     for task in tasks:
         attempt = _note_attempt(store, spec.run_id, task.painting_id)
@@ -82,11 +88,11 @@ def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, st
             continue
         _fault_exit(task.painting_id, attempt)  # test-only fault injection; off unless its env var is set
         try:
-            image = with_retries(lambda: load_painting(task.image_uri, resolution, _crop(task), settings.image,
-                                                       spec.storage_options))
+            tune_input, face = with_retries(lambda: painting_input(task, resolution, settings.image, faces,
+                                                                   spec.storage_options))
             expressions = (default_expressions if task.expressions is None
                            else resolve_expressions(task.expressions, spec.storage_options))
-            inputs.append((task, PaintingInput(task.painting_id, image, task.yaw_deg, task.pitch_deg), expressions))
+            inputs.append((task, tune_input, expressions, face))
         except Exception as exc:  # noqa: BLE001 - one painting's failure never stops the batch
             rows[task.painting_id] = failed_row(task.painting_id, *classify(exc))
     if inputs:
@@ -96,17 +102,17 @@ def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, st
         except Exception as exc:  # noqa: BLE001
             kind, message = classify(exc)
             tuned_all = None
-            for task, _, _ in inputs:
+            for task, *_ in inputs:
                 rows[task.painting_id] = failed_row(task.painting_id, kind, message)
-        for (task, _, expressions), tuned in zip(inputs, tuned_all or []):
-            rows[task.painting_id] = _commit(task, tuned, expressions, models, settings, store, spec)
+        for (task, _, expressions, face), tuned in zip(inputs, tuned_all or []):
+            rows[task.painting_id] = _commit(task, tuned, expressions, face, models, settings, store, spec)
     elapsed = time.perf_counter() - start
     for row in rows.values():
         row["seconds_total"] = elapsed / max(1, len(tasks))
     return [rows[t.painting_id] for t in tasks]
 
 
-def _commit(task, tuned, expressions, models, settings, store: OutputStore, spec: ActorSpec) -> dict:
+def _commit(task, tuned, expressions, face, models, settings, store: OutputStore, spec: ActorSpec) -> dict:
     if tuned.error:
         return failed_row(task.painting_id, "numerical", tuned.error)
     broken = _non_finite_delta(tuned.delta)
@@ -114,10 +120,11 @@ def _commit(task, tuned, expressions, models, settings, store: OutputStore, spec
         return failed_row(task.painting_id, "numerical", f"tuned delta tensor {broken} is not finite (NaN or inf) "
                                                          "although the losses were; no delta was written")
     try:
-        flags = quality_flags(tuned, spec.random_models)
-        files = painting_files(models.backbone, tuned, settings.render, expressions, _metadata(task), flags)
+        flags = quality_flags(tuned, spec.random_models, face.pose_source)
+        files = painting_files(models.backbone, tuned, settings.render, expressions, _metadata(task), flags,
+                               face.as_dict())
         marker = {"run_id": spec.run_id, "config_hash": spec.config_hash, "flags": flags,
-                  "pose_estimated": tuned.pose_estimated}
+                  "pose_estimated": "pose_estimated" in flags}
         with_retries(lambda: store.write_painting(task.painting_id, files, marker))
     except Exception as exc:  # noqa: BLE001
         return failed_row(task.painting_id, *classify(exc))
@@ -126,7 +133,8 @@ def _commit(task, tuned, expressions, models, settings, store: OutputStore, spec
     return {**failed_row(task.painting_id, "", ""), "status": "done",
             "seconds_stage1": (t["stage1"] + t["pose_search"]) / k, "seconds_stage2": t["stage2"] / k,
             "lpips_ref": m["lpips_ref"], "psnr_ref": m["psnr_ref"], "lpips_stage1": m["lpips_stage1"],
-            "delta_bytes": len(files["delta.safetensors"]), "pose_estimated": tuned.pose_estimated}
+            "delta_bytes": len(files["delta.safetensors"]), "pose_estimated": tuned.pose_estimated,
+            "pose_source": face.pose_source, "face_confidence": face.face_confidence}
 
 
 def _non_finite_delta(delta) -> str | None:
@@ -143,16 +151,13 @@ def failed_row(painting_id: str, kind: str, message: str) -> dict:
     nan = float("nan")
     return {"painting_id": painting_id, "status": "failed", "error_kind": kind, "message": message,
             "seconds_total": nan, "seconds_stage1": nan, "seconds_stage2": nan, "lpips_ref": nan, "psnr_ref": nan,
-            "lpips_stage1": nan, "delta_bytes": -1, "pose_estimated": False}
+            "lpips_stage1": nan, "delta_bytes": -1, "pose_estimated": False, "pose_source": "",
+            "face_confidence": nan}
 
 
 def _metadata(task: PaintingTask) -> dict:
     return {"title": task.title, "artist": task.artist, "date": task.date, "rights": task.rights,
             "credit_line": task.credit_line, "source_url": task.source_url}
-
-
-def _crop(task: PaintingTask):
-    return None if task.crop is None else (task.crop.x, task.crop.y, task.crop.w, task.crop.h)
 
 
 def _note_attempt(store: OutputStore, run_id: str, painting_id: str) -> int:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from pipeline.gallery.command import gallery
+from pipeline.prepare_command import prepare
 from pipeline.run_command import run, status, validate
 from pipeline.tune_command import tune
 
-ALL: list = [run, validate, status, tune, gallery]
+ALL: list = [prepare, run, validate, status, tune, gallery]

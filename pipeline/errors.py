@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from model.anifacegan.expressions import ExpressionError
+from model.faces.analyzer import FaceError
 from model.images import PaintingImageError
 from model.weights import WeightsError
 from pipeline.storage import redact_text
@@ -14,7 +15,7 @@ from pipeline.storage import redact_text
 T = TypeVar("T")
 
 # error_kind values in reports (documented in the README's troubleshooting table).
-DETERMINISTIC = {"image", "expression", "weights", "numerical", "manifest", "config"}
+DETERMINISTIC = {"image", "face", "expression", "weights", "numerical", "manifest", "config"}
 TRANSIENT = {"storage", "oom", "actor_died"}
 
 
@@ -22,6 +23,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
     """(error_kind, message) for a failure of one painting; messages never contain credentials."""
     if isinstance(exc, PaintingImageError):
         return "image", redact_text(f"{exc.kind}: {exc}")
+    if isinstance(exc, FaceError):
+        return "face", redact_text(f"{exc.kind}: {exc}")
     if isinstance(exc, ExpressionError):
         return "expression", redact_text(str(exc))
     if isinstance(exc, WeightsError):

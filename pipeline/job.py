@@ -232,6 +232,7 @@ REPORT_SCHEMA = pa.schema([
     ("attempts", pa.int32()), ("seconds_total", pa.float64()), ("seconds_stage1", pa.float64()),
     ("seconds_stage2", pa.float64()), ("lpips_ref", pa.float64()), ("psnr_ref", pa.float64()),
     ("lpips_stage1", pa.float64()), ("delta_bytes", pa.int64()), ("pose_estimated", pa.bool_()),
+    ("pose_source", pa.string()), ("face_confidence", pa.float64()),
     ("run_id", pa.string()), ("config_hash", pa.string()),
 ])
 

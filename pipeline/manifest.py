@@ -31,6 +31,9 @@ _PROTOCOL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _HTTP_URI = r"^https?://[^\s/?#]+[^\s]*$"
 
 CROP_TYPE = pa.struct([("x", pa.int64()), ("y", pa.int64()), ("w", pa.int64()), ("h", pa.int64())])
+ALIGN_TYPE = pa.struct([("cx", pa.float64()), ("cy", pa.float64()), ("size", pa.float64()), ("angle_deg", pa.float64())])
+ALIGN_FIELDS = ("cx", "cy", "size", "angle_deg")
+POSE_SOURCES = ("given", "landmarks", "search")
 METADATA_COLUMNS = ("title", "artist", "date", "rights", "credit_line", "source_url")
 URI_METADATA = ("rights", "source_url")
 
@@ -45,6 +48,10 @@ MANIFEST_SCHEMA = pa.schema([
     _field("yaw_deg", pa.float64(), "head yaw in degrees, 0 = frontal, |yaw| <= 90; null = pose search"),
     _field("pitch_deg", pa.float64(), "head pitch in degrees, |pitch| <= 60; null = pose search"),
     _field("crop", CROP_TYPE, "face box in image pixels (x, y, w, h); a list of 4 ints is accepted too"),
+    _field("face_align", ALIGN_TYPE, "the face's training crop: square centre (cx, cy), side `size` in image "
+           "pixels, rotated by angle_deg counter-clockwise (written by `artmator prepare`)"),
+    _field("pose_source", pa.string(), "where yaw/pitch came from: given, landmarks or search"),
+    _field("face_confidence", pa.float64(), "the face detector's confidence in [0, 1]"),
     _field("title", pa.string(), "title shown in the gallery"),
     _field("artist", pa.string(), "artist shown in the gallery"),
     _field("date", pa.string(), "date as free text, e.g. 'c. 1665' (integer years are accepted)"),
@@ -91,6 +98,18 @@ class Crop:
 
 
 @dataclass(frozen=True)
+class FaceAlign:
+    """The face's training crop in source-image pixels (see model.faces.align.FaceAlignment, which it mirrors
+    without importing torch): a square centred on (cx, cy), side `size`, rotated by `angle_deg`
+    counter-clockwise as seen on screen."""
+
+    cx: float
+    cy: float
+    size: float
+    angle_deg: float = 0.0
+
+
+@dataclass(frozen=True)
 class PaintingTask:
     """A valid manifest row, typed; `image_uri` and `.mat` expressions are resolved against the manifest folder.
 
@@ -105,6 +124,9 @@ class PaintingTask:
     yaw_deg: float | None = None
     pitch_deg: float | None = None
     crop: Crop | None = None
+    face_align: FaceAlign | None = None
+    pose_source: str | None = None
+    face_confidence: float | None = None
     title: str | None = None
     artist: str | None = None
     date: str | None = None
@@ -127,7 +149,9 @@ def task_from_row(row: Mapping[str, Any]) -> PaintingTask:
     """Inverse of `PaintingTask.as_row` (Ray Data hands rows back as dicts)."""
     crop = row.get("crop")
     exps = row.get("expressions")
+    align = row.get("face_align")
     return PaintingTask(**{**row, "crop": Crop(**crop) if crop else None,
+                           "face_align": FaceAlign(**align) if align else None,
                            "expressions": tuple(exps) if exps is not None else None,
                            "extra": dict(row.get("extra") or {})})
 
@@ -250,6 +274,12 @@ def _check(table: pa.Table, base_dir: str | None) -> _Checked:
         _check_poses(columns["yaw_deg"], columns["pitch_deg"], out)
     if "crop" in columns:
         _check_crops(columns["crop"], out)
+    if "face_align" in columns and "crop" in columns:
+        _check_aligns(columns["face_align"], columns["crop"], out)
+    if "pose_source" in columns:
+        _check_pose_sources(columns["pose_source"], out)
+    if "face_confidence" in columns:
+        _check_confidences(columns["face_confidence"], out)
     for name in URI_METADATA:
         if name in columns:
             _check_http_uri(columns[name], name, out)
@@ -352,8 +382,24 @@ def _to_string_list(arr: pa.Array, name: str) -> pa.Array | str:
     return f"column {name!r} has type {t}; expected a list of strings"
 
 
+def _to_align(arr: pa.Array, name: str) -> pa.Array | str:
+    t = arr.type
+    if pa.types.is_null(t):
+        return pa.nulls(len(arr), ALIGN_TYPE)
+    if (pa.types.is_struct(t) and sorted(t.field(i).name for i in range(t.num_fields)) == sorted(ALIGN_FIELDS)
+            and all(_is_number(t.field(i).type) for i in range(t.num_fields))):
+        children = [pc.struct_field(arr, k).cast(pa.float64()) for k in ALIGN_FIELDS]
+        return pa.StructArray.from_arrays(children, fields=list(ALIGN_TYPE), mask=pc.is_null(arr))
+    return f"column {name!r} has type {t}; expected struct<cx, cy, size, angle_deg: float64>"
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_null(t)
+
+
 _CONFORM: dict[str, Callable[[pa.Array, str], pa.Array | str]] = {
     "yaw_deg": _to_float, "pitch_deg": _to_float, "crop": _to_crop, "expressions": _to_string_list,
+    "face_align": _to_align, "face_confidence": _to_float,
 }
 
 
@@ -414,6 +460,30 @@ def _protocol_problem(protocol: str) -> str | None:
     except ImportError as exc:
         return f"image_uri uses protocol {protocol!r}, whose package is not installed: {exc}"
     return None
+
+
+def _check_aligns(align: pa.Array, crop: pa.Array, out: _Collector) -> None:
+    given = pc.is_valid(align)
+    parts = [pc.struct_field(align, k) for k in ALIGN_FIELDS]
+    broken = pc.and_kleene(given, pc.invert(pc.and_(pc.and_(pc.is_finite(parts[0]), pc.is_finite(parts[1])),
+                                                 pc.and_(pc.is_finite(parts[2]), pc.is_finite(parts[3])))))
+    out.flag(pc.fill_null(broken, True), "face_align", "face_align needs four finite numbers cx, cy, size, angle_deg")
+    out.flag(pc.and_(given, pc.less_equal(parts[2], 0)), "face_align",
+             lambda r: f"face_align size must be > 0, got {parts[2][r].as_py()}")
+    out.flag(pc.and_(given, pc.is_valid(crop)), "face_align",
+             "give either crop or face_align, not both (face_align is the aligned square; crop a plain box)")
+
+
+def _check_pose_sources(sources: pa.Array, out: _Collector) -> None:
+    bad = pc.and_(pc.is_valid(sources), pc.invert(pc.is_in(sources, pa.array(POSE_SOURCES))))
+    out.flag(bad, "pose_source", lambda r: f"pose_source must be one of {list(POSE_SOURCES)}, "
+                                           f"got {_short(sources[r].as_py())}")
+
+
+def _check_confidences(conf: pa.Array, out: _Collector) -> None:
+    bad = pc.and_(pc.is_valid(conf), pc.invert(pc.and_(pc.greater_equal(conf, 0.0), pc.less_equal(conf, 1.0))))
+    out.flag(pc.fill_null(bad, False), "face_confidence",
+             lambda r: f"face_confidence must be within [0, 1], got {conf[r].as_py()}")
 
 
 def _check_poses(yaw: pa.Array, pitch: pa.Array, out: _Collector) -> None:
@@ -489,6 +559,7 @@ def _build_tasks(table: pa.Table, checked: _Checked, base_dir: str | None) -> li
     for i, row in enumerate(idx.to_pylist()):
         exps = col["expressions"][i]
         crop = col["crop"][i]
+        align = col["face_align"][i]
         tasks.append(PaintingTask(
             row=row,
             painting_id=col["painting_id"][i],
@@ -496,6 +567,9 @@ def _build_tasks(table: pa.Table, checked: _Checked, base_dir: str | None) -> li
             yaw_deg=col["yaw_deg"][i],
             pitch_deg=col["pitch_deg"][i],
             crop=Crop(**crop) if crop is not None else None,
+            face_align=FaceAlign(**align) if align is not None else None,
+            pose_source=col["pose_source"][i],
+            face_confidence=col["face_confidence"][i],
             **{name: col[name][i] for name in METADATA_COLUMNS},
             expressions=None if exps is None else tuple(
                 resolve_uri(e, base_dir) if e.lower().endswith(".mat") else e for e in exps),

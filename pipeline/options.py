@@ -45,6 +45,9 @@ def model_options(fn):
         click.option("--lpips", "lpips_spec", default=None, metavar="NET[=URI]|tiny-random",
                      help="LPIPS backbone: vgg or alex, optionally =URI of torchvision weights; 'tiny-random' for demos."),
         click.option("--seed", type=int, default=None, help="Run seed (each painting derives its own)."),
+        click.option("--find-faces/--no-find-faces", default=True, show_default=True,
+                     help="Rows without crop/face_align are whole paintings: detect and align the face. "
+                          "--no-find-faces: such images already are face crops."),
         click.option("--device", default=None, help="cpu, cuda, cuda:1 ..."),
     ]
     for option in reversed(options):
@@ -99,7 +102,8 @@ def settings_from_options(kw: dict) -> JobSettings:
     if (v := kw.pop("expressions")) is not None:
         render = replace(render, expressions=tuple(e.strip() for e in v.split(",") if e.strip()))
     device = kw.pop("device") or s.device
-    return replace(s, backbone=backbone, tune=tune, render=render, device=device)
+    image = replace(s.image, find_faces=kw.pop("find_faces"))
+    return replace(s, backbone=backbone, tune=tune, render=render, image=image, device=device)
 
 
 def parse_clip(spec: str) -> ClipConfig:

@@ -21,10 +21,10 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 WEAK_FIT_LPIPS = 0.35
 
 
-def quality_flags(tuned: TunedPainting, random_models: bool) -> list[str]:
+def quality_flags(tuned: TunedPainting, random_models: bool, pose_source: str | None = None) -> list[str]:
     """Short machine-readable notes shown with the painting in reports and the gallery."""
     flags = []
-    if tuned.pose_estimated:
+    if tuned.pose_estimated or pose_source == "landmarks":
         flags.append("pose_estimated")
     if random_models:
         flags.append("random_weights")
@@ -38,7 +38,7 @@ def quality_flags(tuned: TunedPainting, random_models: bool) -> list[str]:
 
 def painting_files(backbone: Backbone, tuned: TunedPainting, render: RenderConfig,
                    expressions: Mapping[str, torch.Tensor], metadata: Mapping[str, object],
-                   flags: list[str]) -> dict[str, bytes]:
+                   flags: list[str], face_input: Mapping[str, object] | None = None) -> dict[str, bytes]:
     """Everything a committed painting folder holds except the marker: delta, renders, result.json."""
     if tuned.delta is None:
         raise ValueError(f"{tuned.painting_id}: cannot write outputs of a failed painting ({tuned.error})")
@@ -49,6 +49,7 @@ def painting_files(backbone: Backbone, tuned: TunedPainting, render: RenderConfi
     device = next(backbone.parameters()).device
     latent = {k: v.to(device) for k, v in tuned.latent.items()}
     yaw, pitch = tuned.yaw_deg, tuned.pitch_deg
+    pose_source = (face_input or {}).get("pose_source") or ("search" if tuned.pose_estimated else "given")
 
     files: dict[str, bytes] = {"delta.safetensors": encode_delta(tuned.delta.tensors, tuned.delta.metadata)}
     reference = render_views(g_trn, latent, torch.tensor([yaw]), torch.tensor([pitch]), render)[0]
@@ -64,7 +65,9 @@ def painting_files(backbone: Backbone, tuned: TunedPainting, render: RenderConfi
     result = {
         "painting_id": tuned.painting_id,
         "metadata": {k: metadata.get(k) for k in ("title", "artist", "date", "rights", "credit_line", "source_url")},
-        "pose": {"yaw_deg": yaw, "pitch_deg": pitch, "estimated": tuned.pose_estimated},
+        "pose": {"yaw_deg": yaw, "pitch_deg": pitch, "estimated": tuned.pose_estimated or pose_source != "given",
+                 "source": pose_source},
+        "face_input": dict(face_input or {}),
         "resolution": render.resolution,
         "turntable": {"frames": len(frames), "yaw_deg": [round(float(y), 4) for y in yaws], "fps": render.fps},
         "expressions": list(expressions),

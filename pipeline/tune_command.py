@@ -9,10 +9,13 @@ import click
 import torch
 
 from model.anifacegan.expressions import ExpressionError
-from model.images import PaintingImageError, load_painting
+from model.images import PaintingImageError
+from model.faces.analyzer import FaceError
 from model.weights import WeightsError
 from pipeline.errors import classify
-from model.tune import PaintingInput, tune_paintings
+from model.tune import tune_paintings
+from pipeline.inputs import LazyFaceAnalyzer, painting_input
+from pipeline.manifest import Crop, PaintingTask
 from pipeline.options import model_options, settings_json
 from pipeline.painting import painting_files, quality_flags
 from pipeline.settings import JobSettings, load_models, resolve_expressions, uses_random_models
@@ -48,13 +51,15 @@ def tune(image: str, yaw: float | None, pitch: float | None, crop: str | None, o
          settings: JobSettings) -> None:
     """Tune the backbone to one painting (3DArtmator stages 1 and 2) and write delta, renders and result.json.
 
-    Without --yaw/--pitch the pose is estimated by a coarse search and flagged as estimated.
+    IMAGE may be a whole painting: without --crop the face is detected and cut out as the backbone's training
+    crop; without --yaw/--pitch the pose comes from the face's landmarks (or, when they do not fit a face, a
+    coarse render search), flagged as estimated.
     """
     if (yaw is None) != (pitch is None):
         raise click.UsageError("give both --yaw and --pitch, or neither (pose search)")
     try:
         _tune(image, yaw, pitch, _parse_crop(crop), out_dir, painting_id, settings)
-    except (PaintingImageError, WeightsError, ExpressionError, ValueError, OSError) as exc:
+    except (PaintingImageError, FaceError, WeightsError, ExpressionError, ValueError, OSError) as exc:
         kind, message = classify(exc)
         raise click.ClickException(f"{painting_id} ({kind}): {message}") from None
 
@@ -64,19 +69,20 @@ def _tune(image, yaw, pitch, box, out_dir, painting_id, settings: JobSettings) -
     start = time.perf_counter()
     models = load_models(settings)
     resolution = settings.tune.resolution or models.backbone.config.train_resolution
-    painting = load_painting(image, resolution, box, settings.image)
+    task = PaintingTask(row=0, painting_id=painting_id, image_uri=image, yaw_deg=yaw, pitch_deg=pitch,
+                        crop=None if box is None else Crop(*box))
+    painting, face = painting_input(task, resolution, settings.image, LazyFaceAnalyzer(settings.device))
     expressions = resolve_expressions(settings.render.expressions)
     bar = StepBar(settings, enabled=sys.stderr.isatty())
     try:
-        [tuned] = tune_paintings(models.backbone, [PaintingInput(painting_id, painting, yaw, pitch)], settings.tune,
-                                 models.encoders, progress=bar)
+        [tuned] = tune_paintings(models.backbone, [painting], settings.tune, models.encoders, progress=bar)
     finally:
         bar.close()
     if tuned.error:
         raise click.ClickException(f"{painting_id}: {tuned.error}")
     random_models = uses_random_models(settings)
     files = painting_files(models.backbone, tuned, settings.render, expressions, {"title": painting_id},
-                           quality_flags(tuned, random_models))
+                           quality_flags(tuned, random_models, face.pose_source), face.as_dict())
     files["config.json"] = settings_json(settings, redact_uri).encode()
     out = Path(out_dir)
     for rel, data in files.items():
@@ -84,8 +90,8 @@ def _tune(image, yaw, pitch, box, out_dir, painting_id, settings: JobSettings) -
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     m = tuned.metrics
-    click.echo(f"{painting_id}: pose yaw {tuned.yaw_deg:.1f}° pitch {tuned.pitch_deg:.1f}°"
-               f"{' (estimated)' if tuned.pose_estimated else ''}; reference LPIPS {m['lpips_stage1']:.3f} after "
+    click.echo(f"{painting_id}: pose yaw {tuned.yaw_deg:.1f}° pitch {tuned.pitch_deg:.1f}° ({face.pose_source}); "
+               f"face {face.alignment_source}; reference LPIPS {m['lpips_stage1']:.3f} after "
                f"stage 1 -> {m['lpips_ref']:.3f} after stage 2; PSNR {m['psnr_ref']:.2f} dB; delta "
                f"{len(files['delta.safetensors']):,} bytes; {time.perf_counter() - start:.1f} s")
     click.echo(str(out.resolve()))

@@ -67,16 +67,19 @@ ASTRONAUT = dict(artist="NASA (photograph); artmator demo filter", date="undated
 CAMERA = dict(artist="Lav Varshney (photograph); artmator demo filter", date="photograph, filtered 2024",
               rights=CC0, source_url=CAMERA_SOURCE)
 
+# The demo images are already face crops: an explicit whole-image `crop` says so, and `artmator run` uses them as
+# they are instead of detecting and re-cropping the face (what it does for rows without crop or face_align).
+WHOLE = {"x": 0, "y": 0, "w": SIZE, "h": SIZE}
 # (painting_id, source pixels, face box, style, yaw, pitch, crop, expressions, metadata, accession)
 DEMO: list[tuple] = [
-    ("demo-astronaut-poster", skimage.data.astronaut, ASTRONAUT_FACE, poster, 0.0, 0.0, None,
+    ("demo-astronaut-poster", skimage.data.astronaut, ASTRONAUT_FACE, poster, 0.0, 0.0, WHOLE,
      ["happiness"], ASTRONAUT, "DEMO-0001"),
-    ("demo-astronaut-oil", skimage.data.astronaut, ASTRONAUT_FACE, oil, 0.0, 0.0,
-     {"x": 0, "y": 0, "w": SIZE, "h": SIZE}, ["happiness", "neutral"], ASTRONAUT, "DEMO-0002"),
-    ("demo-astronaut-gouache", skimage.data.astronaut, ASTRONAUT_FACE, gouache, 0.0, 0.0, None,
+    ("demo-astronaut-oil", skimage.data.astronaut, ASTRONAUT_FACE, oil, 0.0, 0.0, WHOLE,
+     ["happiness", "neutral"], ASTRONAUT, "DEMO-0002"),
+    ("demo-astronaut-gouache", skimage.data.astronaut, ASTRONAUT_FACE, gouache, 0.0, 0.0, WHOLE,
      ["happiness"], ASTRONAUT, "DEMO-0003"),
     # Null pose: the cameraman is turned away from the viewer, so the pipeline must search his pose.
-    ("demo-cameraman-sepia", skimage.data.camera, CAMERA_FACE, sepia_drawing, None, None, None,
+    ("demo-cameraman-sepia", skimage.data.camera, CAMERA_FACE, sepia_drawing, None, None, WHOLE,
      ["happiness"], CAMERA, "DEMO-0004"),
 ]
 

@@ -63,3 +63,19 @@ def intersect_plane_z(rays: Rays, plane_z: float, ray_slice: slice = slice(None)
     d = rays.directions[:, ray_slice]
     t = (plane_z - rays.origins[:, None, 2:3]) / d[..., 2:3]
     return (rays.origins[:, None, :] + d * t).unsqueeze(2)
+
+
+def project_points(points: torch.Tensor, yaw: torch.Tensor, pitch: torch.Tensor, resolution: int,
+                   fov_deg: float) -> torch.Tensor:
+    """Where world points appear in a render: (N, 3) -> (N, 2) continuous pixels (x right, y down).
+
+    The inverse of `camera_ray_directions`: pixel i's centre is at i + 0.5. yaw, pitch: 0-d official radians.
+    """
+    rot, origin = camera_to_world(yaw.reshape(1), pitch.reshape(1))
+    cam = (points - origin) @ rot[0]                                     # (N, 3) in (right, up, back)
+    focal = 1.0 / math.tan(math.radians(fov_deg) / 2)
+    ndc = cam[:, :2] * focal / -cam[:, 2:3]                               # in [-1, 1] at pixel centres
+    step = 2.0 / (resolution - 1)
+    x = (ndc[:, 0] + 1.0) / step + 0.5
+    y = (1.0 - ndc[:, 1]) / step + 0.5
+    return torch.stack([x, y], dim=-1)

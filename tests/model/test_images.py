@@ -412,3 +412,46 @@ def test_to_pil_clamps_and_rounds():
 def test_to_pil_rejects_bad_input(bad, error):
     with pytest.raises(error):
         to_pil(bad)
+
+
+# ---- bounded decoding (catalog masters) and aligned crops
+
+def _jpeg(w: int, h: int) -> bytes:
+    import io as _io
+    buf = _io.BytesIO()
+    grad = np.linspace(0, 255, w, dtype=np.uint8)[None, :, None].repeat(h, 0).repeat(3, 2)
+    Image.fromarray(grad).save(buf, "JPEG", quality=70)
+    return buf.getvalue()
+
+
+def test_decode_bounded_reduces_a_master_and_reports_its_full_size():
+    from model.images import decode_bounded
+
+    image, full = decode_bounded(_jpeg(6000, 4000), "master.jpg", max_side=1024)
+    assert full == (6000, 4000)
+    assert max(image.size) <= 1024 and image.size[0] / image.size[1] == pytest.approx(1.5, rel=0.01)
+
+
+def test_decode_bounded_applies_the_pixel_limit_to_what_is_decoded():
+    from model.images import ImageConfig, PaintingImageError, decode_bounded, decode_painting
+
+    data, config = _jpeg(4000, 3000), ImageConfig(max_pixels=6_000_000)
+    with pytest.raises(PaintingImageError) as info:
+        decode_painting(data, "big.jpg", config)
+    assert info.value.kind == "too_large"
+    image, full = decode_bounded(data, "big.jpg", config, max_side=1000)   # drafted at 1/4: 1000x750
+    assert full == (4000, 3000) and max(image.size) <= 1000
+
+
+def test_prepare_with_an_alignment_warps_the_rotated_square_upright():
+    from model.faces.align import FaceAlignment, warp_aligned
+    from model.images import prepare_painting
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    al = FaceAlignment(cx=210.0, cy=140.0, size=180.0, angle_deg=12.0)
+    out = prepare_painting(img, 64, alignment=al)
+    expected = np.asarray(warp_aligned(img, al, 64)).astype(np.float32) / 127.5 - 1.0
+    np.testing.assert_allclose(out[0].permute(1, 2, 0).numpy(), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="not both"):
+        prepare_painting(img, 64, crop=(0, 0, 100, 100), alignment=al)

@@ -14,7 +14,7 @@ from model.delta import load_delta
 from pipeline.cli import main
 
 DEMO = Path(__file__).resolve().parents[2] / "manifests" / "demo" / "astronaut_oil.png"
-FAST = ["--no-head-prior", "--stage1-steps", "2", "--stage2-steps", "2", "--resolution", "32",
+FAST = ["--no-head-prior", "--no-find-faces", "--stage1-steps", "2", "--stage2-steps", "2", "--resolution", "32",
         "--render-resolution", "32", "--frames", "3", "--expressions", "happiness"]
 
 

@@ -1,0 +1,313 @@
+"""`artmator prepare`: a museum's catalog of whole paintings -> a manifest of aligned, posed faces.
+
+catalog (CSV / Parquet / IIIF, `pipeline.catalog`) -> rows validated like any manifest -> Ray Data
+`map_batches(PrepareActor)` (face networks loaded once per actor; each row: read at a bounded size, detect,
+68 landmarks, training crop, pose; thumbnails for the review page) -> driver writes, in this order:
+review assets, `<stem>.report.parquet`, `OUT.parquet`, `<stem>.review.html` (each atomically).
+
+Every row is independent: an unreadable image or a painting without a usable face gets a status in the report
+and the others go on. Poses given in the catalog win over estimated ones.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import posixpath
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.manifest import MANIFEST_SCHEMA, split_manifest
+from pipeline.storage import atomic_write, redact_text
+
+# Report statuses: `ok`, or why a row has no usable face.
+STATUSES = ("ok", "no_face", "face_too_small", "image", "manifest", "storage", "internal")
+REPORT_SCHEMA = pa.schema([
+    ("painting_id", pa.string()), ("row", pa.int64()), ("status", pa.string()), ("faces_found", pa.int32()),
+    ("face_confidence", pa.float64()), ("yaw_deg", pa.float64()), ("pitch_deg", pa.float64()),
+    ("roll_deg", pa.float64()), ("pose_source", pa.string()), ("face_size_px", pa.float64()),
+    ("image_uri", pa.string()), ("message", pa.string()),
+])
+
+
+def _opt(default, doc: str):
+    """A config field whose documentation also becomes its command-line help (`prepare_command`)."""
+    return field(default=default, metadata={"help": doc})
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """How `artmator prepare` reads paintings and which faces it keeps (each field is a CLI option)."""
+
+    min_confidence: float = _opt(0.5, "Detector score threshold; painted faces score ~0.6-0.98, so higher "
+                                      "thresholds drop real paintings.")
+    min_face_px: float = _opt(64.0, "Smallest usable face: side of its aligned training crop in pixels of the "
+                                    "image as image_uri serves it; smaller ones are face_too_small.")
+    all_faces: bool = _opt(False, "One manifest row per usable face (<id>-f<k>, k from 1 by prominence) "
+                                  "instead of the main face only.")
+    analysis_side: int = _opt(1536, "Images are decoded at most this large for analysis (JPEG masters at a "
+                                    "reduced DCT scale).")
+    thumb_side: int = _opt(480, "Longer side of the painting thumbnails on the review page.")
+    crop_side: int = _opt(192, "Side of the aligned-face previews on the review page.")
+
+    def __post_init__(self):
+        if not 0 < self.min_confidence < 1:
+            raise ValueError(f"min_confidence must be in (0, 1), got {self.min_confidence}")
+        for name in ("min_face_px", "analysis_side", "thumb_side", "crop_side"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass
+class PrepareSummary:
+    total: int
+    ok: int
+    by_status: dict[str, int]
+    seconds: float
+    manifest_uri: str
+    report_uri: str
+    review_uri: str
+
+
+def output_paths(out_uri: str) -> tuple[str, str, str, str]:
+    """OUT.parquet -> (manifest, report, review page, review assets folder) URIs beside it."""
+    stem = out_uri[:-len(".parquet")] if out_uri.endswith(".parquet") else out_uri
+    return out_uri, f"{stem}.report.parquet", f"{stem}.review.html", f"{stem}.review"
+
+
+# ----------------------------------------------------------------------------------------------- per row
+
+def analyze_painting(row: Mapping[str, Any], analyzer, config: PrepareConfig, storage_options: Mapping,
+                     write_asset: Callable[[str, bytes], str]) -> list[dict]:
+    """One valid manifest row -> one result per kept face (or one failed result). Pure apart from `write_asset`.
+
+    Each result holds the report fields, the manifest row to write when `status == "ok"`, and what the review
+    page shows (asset names, the face box and landmarks on the thumbnail).
+    """
+    from model.faces.analyzer import FaceError, check_face_size
+    from model.images import PaintingImageError, decode_bounded
+    from model.weights import read_bytes
+    from pipeline.errors import classify, with_retries
+
+    pid, uri = row["painting_id"], row["image_uri"]
+    base = {"painting_id": pid, "row": row.get("row"), "image_uri": uri, "faces_found": 0}
+    try:
+        data = with_retries(lambda: read_bytes(uri, storage_options))
+        image, full = decode_bounded(data, uri, max_side=config.analysis_side)
+        faces = analyzer.faces(image)
+    except PaintingImageError as exc:
+        return [{**base, "status": "image", "message": redact_text(f"{exc.kind}: {exc}")}]
+    except Exception as exc:  # noqa: BLE001 - one painting's failure never stops the catalog
+        kind, message = classify(exc)
+        return [{**base, "status": "storage" if kind == "storage" else "internal", "message": message}]
+    scale = full[0] / image.size[0]
+    faces = [f.scaled(scale) for f in faces]
+    thumb_name = write_asset(f"{pid}.jpg", _jpeg(_thumbnail(image, config.thumb_side)))
+    thumb_scale = config.thumb_side / max(full) if max(full) > config.thumb_side else 1.0
+    review = {"thumb": thumb_name, "thumb_scale": thumb_scale, "size": list(full)}
+    if not faces:
+        return [{**base, "status": "no_face", "review": review,
+                 "message": f"no face found at detector confidence >= {config.min_confidence:g}"}]
+    chosen = list(enumerate(faces, 1)) if config.all_faces else [(1, faces[0])]
+    results = []
+    for k, face in chosen:
+        fid = f"{pid}-f{k}" if config.all_faces else pid
+        result = {**base, "painting_id": fid, "faces_found": len(faces), "face_confidence": face.confidence,
+                  "roll_deg": face.pose.roll_deg, "face_size_px": face.alignment.size,
+                  "review": {**review, "box": list(face.box), "landmarks": face.landmarks.tolist(),
+                             "corners": face.alignment.corners().tolist()}}
+        try:
+            check_face_size(face, analyzer.config, uri)
+        except FaceError as exc:
+            results.append({**result, "status": exc.kind, "message": exc.detail})
+            continue
+        given = row.get("yaw_deg") is not None
+        if given:
+            yaw, pitch, source = row["yaw_deg"], row["pitch_deg"], row.get("pose_source") or "given"
+        elif face.landmarks_reliable:
+            yaw, pitch, source = face.pose.yaw_deg, face.pose.pitch_deg, "landmarks"
+        else:   # `artmator run` searches the pose by rendering
+            yaw, pitch, source = None, None, "search"
+            result["message"] = (f"landmarks do not fit a face (error {face.pose.fit_error:.2f} of the crop): "
+                                 "cropped from the detector box; the pose will be searched")
+        crop = _aligned_preview(image, face.scaled(1 / scale).alignment, config.crop_side)
+        result["review"]["crop"] = write_asset(f"{fid}.face.jpg", _jpeg(crop))
+        a = face.alignment
+        manifest_row = {**_manifest_fields(row), "painting_id": fid, "yaw_deg": _float(yaw), "pitch_deg": _float(pitch),
+                        "pose_source": source, "face_confidence": face.confidence, "crop": None,
+                        "face_align": {"cx": a.cx, "cy": a.cy, "size": a.size, "angle_deg": a.angle_deg}}
+        results.append({"message": "", **result, "status": "ok", "yaw_deg": _float(yaw), "pitch_deg": _float(pitch),
+                        "pose_source": source, "manifest_row": manifest_row})
+    return results
+
+
+def _float(v) -> float | None:
+    return None if v is None else float(v)
+
+
+def _manifest_fields(row: Mapping[str, Any]) -> dict:
+    """The row as it goes back into a manifest: known columns and pass-through ones, without task bookkeeping."""
+    out = {k: v for k, v in row.items() if k not in ("row", "extra")}
+    out.update(row.get("extra") or {})
+    if out.get("expressions") is not None:
+        out["expressions"] = list(out["expressions"])
+    return out
+
+
+def _thumbnail(image, side: int):
+    thumb = image.copy()
+    thumb.thumbnail((side, side))
+    return thumb
+
+
+def _aligned_preview(image, alignment, side: int):
+    from model.faces.align import warp_aligned
+
+    return warp_aligned(image, alignment, side)
+
+
+def _jpeg(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+class PrepareActor:
+    """Callable class for `map_batches`: face networks loaded once per actor; writes review assets itself."""
+
+    def __init__(self, config_json: str, assets_uri: str, storage_options: dict, threads: int = 0):
+        import fsspec
+        import torch
+
+        from model.faces.analyzer import FaceAnalysisConfig, FaceAnalyzer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.config = PrepareConfig(**json.loads(config_json))
+        self.analyzer = FaceAnalyzer(FaceAnalysisConfig(self.config.min_confidence, self.config.min_face_px))
+        self.storage_options = storage_options
+        self.fs, self.assets = fsspec.core.url_to_fs(assets_uri, **storage_options)
+
+    def write_asset(self, name: str, data: bytes) -> str:
+        atomic_write(self.fs, posixpath.join(self.assets, name), data)
+        return name
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        out = []
+        for text in batch["row"]:
+            out += analyze_painting(json.loads(text), self.analyzer, self.config, self.storage_options,
+                                    self.write_asset)
+        return {"result": [json.dumps(r, default=_plain) for r in out]}
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else str(v)
+
+
+# --------------------------------------------------------------------------------------------- the driver
+
+def prepare(catalog_uri: str, out_uri: str, config: PrepareConfig = PrepareConfig(),
+            storage_options: Mapping | None = None, progress: Callable[[int, int], None] | None = None,
+            actors: int | None = None) -> PrepareSummary:
+    """Analyse every row of a catalog and write the manifest, report and review page (see module doc)."""
+    import fsspec
+
+    from pipeline.catalog import catalog_table, read_catalog
+
+    start = time.perf_counter()
+    options = dict(storage_options or {})
+    manifest_uri, report_uri, review_uri, assets_uri = output_paths(out_uri)
+    catalog = read_catalog(catalog_uri, options)
+    table = catalog_table(catalog)
+    tasks, problems = split_manifest(table, None)
+    results = [_problem_result(p, catalog) for p in problems if p.row is not None]
+    results += [_catalog_problem_result(p) for p in catalog.problems]
+    if any(p.row is None for p in problems):
+        raise ValueError("the catalog cannot be used: " + "; ".join(str(p) for p in problems if p.row is None))
+    rows = [{**t.as_row(), "face_align": None} for t in tasks]
+    if rows:
+        results += _analyze_all(rows, config, assets_uri, options, progress, actors)
+    fs, _ = fsspec.core.url_to_fs(out_uri, **options)
+    report = _report_table(results)
+    manifest = _manifest_table([r["manifest_row"] for r in results if r.get("status") == "ok"])
+    _write_parquet(fs, report_uri, report)
+    _write_parquet(fs, manifest_uri, manifest)
+    from pipeline.review import review_page
+
+    atomic_write(fs, fs._strip_protocol(review_uri),
+                 review_page(results, posixpath.basename(assets_uri), catalog_uri).encode())
+    statuses = [r["status"] for r in results]
+    return PrepareSummary(total=len(statuses), ok=statuses.count("ok"),
+                          by_status={s: statuses.count(s) for s in sorted(set(statuses))},
+                          seconds=time.perf_counter() - start, manifest_uri=manifest_uri, report_uri=report_uri,
+                          review_uri=review_uri)
+
+
+def _analyze_all(rows: list[dict], config: PrepareConfig, assets_uri: str, options: dict, progress,
+                 actors: int | None) -> list[dict]:
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+
+    from pipeline.job import init_ray, pool_size
+
+    init_ray()
+    DataContext.get_current().enable_progress_bars = False
+    size = min(actors or pool_size(0.0, 1.0), len(rows))
+    threads = max(1, _local_cpus() // size)
+    items = [{"row": json.dumps(r, default=_plain)} for r in rows]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), size * 4)))
+    results = ds.map_batches(PrepareActor, fn_constructor_args=(json.dumps(asdict(config)), assets_uri, options,
+                                                                threads),
+                             batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=size),
+                             num_cpus=1, max_restarts=-1, max_task_retries=-1)
+    out, done = [], 0
+    for item in results.iter_rows():
+        r = json.loads(item["result"])
+        out.append(r)
+        done += 1
+        if progress is not None:
+            progress(done, len(rows))
+    return out
+
+
+def _local_cpus() -> int:
+    import os
+
+    return 1 if os.environ.get("RAY_ADDRESS") else (os.cpu_count() or 1)
+
+
+def _problem_result(problem, catalog) -> dict:
+    return {"painting_id": problem.painting_id, "row": problem.row, "status": "manifest", "faces_found": 0,
+            "message": f"{problem.column}: {problem.reason}"}
+
+
+def _catalog_problem_result(problem) -> dict:
+    return {"painting_id": problem.painting_id, "row": None, "status": "manifest", "faces_found": 0,
+            "image_uri": None, "message": f"{problem.source}: {problem.reason}"}
+
+
+def _report_table(results: list[dict]) -> pa.Table:
+    rows = [{f.name: r.get(f.name) for f in REPORT_SCHEMA} for r in results]
+    return pa.Table.from_pylist(rows, schema=REPORT_SCHEMA)
+
+
+def _manifest_table(rows: list[dict]) -> pa.Table:
+    """Manifest rows -> a table with MANIFEST_SCHEMA's columns first, pass-through columns after."""
+    extra = sorted({k for r in rows for k in r} - set(MANIFEST_SCHEMA.names))
+    schema = MANIFEST_SCHEMA
+    for name in extra:
+        sample = next((r[name] for r in rows if r.get(name) is not None), None)
+        schema = schema.append(pa.field(name, pa.infer_type([sample]) if sample is not None else pa.string()))
+    return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
+
+
+def _write_parquet(fs, uri: str, table: pa.Table) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write(fs, fs._strip_protocol(uri), buf.getvalue())

@@ -1,0 +1,156 @@
+"""The SSD-MobileNetV1 port against face-api's own outputs (TF.js 4.22 CPU backend, fixtures made by
+tests/fixtures/faces/make_detect_reference.py): raw decoded anchors, final detections, preprocessing, strict
+weight loading, and speed.
+
+Tolerances: decoded boxes and scores of all 5118 anchors agree to ~2e-6 (float32 sums in a different order
+through 27 layers); final boxes to ~5e-4 px; resizing is bit-exact. Limits below leave ~20-50x headroom.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.faces.detector import NUM_ANCHORS, DetectedFace, FaceDetector, non_max_suppression
+from model.faces.tfjs_ops import FaceWeightsError, square_net_input
+from model.faces.weights import load_face_weights
+
+REF_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "faces"
+IMAGES = ["astronaut_gouache", "astronaut_oil", "astronaut_poster", "cameraman_sepia", "astronaut",
+          "astronaut_oil_mirror", "astronaut_crop", "flat"]
+OPTIONS = [(0.5, 100), (0.2, 100), (0.1, 3)]
+RAW_ATOL = 1e-4
+BOX_ATOL_PX = 0.05
+SCORE_ATOL = 1e-4
+
+
+def _image(name: str) -> np.ndarray:
+    return np.asarray(Image.open(REF_DIR / "detect_inputs" / f"{name}.png").convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def ref():
+    with np.load(REF_DIR / "detect_reference.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector.pretrained()
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, np.ndarray]:
+    return {name: _image(name) for name in IMAGES}
+
+
+@pytest.fixture(scope="module")
+def outputs(detector, images) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Decoded boxes (5118,4) and scores (5118,) of every image, from one batched forward pass."""
+    with torch.no_grad():
+        boxes, scores = detector(detector.preprocess([images[n] for n in IMAGES]))
+    assert boxes.shape == (len(IMAGES), NUM_ANCHORS, 4) and scores.shape == (len(IMAGES), NUM_ANCHORS)
+    return {name: (boxes[i], scores[i]) for i, name in enumerate(IMAGES)}
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_raw_outputs_match_tfjs(outputs, ref, name):
+    boxes, scores = outputs[name]
+    np.testing.assert_allclose(boxes.numpy(), ref[f"{name}/boxes"], rtol=0, atol=RAW_ATOL)
+    np.testing.assert_allclose(scores.numpy(), ref[f"{name}/scores"], rtol=0, atol=RAW_ATOL)
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_detections_match_tfjs(detector, images, ref, name):
+    found = {opt: detector.detect(images[name], *opt) for opt in OPTIONS}
+    for (conf, limit), faces in found.items():
+        key = f"{name}/det/{conf}_{limit}"
+        assert len(faces) == len(ref[f"{key}/scores"]), key
+        if faces:
+            np.testing.assert_allclose([f.box for f in faces], ref[f"{key}/boxes"], rtol=0, atol=BOX_ATOL_PX)
+            np.testing.assert_allclose([f.score for f in faces], ref[f"{key}/scores"], rtol=0, atol=SCORE_ATOL)
+    assert all(isinstance(f, DetectedFace) and isinstance(f.score, float) for f in found[OPTIONS[-1]])
+
+
+def test_batched_detection_equals_single(detector, images):
+    names = ["astronaut_poster", "astronaut_crop", "cameraman_sepia"]
+    batched = detector.detect_batch([images[n] for n in names], 0.2)
+    for name, faces in zip(names, batched):
+        single = detector.detect(images[name], 0.2)
+        assert len(single) == len(faces)
+        np.testing.assert_allclose([f.box for f in faces], [f.box for f in single], atol=1e-3)
+
+
+def test_faces_found_where_expected(detector, images):
+    # At face-api's default 0.5: one face in the photo, its crop, and three of the four paintings.
+    counts = {name: len(detector.detect(images[name])) for name in IMAGES}
+    assert counts == {"astronaut_gouache": 1, "astronaut_oil": 0, "astronaut_poster": 1, "cameraman_sepia": 1,
+                      "astronaut": 1, "astronaut_oil_mirror": 0, "astronaut_crop": 1, "flat": 0}
+
+
+def test_no_face_on_flat_image(detector, images):
+    assert detector.detect(images["flat"]) == []
+    assert detector.detect(np.full((64, 64, 3), 128, np.uint8)) == []
+
+
+@pytest.mark.parametrize("key", [k for k in ("up_23x31_64_centered", "up_23x31_64_corner",
+                                             "down_61x47_40_centered", "down_61x47_40_corner")])
+def test_preprocessing_is_bit_exact(ref, key):
+    image = ref[f"resize/{key}/input"]
+    expected = ref[f"resize/{key}/values"]                       # (S,S,3) NHWC from NetInput.toBatchTensor
+    got = square_net_input([image], expected.shape[0], bool(ref[f"resize/{key}/centered"]))[0]
+    np.testing.assert_array_equal(got.permute(1, 2, 0).numpy(), expected)
+
+
+def test_nms_keeps_iou_of_exactly_half_and_breaks_ties_by_index():
+    boxes = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 0.5], [0, 0, 1, 0.9], [2, 2, 3, 3], [2, 2, 3, 3]], dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.8, 0.85, 0.7, 0.7])
+    # box 2 overlaps box 0 with IoU 0.9 -> dropped; box 1 has IoU exactly 0.5 -> kept; 3 and 4 tie, 3 wins.
+    assert non_max_suppression(boxes, scores, 100, 0.5, 0.5) == [0, 1, 3]
+    assert non_max_suppression(boxes, scores, 2, 0.5, 0.5) == [0, 1]
+    assert non_max_suppression(boxes, scores, 100, 0.5, 0.95) == []
+
+
+def test_invalid_options_rejected(detector, images):
+    for conf in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="min_confidence"):
+            detector.detect(images["flat"], conf)
+    with pytest.raises(ValueError, match="max_results"):
+        detector.detect(images["flat"], 0.5, 0)
+
+
+def test_loading_uses_every_tensor_strictly():
+    weights = load_face_weights("ssd_mobilenetv1")
+    FaceDetector.from_tfjs(weights)  # the shipped file loads with nothing left over
+
+    missing = dict(weights)
+    del missing["MobilenetV1/Conv2d_7_depthwise/BatchNorm/gamma"]
+    with pytest.raises(FaceWeightsError, match="missing tensor 'MobilenetV1/Conv2d_7_depthwise/BatchNorm/gamma'"):
+        FaceDetector.from_tfjs(missing)
+
+    extra = {**weights, "Prediction/BoxPredictor_6/ClassPredictor/biases": torch.zeros(18)}
+    with pytest.raises(FaceWeightsError, match="unexpected tensors.*BoxPredictor_6"):
+        FaceDetector.from_tfjs(extra)
+
+    wrong = {**weights, "Prediction/Conv2d_3_pointwise/weights": torch.zeros(1, 1, 128, 256)}
+    with pytest.raises(FaceWeightsError, match=r"Conv2d_3_pointwise/weights.*\(1, 1, 128, 256\).*\(3, 3, 128, 256\)"):
+        FaceDetector.from_tfjs(wrong)
+
+    other_graph = {**weights, "Preprocessor/ResizeImage/size": torch.tensor([300.0, 300.0])}
+    with pytest.raises(FaceWeightsError, match="ResizeImage/size"):
+        FaceDetector.from_tfjs(other_graph)
+
+
+def test_detector_speed_on_512_input(detector, images):
+    image = images["astronaut"]                                  # 512x512: no resize, the full network
+    detector.detect(image)                                       # warm-up
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        detector.detect(image)
+        times.append(time.perf_counter() - start)
+    assert min(times) < 1.0, times
