@@ -398,6 +398,11 @@ def load_painting(uri: str, resolution: int, crop: tuple[int, int, int, int] | N
 def read_painting(uri: str, config: ImageConfig = ImageConfig(), storage_options: Mapping | None = None
                   ) -> Image.Image:
     """Read (local path or fsspec URI) and decode one painting into an upright 8-bit RGB image."""
+    return decode_painting(fetch_painting(uri, storage_options), uri, config)
+
+
+def fetch_painting(uri: str, storage_options: Mapping | None = None) -> bytes:
+    """A painting file's bytes; a missing file is PaintingImageError `not_found`, an outage a ConnectionError."""
     try:
         data = read_bytes(uri, storage_options)
     except FileNotFoundError as exc:
@@ -416,7 +421,7 @@ def read_painting(uri: str, config: ImageConfig = ImageConfig(), storage_options
                                  f"check the URI, permissions and storage_options.") from exc
     # Any other OSError (timeouts, resets, 5xx from an object store) propagates: the pipeline retries it as a
     # transient storage error and a later run redoes the painting, instead of recording it as a bad image.
-    return decode_painting(data, uri, config)
+    return data
 
 
 # ----------------------------------------------------------------------------------------- tensors -> images

@@ -91,14 +91,13 @@ def analyze_painting(row: Mapping[str, Any], analyzer, config: PrepareConfig, st
     page shows (asset names, the face box and landmarks on the thumbnail).
     """
     from model.faces.analyzer import FaceError, check_face_size
-    from model.images import PaintingImageError, decode_bounded
-    from model.weights import read_bytes
+    from model.images import PaintingImageError, decode_bounded, fetch_painting
     from pipeline.errors import classify, with_retries
 
     pid, uri = row["painting_id"], row["image_uri"]
     base = {"painting_id": pid, "row": row.get("row"), "image_uri": uri, "faces_found": 0}
     try:
-        data = with_retries(lambda: read_bytes(uri, storage_options))
+        data = with_retries(lambda: fetch_painting(uri, storage_options))
         image, full = decode_bounded(data, uri, max_side=config.analysis_side)
         faces = analyzer.faces(image)
     except PaintingImageError as exc:
@@ -251,11 +250,14 @@ def prepare(catalog_uri: str, out_uri: str, config: PrepareConfig = PrepareConfi
 
 def _analyze_all(rows: list[dict], config: PrepareConfig, assets_uri: str, options: dict, progress,
                  actors: int | None) -> list[dict]:
+    import warnings
+
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
     from pipeline.job import init_ray, pool_size
 
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
     init_ray()
     DataContext.get_current().enable_progress_bars = False
     size = min(actors or pool_size(0.0, 1.0), len(rows))

@@ -293,6 +293,7 @@ def detections(boxes: Tensor, scores: Tensor, image_hw: tuple[int, int], min_con
     max(H, W)) per axis, then by the image size; the rounding makes the result differ from an exact
     `relative * max(H, W)` by up to ~0.1% on non-square images. Kept, to agree with face-api.
     """
+    boxes, scores = boxes.detach().cpu(), scores.detach().cpu()  # NMS is a short sequential loop: CPU is best
     h, w = image_hw
     scale = INPUT_SIZE / max(h, w)
     pad_x = INPUT_SIZE / js_round(w * scale)

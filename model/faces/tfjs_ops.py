@@ -18,7 +18,7 @@ What this module offers, and why each exists:
   face-api uses it for padding amounts and reshaped sizes.
 - `TfjsWeights`: a strict reader over a TF.js name -> tensor map. Modules `take` their tensors by name with
   the expected TF.js shape; a missing name, a wrong shape, or a tensor nobody took is a `FaceWeightsError`
-  that names it.
+  (a `model.weights.WeightsError`) that names it. `copy_into(param, value)` fills a parameter without autograd.
 """
 from __future__ import annotations
 
@@ -61,9 +61,10 @@ class Conv2dSame(nn.Conv2d):
         sh, sw = self.stride
         top, bottom = same_padding(x.shape[-2], kh, sh)
         left, right = same_padding(x.shape[-1], kw, sw)
-        if top or bottom or left or right:
+        if (top, left) != (bottom, right):  # asymmetric: pad explicitly (zeros, as TF)
             x = F.pad(x, (left, right, top, bottom))
-        return super().forward(x)
+            top = left = 0
+        return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
 
 
 def hwio_to_oihw(w: Tensor) -> Tensor:
