@@ -26,13 +26,18 @@
    a threshold when a face above it has IoU >= 0.3 with the expected face box (the detector's box on the
    unfiltered 512 px sitter, moved and scaled with it); a negative is a false positive when any face is above
    it. `face_px_detector` = face width × 512 / longer canvas side: the detector's input is always 512².
-3. throughput — N generated whole paintings (JPEG, CSV catalog in a temporary folder) through the real
-   `pipeline.prepare.prepare` (local Ray, default actor count): `ray.init` timed on its own, then prepare with
-   n_small = max(2, N // 4), N, n_small paintings (same Ray); per painting = (T(N) - mean T(n_small)) /
-   (N - n_small), fixed = T(N) - N · per painting (actor process start, imports, network load, Ray Data
-   scheduling, report and review page). In-process comparison in the same process: `FaceAnalyzer` load, then
-   per painting `analyze_painting` (read, bounded decode, faces, thumbnail + crop previews written to disk) and
-   `FaceAnalyzer.faces` alone on the decoded image.
+3. throughput — N generated whole paintings (JPEG, canvases 1100-2200 px, CSV catalog in a temporary folder)
+   through the real `pipeline.prepare.prepare` (local Ray, default actor count): `ray.init` timed on its own,
+   then prepare with n_small = max(2, N // 4), N, n_small paintings (same Ray). Per painting =
+   (T(N) - T(n_small, 3rd run)) / (N - n_small), fixed = T(N) - N · per painting (actor process start,
+   imports, network load, Ray Data scheduling, report and review page); the first run's extra over the third is
+   the first use of a fresh Ray's workers (`artmator prepare` pays it every time). In-process comparison in the
+   same process, before and after the Ray runs (their mean is the reference), at the thread count `prepare`
+   gives its actor and at 1 thread: `FaceAnalyzer` load, then per painting `analyze_painting` (read, bounded
+   decode, faces, thumbnail + crop previews written to disk) and `FaceAnalyzer.faces` alone.
+
+The pose and detection parts run with `--threads` torch threads (default 1): results do not depend on it, and on
+a loaded machine two OpenMP threads that spin-wait for each other can be ~10x slower than one.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ import argparse
 import io
 import json
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -289,7 +295,7 @@ def analyse_like_prepare(face_analyzer, image: Image.Image):
     return [f.scaled(scale) for f in face_analyzer.faces(reduced)]
 
 
-def detection_images(face_analyzer, scales, canvases, filters, log=print) -> tuple[list[dict], dict]:
+def detection_images(face_analyzer, scales, canvases, filters, negatives=(480, 640, 1200, 2400), log=print) -> tuple[list[dict], dict]:
     ref = reference_face_box(face_analyzer)
     records = []
     t_analyse, count = 0.0, 0
@@ -321,15 +327,15 @@ def detection_images(face_analyzer, scales, canvases, filters, log=print) -> tup
             done = [r for r in records if r["canvas_w"] == width and r["scale"] == scale]
             log(f"  painting {width} px, face {done[0]['face_px']} px ({done[0]['face_px_detector']} px in the "
                 f"detector): conf " + " ".join(f"{r['confidence']:.2f}" for r in done))
-    records += negative_images(face_analyzer, canvases, filters, log)
+    records += negative_images(face_analyzer, negatives, canvases, filters, log)
     return records, {"reference_face_box": [round(v, 1) for v in ref],
                      "analyse_seconds_per_image": t_analyse / max(1, count)}
 
 
-def negative_images(face_analyzer, canvases, filters, log=print) -> list[dict]:
+def negative_images(face_analyzer, sizes, canvases, filters, log=print) -> list[dict]:
     from tests.pipeline.faces_fixtures import no_face_painting, whole_painting
 
-    images = [(f"no_face_painting {s}", no_face_painting(s)) for s in (480, 640, 1200, 2400)]
+    images = [(f"no_face_painting {s}", no_face_painting(s)) for s in sizes]
     for width in canvases:
         w, h = canvas_size(width)
         # the textured canvas alone: the sitter pasted entirely outside it
@@ -425,8 +431,17 @@ def run_prepare(catalog: Path, n: int, out: Path) -> tuple[float, dict, list[flo
     return time.perf_counter() - t0, summary.by_status, arrivals
 
 
-def inprocess(catalog: Path, n: int, folder: Path) -> dict:
+def inprocess(catalog: Path, n: int, folder: Path, threads: int) -> dict:
     """FaceAnalyzer load, then per painting analyze_painting (as the actor does) and faces() alone."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _inprocess(catalog, n, folder) | {"threads": threads}
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _inprocess(catalog: Path, n: int, folder: Path) -> dict:
     from model.images import decode_bounded
     from pipeline.prepare import PrepareConfig, analyze_painting
 
@@ -462,35 +477,43 @@ def inprocess(catalog: Path, n: int, folder: Path) -> dict:
             "faces": statistics.mean(per_faces), "faces_median": statistics.median(per_faces), "ok": ok}
 
 
-def run_throughput(n: int, use_ray: bool, log=print) -> tuple[list[dict], dict]:
+def actor_threads(n: int) -> int:
+    """The torch threads `prepare` gives each actor on a local Ray of this machine (pool_size, _local_cpus)."""
+    cpus = os.cpu_count() or 1
+    actors = min(max(1, cpus - 1) if cpus > 1 else 1, n)
+    return max(1, cpus // actors)
+
+
+def run_throughput(n: int, use_ray: bool, threads: Sequence[int] | None = None, log=print
+                   ) -> tuple[list[dict], dict]:
+    """In-process loops (the actor's thread count and 1 thread), prepare() at n_small, n, n_small (with Ray),
+    then the in-process loops again; means of the before/after loops are the reference."""
     rows, facts = [], {}
+    thread_counts = list(dict.fromkeys(threads or (actor_threads(n), 1)))
     with tempfile.TemporaryDirectory(prefix="bench_faces_") as tmp:
         folder = Path(tmp)
         catalog = make_catalog(n, folder)
-        ip = inprocess(catalog, n, folder)
-        log(f"  in-process: load {ip['model_load']:.2f} s, analyze_painting {ip['analyze_painting']:.3f} s, "
-            f"faces {ip['faces']:.3f} s per painting")
-        rows.append({"what": "in-process analyze_painting (read, decode, faces, previews)", "paintings": n,
-                     "seconds": ip["model_load"] + ip["analyze_painting"] * n, "fixed": ip["model_load"],
-                     "per_painting": ip["analyze_painting"],
-                     "paintings_per_min": 60 / ip["analyze_painting"], "detail": f"{ip['ok']}/{n} ok; "
-                     f"median {ip['analyze_painting_median']:.3f} s; decode {ip['decode']:.3f} s"})
-        rows.append({"what": "in-process FaceAnalyzer.faces alone", "paintings": n,
-                     "seconds": ip["model_load"] + ip["faces"] * n, "fixed": ip["model_load"],
-                     "per_painting": ip["faces"], "paintings_per_min": 60 / ip["faces"],
-                     "detail": f"median {ip['faces_median']:.3f} s"})
-        facts["inprocess"] = ip
+        loops: dict[int, list[dict]] = {t: [] for t in thread_counts}
+
+        def run_loops(label: str) -> None:
+            for t in thread_counts:
+                loops[t].append(inprocess(catalog, n, folder, t))
+                r = loops[t][-1]
+                log(f"  in-process {label}, {t} thread(s): load {r['model_load']:.2f} s, analyze_painting "
+                    f"{r['analyze_painting']:.3f} s, faces {r['faces']:.3f} s per painting")
+
+        run_loops("before")
+        runs, ray_init, cpus, small = {}, None, None, max(2, n // 4)
         if use_ray:
             import ray
 
             from pipeline.job import init_ray
 
-            small = max(2, n // 4)
             t0 = time.perf_counter()
             init_ray()
             ray_init = time.perf_counter() - t0
-            runs = {}
             try:
+                cpus = ray.cluster_resources().get("CPU")
                 for k, size in enumerate((small, n, small)):
                     out = folder / f"out{k}"
                     out.mkdir()
@@ -500,25 +523,50 @@ def run_throughput(n: int, use_ray: bool, log=print) -> tuple[list[dict], dict]:
                                "last_result": arrivals[-1] if arrivals else None}
                     log(f"  prepare {size} paintings: {seconds:.1f} s {statuses} (first result after "
                         f"{runs[k]['first_result']:.1f} s)")
-                cpus = ray.cluster_resources().get("CPU")
             finally:
                 ray.shutdown()
-            t_small = (runs[0]["seconds"] + runs[2]["seconds"]) / 2
-            per = (runs[1]["seconds"] - t_small) / (n - small) if n > small else float("nan")
+            run_loops("after")
+        means = {}
+        for t in thread_counts:
+            ls = loops[t]
+            mean = {k: statistics.mean(loop[k] for loop in ls) for k in ("model_load", "analyze_painting", "faces",
+                                                                         "decode")}
+            spread = {k: (max(loop[k] for loop in ls) - min(loop[k] for loop in ls)) / mean[k]
+                      for k in ("analyze_painting", "faces")}
+            means[t] = mean
+            rows.append({"what": f"in-process analyze_painting, {t} thread(s)", "paintings": n,
+                         "seconds": mean["model_load"] + mean["analyze_painting"] * n, "fixed": mean["model_load"],
+                         "per_painting": mean["analyze_painting"], "paintings_per_min": 60 / mean["analyze_painting"],
+                         "detail": f"{ls[0]['ok']}/{n} ok; read + decode {mean['decode']:.3f} s; mean of {len(ls)} "
+                                   f"loops, spread {100 * spread['analyze_painting']:.0f} %"})
+            rows.append({"what": f"in-process FaceAnalyzer.faces alone, {t} thread(s)", "paintings": n,
+                         "seconds": mean["model_load"] + mean["faces"] * n, "fixed": mean["model_load"],
+                         "per_painting": mean["faces"], "paintings_per_min": 60 / mean["faces"],
+                         "detail": f"mean of {len(ls)} loops, spread {100 * spread['faces']:.0f} %"})
+        facts["inprocess"] = loops
+        if runs:
+            # per painting and fixed from the two warm runs (2: n paintings, 3: n_small); run 1 pays the first
+            # use of the fresh Ray's worker processes (imports from a cold start) on top.
+            per = (runs[1]["seconds"] - runs[2]["seconds"]) / (n - small) if n > small else float("nan")
             fixed = runs[1]["seconds"] - n * per
-            ratio = per / ip["analyze_painting"]
+            cold = runs[0]["seconds"] - runs[2]["seconds"]
             rows.append({"what": "ray.init (local, once per driver)", "paintings": 0, "seconds": ray_init,
-                         "fixed": ray_init, "detail": f"{cpus:g} CPUs"})
+                         "fixed": ray_init, "detail": f"{cpus:g} CPUs, actor threads {actor_threads(n)}"})
             for k in (0, 1, 2):
                 r = runs[k]
-                rows.append({"what": f"prepare() run {k + 1}", "paintings": r["paintings"], "seconds": r["seconds"],
+                rows.append({"what": f"prepare() run {k + 1}" + (" (first in this Ray)" if k == 0 else ""),
+                             "paintings": r["paintings"], "seconds": r["seconds"],
                              "paintings_per_min": 60 * r["paintings"] / r["seconds"],
                              "detail": f"{r['statuses']}; first result after {r['first_result']:.1f} s"})
-            rows.append({"what": "prepare(): fixed + per painting", "paintings": n, "seconds": runs[1]["seconds"],
-                         "fixed": fixed, "per_painting": per, "paintings_per_min": 60 / per,
-                         "detail": f"per painting = {ratio:.2f} x in-process analyze_painting; "
-                                   f"small runs {runs[0]['seconds']:.1f} / {runs[2]['seconds']:.1f} s"})
-            facts.update(ray_init=ray_init, runs=runs, per_painting=per, fixed=fixed, ratio_to_inprocess=ratio)
+            ratios = "; ".join(f"{per / means[t]['analyze_painting']:.2f}x in-process at {t} thread(s)"
+                               for t in thread_counts)
+            rows.append({"what": "prepare(): fixed + per painting (runs 2, 3)", "paintings": n,
+                         "seconds": runs[1]["seconds"], "fixed": fixed, "per_painting": per,
+                         "paintings_per_min": 60 / per if per > 0 else None,
+                         "detail": f"per painting = {ratios}; first run in a fresh Ray +{cold:.1f} s"})
+            facts.update(ray_init=ray_init, runs=runs, per_painting=per, fixed=fixed, first_run_extra=cold,
+                         actor_threads=actor_threads(n),
+                         ratio_to_inprocess={t: per / means[t]["analyze_painting"] for t in thread_counts})
     return rows, facts
 
 
@@ -566,17 +614,26 @@ def main(argv=None) -> dict:
     p.add_argument("--pitches", type=float, nargs="+", default=[-15.0, 0.0, 15.0])
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--filters", nargs="+", default=list(FILTERS), choices=list(FILTERS))
-    p.add_argument("--scales", type=float, nargs="+", default=[0.4, 0.7, 1.0, 1.5, 2.0, 3.0],
-                   help="sitter scales (face ~100 px wide at 1)")
+    p.add_argument("--scales", type=float, nargs="+", default=[0.5, 0.8, 1.2, 1.8, 2.5, 3.5],
+                   help="sitter scales (the astronaut's face box is 85 px wide at 1)")
     p.add_argument("--canvases", type=int, nargs="+", default=[800, 1600, 3000], help="canvas widths")
     p.add_argument("--painting-filters", nargs="+", default=list(PAINTING_FILTERS), choices=list(PAINTING_FILTERS))
+    p.add_argument("--negatives", type=int, nargs="+", default=[480, 640, 1200, 2400],
+                   help="sizes of the no-face paintings (plus an empty textured canvas per --canvases width)")
     p.add_argument("--n", type=int, default=24, help="paintings for the throughput part")
     p.add_argument("--no-ray", action="store_true", help="throughput: in-process only, no prepare() run")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for the pose and detection parts (their results do not depend on it; one "
+                        "thread is fastest on a loaded machine). The throughput part sets its own.")
+    p.add_argument("--inprocess-threads", type=int, nargs="+", default=None,
+                   help="torch threads of the in-process throughput loops (default: prepare's actor threads, and 1)")
     p.add_argument("--name", default="faces_cpu")
     p.add_argument("--out-dir", type=Path, default=None)
     a = p.parse_args(argv)
 
     tables, facts, samples = {}, {}, {}
+    torch.set_num_threads(a.threads)
+    facts["load_average_at_start"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
     t0 = time.perf_counter()
     face_analyzer = analyzer()
     facts["analyzer_load_seconds"] = time.perf_counter() - t0
@@ -586,16 +643,21 @@ def main(argv=None) -> dict:
                                                                   a.resolution)
     if "detection" in a.parts:
         print("detection: whole paintings and no-face images")
-        records, facts["detection"] = detection_images(face_analyzer, a.scales, a.canvases, a.painting_filters)
+        records, facts["detection"] = detection_images(face_analyzer, a.scales, a.canvases, a.painting_filters,
+                                                       a.negatives)
         facts["detection"].update(mirror_consistency(records))
         tables["detection"], samples["detection"] = detection_rows(records), records
     if "throughput" in a.parts:
         print(f"throughput: {a.n} paintings" + (" (in-process only)" if a.no_ray else ""))
-        tables["throughput"], facts["throughput"] = run_throughput(a.n, not a.no_ray)
+        tables["throughput"], facts["throughput"] = run_throughput(a.n, not a.no_ray, a.inprocess_threads)
     settings = {"yaws": a.yaws, "pitches": a.pitches, "resolution": a.resolution, "filters": a.filters,
-                "scales": a.scales, "canvases": a.canvases, "painting_filters": a.painting_filters, "n": a.n,
-                "ray": not a.no_ray, "thresholds": list(THRESHOLDS)}
+                "scales": a.scales, "canvases": a.canvases, "negatives": a.negatives, "painting_filters": a.painting_filters, "n": a.n,
+                "ray": not a.no_ray, "thresholds": list(THRESHOLDS),
+                "threads": a.threads}
     env = environment(torch.device("cpu"))
+    env["load_average_1_5_15"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    if os.environ.get("OMP_WAIT_POLICY"):
+        env["omp_wait_policy"] = os.environ["OMP_WAIT_POLICY"]
     json_path, md_path = write(a.name, env, settings, tables, facts, samples, a.out_dir)
     for t, rs in tables.items():
         print(f"\n{t}\n" + "\n".join(table(rs, {"pose": POSE_COLUMNS, "detection": DETECTION_COLUMNS,

@@ -68,3 +68,21 @@ def test_bad_inputs_have_clear_errors(tmp_path):
     r = runner.invoke(main, ["tune", str(DEMO), "--yaw", "0", "--pitch", "0", "--crop", "1,2,3", "--out",
                              str(tmp_path / "z"), *FAST])
     assert r.exit_code != 0 and "X,Y,W,H" in r.output
+
+
+@pytest.mark.timeout(300)
+def test_tune_takes_a_whole_painting_finds_aligns_and_poses_the_face(tmp_path):
+    from tests.pipeline.faces_fixtures import jpeg_bytes, no_face_painting, whole_painting
+
+    (tmp_path / "whole.jpg").write_bytes(jpeg_bytes(whole_painting()))
+    args = [a for a in FAST if a != "--no-find-faces"]
+    result = CliRunner().invoke(main, ["tune", str(tmp_path / "whole.jpg"), "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 0, result.output
+    assert "(landmarks); face detected" in result.output
+    doc = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert doc["pose"]["source"] == "landmarks" and doc["pose"]["estimated"] is True
+    assert doc["face_input"]["alignment_source"] == "detected" and abs(doc["face_input"]["alignment"]["cx"] - 555) < 25
+    assert "pose_estimated" in doc["quality"]["flags"]
+    (tmp_path / "land.jpg").write_bytes(jpeg_bytes(no_face_painting()))
+    result = CliRunner().invoke(main, ["tune", str(tmp_path / "land.jpg"), "--out", str(tmp_path / "n"), *args])
+    assert result.exit_code == 1 and "(face): no_face" in result.output and "Traceback" not in result.output

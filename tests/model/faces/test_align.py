@@ -139,3 +139,22 @@ def test_warp_mirrors_beyond_the_border_and_bounds_work_for_huge_scans():
     out = warp_aligned(img, FaceAlignment(cx=100.0, cy=100.0, size=1600.0), 64)    # mostly outside: mirrored
     assert out.size == (64, 64)
     assert np.abs(np.asarray(out).astype(int) - (200, 100, 50)).max() <= 1
+
+
+def test_the_aligned_crop_of_a_backbone_render_is_the_frame_the_backbone_renders():
+    """The demo backbone is fitted to the procedural head, rendered with the backbone's own camera: aligning a
+    render of it at a known pose must give back (about) the render's own frame — the training crop convention
+    and the backbone's framing agree."""
+    from model.faces.analyzer import FaceAnalysisConfig, FaceAnalyzer
+    from model.head_prior import reference_render
+
+    analyzer = FaceAnalyzer(FaceAnalysisConfig(min_confidence=0.1))
+    for yaw in (-15.0, 0.0, 15.0):
+        image, _ = reference_render(yaw, RES)                                        # (3, H, W) in [0, 1]
+        pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        faces = analyzer.faces(pixels)
+        assert faces, f"no face found in the head render at yaw {yaw}"
+        a = faces[0].alignment
+        assert abs(a.cx - RES / 2) < 0.1 * RES and abs(a.cy - RES / 2) < 0.1 * RES, (yaw, a)
+        assert 0.85 * RES < a.size < 1.15 * RES and abs(a.angle_deg) < 5, (yaw, a)
+        assert np.sign(faces[0].pose.yaw_deg) == np.sign(yaw) or yaw == 0
