@@ -18,15 +18,16 @@ import torch
 
 from model.tune import tune_paintings
 from pipeline.errors import classify, with_retries
-from pipeline.inputs import LazyFaceAnalyzer, painting_input
+from pipeline.inputs import LazyFaceAnalyzer, face_scorer, painting_input
 from pipeline.manifest import PaintingTask, task_from_row
-from pipeline.painting import painting_files, quality_flags
+from pipeline.painting import painting_files, quality_flags, result_flags
 from pipeline.settings import JobSettings, load_models, resolve_expressions, settings_from_json
 from pipeline.storage import OutputStore, atomic_write
 
 REPORT_COLUMNS = ("painting_id", "status", "error_kind", "message", "seconds_total", "seconds_stage1",
                   "seconds_stage2", "lpips_ref", "psnr_ref", "lpips_stage1", "delta_bytes", "pose_estimated",
-                  "pose_source", "face_confidence")
+                  "pose_source", "face_confidence", "face_detected_fraction", "face_identity_consistency",
+                  "face_likeness", "face_pose_error_deg", "flags")
 
 
 @dataclass(frozen=True)
@@ -57,23 +58,26 @@ class TuneActor:
         self.store = OutputStore(spec.out_uri, spec.storage_options)
         self.default_expressions = resolve_expressions(self.settings.render.expressions, spec.storage_options)
         self.faces = LazyFaceAnalyzer(self.settings.device)
+        self.scorer = face_scorer(self.settings.device)
         self.metrics = _Metrics()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         tasks = [task_from_row(json.loads(s)) for s in batch["task"]]
         rows = tune_and_commit(tasks, self.models, self.settings, self.store, self.spec, self.default_expressions,
-                               self.faces)
+                               self.faces, self.scorer)
         for row in rows:
             self.metrics.record(row)
         return {c: [r[c] for r in rows] for c in REPORT_COLUMNS}
 
 
 def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, store: OutputStore, spec: ActorSpec,
-                    default_expressions, faces: LazyFaceAnalyzer | None = None) -> list[dict]:
+                    default_expressions, faces: LazyFaceAnalyzer | None = None, scorer=None) -> list[dict]:
     """Pure-ish per-batch step (no Ray): prepare inputs, tune the good ones together, commit each result.
 
-    `faces`: the process's face analyzer (built on first use); rows that need no analysis never load it."""
+    `faces`, `scorer`: the process's face analyzer and render scorer (`pipeline.inputs`, built on first use);
+    rows that need no analysis never load the analyzer."""
     faces = faces or LazyFaceAnalyzer(settings.device)
+    scorer = scorer or face_scorer(settings.device)
     start = time.perf_counter()
     rows: dict[str, dict] = {}
     inputs: list[tuple] = []
@@ -104,15 +108,17 @@ def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, st
             tuned_all = None
             for task, *_ in inputs:
                 rows[task.painting_id] = failed_row(task.painting_id, kind, message)
-        for (task, _, expressions, face), tuned in zip(inputs, tuned_all or []):
-            rows[task.painting_id] = _commit(task, tuned, expressions, face, models, settings, store, spec)
+        for (task, tune_input, expressions, face), tuned in zip(inputs, tuned_all or []):
+            rows[task.painting_id] = _commit(task, tuned, tune_input, expressions, face, models, settings, store,
+                                             spec, scorer)
     elapsed = time.perf_counter() - start
     for row in rows.values():
         row["seconds_total"] = elapsed / max(1, len(tasks))
     return [rows[t.painting_id] for t in tasks]
 
 
-def _commit(task, tuned, expressions, face, models, settings, store: OutputStore, spec: ActorSpec) -> dict:
+def _commit(task, tuned, tune_input, expressions, face, models, settings, store: OutputStore, spec: ActorSpec,
+            scorer) -> dict:
     if tuned.error:
         return failed_row(task.painting_id, "numerical", tuned.error)
     broken = _non_finite_delta(tuned.delta)
@@ -120,9 +126,10 @@ def _commit(task, tuned, expressions, face, models, settings, store: OutputStore
         return failed_row(task.painting_id, "numerical", f"tuned delta tensor {broken} is not finite (NaN or inf) "
                                                          "although the losses were; no delta was written")
     try:
-        flags = quality_flags(tuned, spec.random_models, face.pose_source)
-        files = painting_files(models.backbone, tuned, settings.render, expressions, _metadata(task), flags,
-                               face.as_dict())
+        files = painting_files(models.backbone, tuned, settings.render, expressions, _metadata(task),
+                               quality_flags(tuned, spec.random_models, face.pose_source), face.as_dict(),
+                               scorer() if settings.face_metrics else None, tune_input.image)
+        flags = result_flags(files)
         marker = {"run_id": spec.run_id, "config_hash": spec.config_hash, "flags": flags,
                   "pose_estimated": "pose_estimated" in flags}
         with_retries(lambda: store.write_painting(task.painting_id, files, marker))
@@ -134,7 +141,21 @@ def _commit(task, tuned, expressions, face, models, settings, store: OutputStore
             "seconds_stage1": (t["stage1"] + t["pose_search"]) / k, "seconds_stage2": t["stage2"] / k,
             "lpips_ref": m["lpips_ref"], "psnr_ref": m["psnr_ref"], "lpips_stage1": m["lpips_stage1"],
             "delta_bytes": len(files["delta.safetensors"]), "pose_estimated": tuned.pose_estimated,
-            "pose_source": face.pose_source, "face_confidence": face.face_confidence}
+            "pose_source": face.pose_source, "face_confidence": face.face_confidence,
+            **_face_columns(files)}
+
+
+# The face-aware metrics of result.json "face" as report columns (NaN when not measured).
+FACE_COLUMNS = ("face_detected_fraction", "face_identity_consistency", "face_likeness", "face_pose_error_deg")
+
+
+def _face_columns(files: dict[str, bytes]) -> dict:
+    doc = json.loads(files["result.json"])
+    face = doc.get("face") or {}
+    values = {f"face_{k}": face.get(k) for k in ("detected_fraction", "identity_consistency", "likeness",
+                                                   "pose_error_deg")}
+    return {**{k: float("nan") if v is None else float(v) for k, v in values.items()},
+            "flags": ",".join(doc["quality"]["flags"])}
 
 
 def _non_finite_delta(delta) -> str | None:
@@ -152,7 +173,7 @@ def failed_row(painting_id: str, kind: str, message: str) -> dict:
     return {"painting_id": painting_id, "status": "failed", "error_kind": kind, "message": message,
             "seconds_total": nan, "seconds_stage1": nan, "seconds_stage2": nan, "lpips_ref": nan, "psnr_ref": nan,
             "lpips_stage1": nan, "delta_bytes": -1, "pose_estimated": False, "pose_source": "",
-            "face_confidence": nan}
+            "face_confidence": nan, **{c: nan for c in FACE_COLUMNS}, "flags": ""}
 
 
 def _metadata(task: PaintingTask) -> dict:

@@ -92,16 +92,36 @@ def _faces(analyzer, image):
     return faces[0].scaled(image.size[0] / reduced.size[0]), len(faces)
 
 
-class LazyFaceAnalyzer:
-    """The process's FaceAnalyzer, built on first call (rows that need no analysis never load the networks)."""
+class Lazy:
+    """A model built on first call and kept for the process (rows that never need it never load it)."""
 
-    def __init__(self, device: str = "cpu"):
-        self.device = device
-        self._analyzer = None
+    def __init__(self, factory: Callable[[], object]):
+        self.factory = factory
+        self._model = None
 
     def __call__(self):
-        if self._analyzer is None:
+        if self._model is None:
+            self._model = self.factory()
+        return self._model
+
+
+class LazyFaceAnalyzer(Lazy):
+    """The process's FaceAnalyzer (detector + landmarks), built on first use."""
+
+    def __init__(self, device: str = "cpu"):
+        def build():
             from model.faces.analyzer import FaceAnalyzer
 
-            self._analyzer = FaceAnalyzer(device=self.device)
-        return self._analyzer
+            return FaceAnalyzer(device=device)
+
+        super().__init__(build)
+
+
+def face_scorer(device: str = "cpu") -> Lazy:
+    """The process's FaceScorer (face-aware render metrics), built on first use."""
+    def build():
+        from model.faces.metrics import FaceScorer
+
+        return FaceScorer(device=device)
+
+    return Lazy(build)

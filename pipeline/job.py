@@ -232,7 +232,9 @@ REPORT_SCHEMA = pa.schema([
     ("attempts", pa.int32()), ("seconds_total", pa.float64()), ("seconds_stage1", pa.float64()),
     ("seconds_stage2", pa.float64()), ("lpips_ref", pa.float64()), ("psnr_ref", pa.float64()),
     ("lpips_stage1", pa.float64()), ("delta_bytes", pa.int64()), ("pose_estimated", pa.bool_()),
-    ("pose_source", pa.string()), ("face_confidence", pa.float64()),
+    ("pose_source", pa.string()), ("face_confidence", pa.float64()), ("face_detected_fraction", pa.float64()),
+    ("face_identity_consistency", pa.float64()), ("face_likeness", pa.float64()),
+    ("face_pose_error_deg", pa.float64()), ("flags", pa.string()),
     ("run_id", pa.string()), ("config_hash", pa.string()),
 ])
 

@@ -48,6 +48,8 @@ def model_options(fn):
         click.option("--find-faces/--no-find-faces", default=True, show_default=True,
                      help="Rows without crop/face_align are whole paintings: detect and align the face. "
                           "--no-find-faces: such images already are face crops."),
+        click.option("--face-metrics/--no-face-metrics", default=True, show_default=True,
+                     help="Score the renders with the pretrained face networks (result.json 'face', quality flags)."),
         click.option("--device", default=None, help="cpu, cuda, cuda:1 ..."),
     ]
     for option in reversed(options):
@@ -103,7 +105,8 @@ def settings_from_options(kw: dict) -> JobSettings:
         render = replace(render, expressions=tuple(e.strip() for e in v.split(",") if e.strip()))
     device = kw.pop("device") or s.device
     image = replace(s.image, find_faces=kw.pop("find_faces"))
-    return replace(s, backbone=backbone, tune=tune, render=render, image=image, device=device)
+    return replace(s, backbone=backbone, tune=tune, render=render, image=image, device=device,
+                   face_metrics=kw.pop("face_metrics"))
 
 
 def parse_clip(spec: str) -> ClipConfig:

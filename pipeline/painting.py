@@ -38,8 +38,15 @@ def quality_flags(tuned: TunedPainting, random_models: bool, pose_source: str | 
 
 def painting_files(backbone: Backbone, tuned: TunedPainting, render: RenderConfig,
                    expressions: Mapping[str, torch.Tensor], metadata: Mapping[str, object],
-                   flags: list[str], face_input: Mapping[str, object] | None = None) -> dict[str, bytes]:
-    """Everything a committed painting folder holds except the marker: delta, renders, result.json."""
+                   flags: list[str], face_input: Mapping[str, object] | None = None, face_scorer=None,
+                   painting_face: torch.Tensor | None = None) -> dict[str, bytes]:
+    """Everything a committed painting folder holds except the marker: delta, renders, result.json.
+
+    face_scorer: a `model.faces.metrics.FaceScorer` (loaded once per process) to score the renders with the
+    pretrained face networks (result.json `face`, and flags); painting_face: the tuned (1, 3, R, R) input in
+    [-1, 1], for `likeness`. The quality flags written are `flags` plus the face flags: read them back from
+    result.json (`result_flags`).
+    """
     if tuned.delta is None:
         raise ValueError(f"{tuned.painting_id}: cannot write outputs of a failed painting ({tuned.error})")
     for name in expressions:
@@ -59,15 +66,24 @@ def painting_files(backbone: Backbone, tuned: TunedPainting, render: RenderConfi
     for i, frame in enumerate(frames):
         files[f"renders/turntable/{i:03d}.png"] = to_png_bytes(frame)
     files["renders/turntable.webp"] = encode_webp(pil_frames, render.fps)
-    for name, still in render_expressions(g_trn, latent, expressions, render, yaw, pitch).items():
+    stills = render_expressions(g_trn, latent, expressions, render, yaw, pitch)
+    for name, still in stills.items():
         files[f"renders/expressions/{name}.png"] = to_png_bytes(still)
     yaws, _ = turntable_angles(render, yaw, pitch)
+    face = None
+    if face_scorer is not None:
+        from model.faces.metrics import face_flags
+
+        metrics = face_scorer.score(list(frames), [float(y) for y in yaws], reference, painting_face, stills)
+        face = metrics.as_dict()
+        flags = [*flags, *(f for f in face_flags(metrics) if f not in flags)]
     result = {
         "painting_id": tuned.painting_id,
         "metadata": {k: metadata.get(k) for k in ("title", "artist", "date", "rights", "credit_line", "source_url")},
         "pose": {"yaw_deg": yaw, "pitch_deg": pitch, "estimated": tuned.pose_estimated or pose_source != "given",
                  "source": pose_source},
         "face_input": dict(face_input or {}),
+        "face": face,
         "resolution": render.resolution,
         "turntable": {"frames": len(frames), "yaw_deg": [round(float(y), 4) for y in yaws], "fps": render.fps},
         "expressions": list(expressions),
@@ -81,6 +97,11 @@ def painting_files(backbone: Backbone, tuned: TunedPainting, render: RenderConfi
     }
     files["result.json"] = json.dumps(result, indent=1, allow_nan=False, default=_json_default).encode()
     return files
+
+
+def result_flags(files: Mapping[str, bytes]) -> list[str]:
+    """The quality flags a painting's result.json carries (the one place they are decided)."""
+    return list(json.loads(files["result.json"])["quality"]["flags"])
 
 
 def _json_default(value):

@@ -27,6 +27,7 @@ def status_summary(out_uri: str, storage_options: Mapping | None = None) -> str:
     for kind, n in reasons.most_common():
         example = next(r for r in failed.values() if (r.get("error_kind") or "unknown") == kind)
         lines.append(f"  {kind}: {n}  e.g. {example['painting_id']}: {(example.get('message') or '')[:160]}")
+    lines += _face_lines([r for r in latest.values() if r["status"] == "done"])
     runs = sorted({r["run_id"] for r in rows if r.get("run_id")})
     for run_id in runs[-5:]:
         done = [r for r in rows if r.get("run_id") == run_id and r["status"] == "done"]
@@ -34,3 +35,22 @@ def status_summary(out_uri: str, storage_options: Mapping | None = None) -> str:
         rate = f", {3600 * len(done) / secs:.1f} paintings/hour per actor" if secs else ""
         lines.append(f"run {run_id}: {len(done)} done{rate}")
     return "\n".join(lines)
+
+
+def _face_lines(done: list[dict]) -> list[str]:
+    """Mean face-aware metrics and flag counts over the latest committed attempt of each painting."""
+    columns = {"face_detected_fraction": "face found in {:.0%} of turntable frames",
+               "face_identity_consistency": "identity consistency {:.2f}", "face_likeness": "likeness {:.2f}",
+               "face_pose_error_deg": "pose error {:.1f}°"}
+    parts = []
+    for column, fmt in columns.items():
+        values = [v for r in done if isinstance(v := r.get(column), float) and v == v]
+        if values:
+            parts.append(fmt.format(sum(values) / len(values)))
+    if not parts:
+        return []
+    flags = Counter(f for r in done for f in (r.get("flags") or "").split(",") if f)
+    lines = [f"face metrics (mean over {len(done)} committed): " + "; ".join(parts)]
+    if flags:
+        lines.append("quality flags: " + ", ".join(f"{f} {n}" for f, n in flags.most_common()))
+    return lines

@@ -45,6 +45,7 @@ class JobSettings:
     image: ImageConfig = field(default_factory=ImageConfig)
     device: str = "cpu"                               # "cpu", "cuda", "cuda:1" ...
     paintings_per_batch: int = 1                      # paintings tuned together in one optimisation
+    face_metrics: bool = True                         # score renders with the pretrained face networks
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))

@@ -14,7 +14,7 @@ from model.faces.analyzer import FaceError
 from model.weights import WeightsError
 from pipeline.errors import classify
 from model.tune import tune_paintings
-from pipeline.inputs import LazyFaceAnalyzer, painting_input
+from pipeline.inputs import LazyFaceAnalyzer, face_scorer, painting_input
 from pipeline.manifest import Crop, PaintingTask
 from pipeline.options import model_options, settings_json
 from pipeline.painting import painting_files, quality_flags
@@ -81,8 +81,10 @@ def _tune(image, yaw, pitch, box, out_dir, painting_id, settings: JobSettings) -
     if tuned.error:
         raise click.ClickException(f"{painting_id}: {tuned.error}")
     random_models = uses_random_models(settings)
+    scorer = face_scorer(settings.device)() if settings.face_metrics else None
     files = painting_files(models.backbone, tuned, settings.render, expressions, {"title": painting_id},
-                           quality_flags(tuned, random_models, face.pose_source), face.as_dict())
+                           quality_flags(tuned, random_models, face.pose_source), face.as_dict(), scorer,
+                           painting.image)
     files["config.json"] = settings_json(settings, redact_uri).encode()
     out = Path(out_dir)
     for rel, data in files.items():
@@ -93,8 +95,28 @@ def _tune(image, yaw, pitch, box, out_dir, painting_id, settings: JobSettings) -
     click.echo(f"{painting_id}: pose yaw {tuned.yaw_deg:.1f}° pitch {tuned.pitch_deg:.1f}° ({face.pose_source}); "
                f"face {face.alignment_source}; reference LPIPS {m['lpips_stage1']:.3f} after "
                f"stage 1 -> {m['lpips_ref']:.3f} after stage 2; PSNR {m['psnr_ref']:.2f} dB; delta "
-               f"{len(files['delta.safetensors']):,} bytes; {time.perf_counter() - start:.1f} s")
+               f"{len(files['delta.safetensors']):,} bytes; {time.perf_counter() - start:.1f} s"
+               f"{_face_summary(files)}")
     click.echo(str(out.resolve()))
+
+
+def _face_summary(files: dict[str, bytes]) -> str:
+    """The face-aware metrics for the final line (empty with --no-face-metrics)."""
+    import json
+
+    doc = json.loads(files["result.json"])
+    face = doc.get("face")
+    if not face:
+        return ""
+    words = {"detected_fraction": "face in {:.0%} of frames", "identity_consistency": "identity {:.2f}",
+             "likeness": "likeness {:.2f}", "pose_error_deg": "pose error {:.0f}°"}
+    parts = [fmt.format(face[k]) for k, fmt in words.items() if face.get(k) is not None]
+    happy = {name: p.get("happy") for name, p in (face.get("expressions") or {}).items() if p}
+    if happy:
+        parts.append("P(happy) " + ", ".join(f"{n} {v:.2f}" for n, v in happy.items() if v is not None))
+    flags = [f for f in doc["quality"]["flags"] if f in ("no_face_in_renders", "identity_drift", "pose_mismatch",
+                                                          "expression_not_read")]
+    return "; face metrics: " + "; ".join(parts) + (f" (flags: {', '.join(flags)})" if flags else "")
 
 
 def _parse_crop(crop: str | None) -> tuple[int, int, int, int] | None:

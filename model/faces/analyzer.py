@@ -104,8 +104,9 @@ class FaceAnalyzer:
         if not found:
             return []
         marks = self.landmarker.detect(pixels, [f.box for f in found])          # (N, 68, 2)
+        # A box lying wholly in the detector's padding of a non-square image has no pixels: NaN landmarks.
         faces = [_face(tuple(float(v) for v in f.box), float(f.score), np.asarray(lm), self.config.fov_deg)
-                 for f, lm in zip(found, marks)]
+                 for f, lm in zip(found, marks) if np.isfinite(lm).all()]
         return sorted(faces, key=lambda f: -f.prominence)
 
     def main_face(self, image: Image.Image, source: str) -> tuple[Face, int]:

@@ -61,7 +61,7 @@ class _PointwiseConv(nn.Module):
         copy_into(self.conv.bias, w.take(f"{prefix}/convolution_bn_offset", (o,)))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x).clamp(0, 6)
+        return self.conv(x).clamp_(0, 6)
 
 
 class _DepthwiseConv(nn.Module):
@@ -83,7 +83,7 @@ class _DepthwiseConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv(x)
         x = F.batch_norm(x, self.mean, self.variance, self.scale, self.offset, False, 0.0, _BN_EPSILON)
-        return x.clamp(0, 6)
+        return x.clamp_(0, 6)
 
 
 class _MobileNetV1(nn.Module):

@@ -7,33 +7,42 @@ the commanded pose), and does an expression edit read as that expression. `FaceS
 one painting's turntable, reference render, painting face and expression stills with the project's pretrained
 face-api networks (`model.faces`); `face_flags` turns them into named problems.
 
-How images are read (measured on aligned 64/128/256-px crops of the astronaut photo and the demo paintings):
+How images are read (measured on aligned 64/128/256-px crops of the astronaut photo, of the demo paintings and of
+the cameraman, each also mirrored: 30 test renders; and on turntables of the procedural head,
+`model.head_prior.reference_render`):
 
-* Every image is first resized (bicubic) to WORK_SIDE = 256 px on its long side. Small renders are upscaled
-  so that the landmark, descriptor and expression nets crop sharp faces; larger ones are downscaled, since those
+* Every image is first resized (bicubic) to WORK_SIDE = 256 px on its long side. Small renders are upscaled so
+  that the landmark, descriptor and expression nets crop sharp faces; larger ones are downscaled, since those
   nets see crops of at most 150 px anyway. One working size also makes every later step size-independent.
-* The SSD detector always sees a 512-px square, and a render is a tight face crop: fed alone, its face fills
-  ~2/3 of that square, an unusual scale for a detector trained on photographs (a 64-px astronaut render scored
-  0.00-0.21, a painterly 128-px one 0.35). With nine renders tiled 3x3 at 160 px (faces ~100 px wide, the
-  scale of a face in a 512-px portrait photo; tile origins on the detector's 16/32-px strides) 93% of 48
-  test renders scored >= 0.5 and all >= 0.39, and one detector pass serves nine images: detection is the
-  dominant cost on CPU.
+* The SSD detector always sees a 512-px square, and a render is a tight face crop: fed alone (the detector pads
+  and resizes it to 512) its face fills ~2/3 of that square, a scale the detector, trained on photographs,
+  scores poorly: 56% of the test renders reached 0.5, the 64-px astronaut 0.00-0.21, whatever the upscaling
+  before. Tiled 3x3 at 160 px on one 512 canvas (faces ~100 px wide, as in a 512-px portrait photo; tile
+  origins on the detector's 16/32-px strides, which mattered: at 170-px origins the same render scored
+  0.49-0.93 by position) 96% reached 0.5 and all 0.39, in every tile position; procedural-head renders
+  0.78-0.93. One detector pass then serves nine images, and detection is the dominant cost on CPU.
 * Detection threshold for renders and the painting's aligned face: RENDER_MIN_CONFIDENCE = 0.3, under
-  face-api's 0.5 used for whole catalog paintings. A tuned render carries its painting's brushwork, and
-  painterly renders of a face any viewer reads as a face scored 0.39-0.55 (oil-style astronaut, sepia
-  cameraman); non-faces tiled the same way (flat grey, noise, smooth noise, a cat, coffee, a horse, a rocket,
-  the Hubble field, photo background) scored at most 0.19. 0.3 keeps every test face and stays clear of them.
-  The painting's aligned face was already found at the catalog threshold in the whole painting.
+  face-api's 0.5 used for whole catalog paintings. A tuned render carries its painting's brushwork: painterly
+  renders of faces any viewer reads as faces scored 0.39-0.55 (oil-style astronaut, sepia cameraman). Images
+  without a face tiled the same way (flat grey, noise, smooth noise, coffee, a horse, a rocket, the Hubble field,
+  photo backgrounds, a cat's back) scored at most 0.16; a cat's face 0.19-0.30 by tile position. 0.3 keeps every
+  test face and rejects blank, noisy or smeared frames, the failures `no_face_in_renders` is for. The
+  painting's aligned face was already found at the catalog threshold in the whole painting.
+  The layout suits face-crop framing: a whole 256-px demo painting (face ~half its width) scored 0.34-0.63.
 * Per image the best-scoring box is its face (a render holds one head; the analyzer's area x score rule, meant
   for several faces in a painting, lets a large low-score box win at a low threshold).
 * Crops for the descriptor and expression nets are the ones face-api's own chain takes after landmarks:
   `landmarks.align(null, {useDlibAlignment: true})` for descriptors (a square from the eye and mouth centres)
-  and `alignedRect` (the landmarks' bounding box grown by 20%) for expressions. On the astronaut, the demo
-  paintings and the cameraman these separated same/different people better than the bare detector box (same
-  person across painting styles 0.96-0.99 vs 0.89-0.97; astronaut vs cameraman 0.84-0.86 vs 0.86-0.87). When
-  the landmarks are unreliable (`Face.landmarks_reliable`) both fall back to the detector box.
+  and `alignedRect` (the landmarks' bounding box grown by 20%) for expressions. They separated people better
+  than the bare detector box (astronaut photo vs its painted versions 0.96-0.99 against 0.89-0.97; astronaut vs
+  cameraman 0.84-0.86 against 0.86-0.87). With unreliable landmarks (`Face.landmarks_reliable`) both fall back
+  to the detector box.
 * An expression still without a detected face is recorded as `{}`: the classifier on a whole frame with no face
   in it would return confident-looking numbers about nothing.
+
+Cost: one detector pass per 9 images, one landmark, one descriptor and one expression pass for all images,
+one small least-squares pose fit per face. 24 frames of 128 px + reference + 2 stills + painting face: ~1.7 s
+of CPU time on one thread.
 """
 from __future__ import annotations
 
@@ -117,18 +126,20 @@ class FaceMetricThresholds:
     descriptors have norm ~1.44 (1.26-1.52 measured), so 0.6 is cos ~0.91 (0.89 at norm 1.3): 0.9. Measured with
     this module's crops: the same face 1.0, its mirror image 0.99, the astronaut in three painting styles
     0.95-0.99, astronaut vs cameraman 0.84-0.88.
-    max_pose_error_deg: a head that does not turn at all scores the mean |commanded yaw|, ~10.4 deg for the
-    default 24-frame +-20 deg turntable; the landmark yaw of frontal faces (astronaut photo, demo paintings, their
-    renders) came out within 2 deg of frontal, and landmark-based yaw on photographs is typically 4-6 deg off.
-    8 deg sits between a frozen head and estimator noise.
+    max_pose_error_deg: procedural-head turntables rendered with the backbone's camera (+-20 deg) scored 3.3-4.3
+    deg at 64/128/256 px (the landmark yaw's own error); a head that does not turn (the frontal render at every
+    commanded yaw) scores the mean |commanded yaw|, 10.5 deg for the default 24-frame +-20 deg turntable,
+    12 deg for 5 frames at -20..20. 8 deg sits between the two.
     min_smile_gain: `expression_not_read` when the `happiness` still's P(happy) exceeds the neutral render's by
-    no more than this (0: the still must read as happier at all).
+    no more than this. Not 0: the classifier saturates (P(happy) of a broad smile is 1 - 1e-7), and the same
+    image read in two places differs by ~1e-6. A sitter who already smiles in the reference leaves no room to
+    read a smile edit: the flag is then raised whatever the still shows.
     """
 
     min_detected_fraction: float = 0.8
     min_identity_consistency: float = 0.9
     max_pose_error_deg: float = 8.0
-    min_smile_gain: float = 0.0
+    min_smile_gain: float = 0.05
 
 
 FACE_FLAGS = ("no_face_in_renders", "identity_drift", "pose_mismatch", "expression_not_read")
@@ -193,7 +204,8 @@ class FaceScorer:
 
     def score(self, turntable: Sequence[ImageLike], turntable_yaws_deg: Sequence[float], reference: ImageLike,
               painting_face: ImageLike | None, expression_stills: Mapping[str, ImageLike]) -> FaceMetrics:
-        """Metrics of one painting's renders. Images: PIL RGB, or (3, H, W)/(1, 3, H, W) tensors in [-1, 1].
+        """Metrics of one painting's renders. Images: PIL RGB, or (3, H, W)/(1, 3, H, W) tensors in [-1, 1]
+        (`turntable` may also be one (N, 3, H, W) tensor, and its yaws one tensor).
 
         `turntable_yaws_deg[i]` is the yaw frame i was rendered at (project degrees); `reference` is the render at
         the painting's pose; a still named `neutral` is ignored: that render is `reference`.
@@ -206,11 +218,8 @@ class FaceScorer:
         works = [working_image(im) for im in images]                 # each (H, W, 3) uint8, long side 256
         faces = self._find_faces(works)
         n = len(turntable)
-        frames, ref = faces[:n], faces[n]
-        still_faces = dict(zip(stills, faces[n + 1:n + 1 + len(stills)]))
-        painting = faces[-1] if painting_face is not None else None
-
-        frame_desc, ref_desc, painting_desc = self._descriptors(works, faces, n, painting is not None)
+        frames = faces[:n]
+        frame_desc, ref_desc, painting_desc = self._descriptors(works, faces, n, painting_face is not None)
         return FaceMetrics(
             detected_fraction=sum(f is not None for f in frames) / n,
             identity_consistency=_mean([_cosine(ref_desc, d) for d in frame_desc]) if ref_desc is not None else None,
@@ -218,8 +227,8 @@ class FaceScorer:
                       if ref_desc is not None and painting_desc is not None else None),
             pose_error_deg=_mean([abs(f.pose.yaw_deg - float(yaw)) for f, yaw in zip(frames, turntable_yaws_deg)
                                   if f is not None and f.reliable]),
-            expressions=self._expressions(works[n:n + 1 + len(stills)], [ref, *still_faces.values()],
-                                          [REFERENCE_EXPRESSION, *still_faces]),
+            expressions=self._expressions(works[n:n + 1 + len(stills)], faces[n:n + 1 + len(stills)],
+                                          [REFERENCE_EXPRESSION, *stills]),
         )
 
     # -------------------------------------------------------------------------------------------- networks
@@ -246,7 +255,7 @@ class FaceScorer:
         wanted = [i for i in wanted if faces[i] is not None]
         if n not in wanted:                     # no reference face: no identity or likeness to measure
             return [], None, None
-        crops = [_crop(works[i], faces[i], descriptor_box(faces[i])) for i in wanted]
+        crops = [_crop(works[i], faces[i], _descriptor_box(faces[i])) for i in wanted]
         desc = describe(crops, self.descriptor_net)                  # (K, 128)
         desc = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
         by_index = dict(zip(wanted, desc))
@@ -257,7 +266,7 @@ class FaceScorer:
                      ) -> dict[str, dict[str, float]]:
         """Expression probabilities per name; `{}` for an image without a face."""
         hits = [i for i, f in enumerate(faces) if f is not None]
-        crops = [_crop(works[i], faces[i], expression_box(faces[i])) for i in hits]
+        crops = [_crop(works[i], faces[i], _expression_box(faces[i])) for i in hits]
         probs = classify(crops, self.expression_net) if crops else []
         by_index = dict(zip(hits, probs))
         return {name: by_index.get(i, {}) for i, name in enumerate(names)}
@@ -325,7 +334,7 @@ def _best_in_tile(detections, tile: _Tile) -> tuple[Box, float] | None:
     return (box, float(best.score)) if min(box[2:]) >= MIN_BOX_PX else None
 
 
-def descriptor_box(face: _SeenFace) -> Box:
+def _descriptor_box(face: _SeenFace) -> Box:
     """face-api's descriptor crop: `landmarks.align(null, {useDlibAlignment: true})`; the box if unreliable."""
     if not face.reliable:
         return face.box
@@ -338,7 +347,7 @@ def descriptor_box(face: _SeenFace) -> Box:
             float(size), float(size))
 
 
-def expression_box(face: _SeenFace) -> Box:
+def _expression_box(face: _SeenFace) -> Box:
     """face-api's `alignedRect`: the landmarks' bounding box grown by 20% about its centre; the box if unreliable."""
     if not face.reliable:
         return face.box

@@ -112,7 +112,9 @@ def _metadata_rows(result: PaintingResult) -> str:
             ("Source", meta.source_url and link_or_text(meta.source_url))]
     pose = result.pose_yaw_deg
     if pose is not None:
-        rows.append(("Pose", esc(f"yaw {pose:.0f}\u00b0" + (" (estimated)" if result.pose_estimated else ""))))
+        how = {"landmarks": " (estimated from the face's landmarks)", "search": " (estimated by search)"}
+        note = how.get(result.pose_source or "", " (estimated)" if result.pose_estimated else "")
+        rows.append(("Pose", esc(f"yaw {pose:.0f}\u00b0{note}")))
     return "\n".join(f'<dt>{label}</dt><dd class="{label.lower()}">{value}</dd>' for label, value in rows if value)
 
 
@@ -121,11 +123,27 @@ def _quality(result: PaintingResult) -> str:
               f"PSNR to reference {result.psnr_ref:.1f} dB" if result.psnr_ref is not None else ""]
     text = "; ".join(s for s in scores if s)
     parts = [f'<p class="scores">{esc(text)}</p>'] if text else []
+    if result.face:
+        parts.append(f'<p class="face-scores">{esc(_face_text(result.face))}</p>')
     if result.flags:
         parts.append('<ul class="flags">' + "".join(f"<li>{esc(f)}</li>" for f in result.flags) + "</ul>")
     else:
         parts.append('<p class="flags-none">No quality flags.</p>')
     return "\n".join(parts)
+
+
+def _face_text(face: dict[str, float]) -> str:
+    """The face-aware metrics in words (pretrained face-api networks; see the README's quality section)."""
+    parts = []
+    if (v := face.get("detected_fraction")) is not None:
+        parts.append(f"face found in {100 * v:.0f} % of turntable frames")
+    if (v := face.get("identity_consistency")) is not None:
+        parts.append(f"identity consistency {v:.2f}")
+    if (v := face.get("likeness")) is not None:
+        parts.append(f"likeness to the painting {v:.2f}")
+    if (v := face.get("pose_error_deg")) is not None:
+        parts.append(f"pose error {v:.0f}\u00b0")
+    return "Face metrics: " + "; ".join(parts)
 
 
 def render_viewer(site_title: str, result: PaintingResult, info: ViewerInfo) -> bytes:

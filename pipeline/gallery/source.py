@@ -77,6 +77,11 @@ class PaintingResult:
     flags: list[str]
     lpips_ref: float | None
     psnr_ref: float | None
+    face: dict[str, float] = field(default_factory=dict)   # result.json "face": the face-aware metrics
+    pose_source: str | None = None
+
+
+FACE_METRICS = ("detected_fraction", "identity_consistency", "likeness", "pose_error_deg")
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,7 @@ def parse_result(raw: bytes, painting_id: str) -> PaintingResult:
     turntable = doc.get("turntable") if isinstance(doc.get("turntable"), dict) else {}
     pose = doc.get("pose") if isinstance(doc.get("pose"), dict) else {}
     quality = doc.get("quality") if isinstance(doc.get("quality"), dict) else {}
+    face = doc.get("face") if isinstance(doc.get("face"), dict) else {}
     fps = _number(turntable.get("fps"))
     yaws = turntable.get("yaw_deg") if isinstance(turntable.get("yaw_deg"), list) else []
     expressions = doc.get("expressions") if isinstance(doc.get("expressions"), list) else []
@@ -181,6 +187,8 @@ def parse_result(raw: bytes, painting_id: str) -> PaintingResult:
         flags=[t for f in flags if (t := _text(f))][:50],
         lpips_ref=_number(quality.get("lpips_ref")),
         psnr_ref=_number(quality.get("psnr_ref")),
+        face={k: v for k in FACE_METRICS if (v := _number(face.get(k))) is not None},
+        pose_source=_text(pose.get("source")) if pose.get("source") in ("given", "landmarks", "search") else None,
     )
 
 

@@ -31,7 +31,7 @@ def tiny_settings(stage1: int = 3, stage2: int = 2) -> JobSettings:
     # The generated "paintings" are face crops already (random blobs no face detector finds).
     return replace(s, backbone=BackboneSettings(preset="tiny", head_prior=False), tune=tune,
                    render=RenderConfig(resolution=32, turntable_frames=3, expressions=("happiness",)),
-                   image=replace(s.image, find_faces=False))
+                   image=replace(s.image, find_faces=False), face_metrics=False)
 
 
 def png_bytes(seed: int, size: int = 64) -> bytes:

@@ -104,3 +104,34 @@ def test_with_device_keeps_cpu_and_drops_unavailable_cuda():
 
     if not torch.cuda.is_available():
         assert _with_device(replace(SETTINGS, device="cuda:1")).device == "cpu"
+
+
+@pytest.mark.timeout(300)
+def test_whole_painting_is_aligned_and_face_metrics_reach_result_report_and_marker(models, tmp_path):
+    """Defaults (find faces, face metrics) on a whole painting: the detected face is tuned, the renders are
+    scored by the pretrained face networks, and the face flags land in result.json, the report and the marker."""
+    from pipeline.inputs import face_scorer
+    from tests.pipeline.faces_fixtures import jpeg_bytes, no_face_painting, whole_painting
+
+    (tmp_path / "whole.jpg").write_bytes(jpeg_bytes(whole_painting()))
+    (tmp_path / "land.jpg").write_bytes(jpeg_bytes(no_face_painting()))
+    settings = replace(SETTINGS, image=replace(SETTINGS.image, find_faces=True), face_metrics=True)
+    store = OutputStore(str(tmp_path / "out"))
+    tasks = [PaintingTask(row=0, painting_id="whole", image_uri=str(tmp_path / "whole.jpg")),
+             PaintingTask(row=1, painting_id="land", image_uri=str(tmp_path / "land.jpg"))]
+    rows = {r["painting_id"]: r for r in tune_and_commit(tasks, models, settings, store, _spec(tmp_path), {},
+                                                          scorer=face_scorer())}
+    assert rows["land"]["status"] == "failed" and rows["land"]["error_kind"] == "face"
+    assert "no_face" in rows["land"]["message"]
+    row = rows["whole"]
+    assert row["status"] == "done" and row["pose_source"] == "landmarks" and row["face_confidence"] > 0.5
+    doc = json.loads((tmp_path / "out" / "paintings" / "whole" / "result.json").read_text())
+    face = doc["face"]
+    assert set(face) >= {"detected_fraction", "identity_consistency", "likeness", "pose_error_deg", "expressions"}
+    assert row["face_detected_fraction"] == pytest.approx(face["detected_fraction"])
+    # A random tiny backbone renders no face: the scorer says so, and the flag is everywhere.
+    assert face["detected_fraction"] < 0.5 and "no_face_in_renders" in doc["quality"]["flags"]
+    assert "no_face_in_renders" in row["flags"].split(",")
+    marker = json.loads((tmp_path / "out" / "paintings" / "whole" / "_COMMITTED.json").read_text())
+    assert "no_face_in_renders" in marker["flags"] and "pose_estimated" in marker["flags"]
+    assert set(REPORT_COLUMNS) <= set(row)

@@ -70,3 +70,18 @@ def test_status_summary_counts_and_groups_failures(tmp_path):
 def test_status_of_an_empty_folder(tmp_path):
     assert status_summary(str(tmp_path)).splitlines() == [f"{tmp_path}: 0 paintings committed",
                                                           "no runs recorded yet"]
+
+
+def test_status_shows_mean_face_metrics_and_flag_counts(tmp_path):
+    store = OutputStore(str(tmp_path))
+    rows = [{**done_row("a", 3.0), "face_detected_fraction": 1.0, "face_identity_consistency": 0.9,
+             "face_likeness": 0.8, "face_pose_error_deg": 4.0, "flags": "random_weights"},
+            {**done_row("b", 3.0), "face_detected_fraction": 0.5, "face_identity_consistency": 0.7,
+             "face_likeness": 0.6, "face_pose_error_deg": 8.0, "flags": "random_weights,no_face_in_renders"}]
+    for pid in ("a", "b"):
+        store.write_painting(pid, {"delta.safetensors": b"d"}, {"run_id": "r1", "config_hash": "h"})
+    store.write_report("r1", report_table(rows, {"a": 1, "b": 1}, "r1", "h"))
+    text = status_summary(str(tmp_path))
+    assert ("face metrics (mean over 2 committed): face found in 75% of turntable frames; identity consistency "
+            "0.80; likeness 0.70; pose error 6.0°") in text
+    assert "quality flags: random_weights 2, no_face_in_renders 1" in text

@@ -26,7 +26,7 @@ from tests.pipeline.ray_fixtures import good_rows, write_images, write_manifest
 ROOT = Path(__file__).resolve().parents[2]
 N = 6
 RUN_ARGS = ["--stage1-steps", "12", "--stage2-steps", "8", "--frames", "3", "--render-resolution", "32",
-            "--resolution", "32", "--expressions", "happiness", "--no-head-prior", "--no-gallery", "--actors", "1", "--no-find-faces"]
+            "--resolution", "32", "--expressions", "happiness", "--no-head-prior", "--no-gallery", "--actors", "1", "--no-find-faces", "--no-face-metrics"]
 CHILD = """
 import sys, ray
 ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=sys.argv[1])

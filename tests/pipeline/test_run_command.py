@@ -13,7 +13,7 @@ from tests.pipeline.ray_fixtures import write_images, write_manifest
 from tests.pipeline.test_report import build_out_folder
 
 QUICK = ["--stage1-steps", "3", "--stage2-steps", "2", "--frames", "3", "--render-resolution", "32",
-         "--resolution", "32", "--expressions", "happiness", "--no-head-prior", "--no-gallery", "--no-find-faces"]
+         "--resolution", "32", "--expressions", "happiness", "--no-head-prior", "--no-gallery", "--no-find-faces", "--no-face-metrics"]
 
 
 def test_validate_good_manifest_exits_0():

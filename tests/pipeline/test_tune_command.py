@@ -14,7 +14,7 @@ from model.delta import load_delta
 from pipeline.cli import main
 
 DEMO = Path(__file__).resolve().parents[2] / "manifests" / "demo" / "astronaut_oil.png"
-FAST = ["--no-head-prior", "--no-find-faces", "--stage1-steps", "2", "--stage2-steps", "2", "--resolution", "32",
+FAST = ["--no-head-prior", "--no-find-faces", "--no-face-metrics", "--stage1-steps", "2", "--stage2-steps", "2", "--resolution", "32",
         "--render-resolution", "32", "--frames", "3", "--expressions", "happiness"]
 
 
@@ -75,14 +75,16 @@ def test_tune_takes_a_whole_painting_finds_aligns_and_poses_the_face(tmp_path):
     from tests.pipeline.faces_fixtures import jpeg_bytes, no_face_painting, whole_painting
 
     (tmp_path / "whole.jpg").write_bytes(jpeg_bytes(whole_painting()))
-    args = [a for a in FAST if a != "--no-find-faces"]
+    args = [a for a in FAST if a not in ("--no-find-faces", "--no-face-metrics")]
     result = CliRunner().invoke(main, ["tune", str(tmp_path / "whole.jpg"), "--out", str(tmp_path / "o"), *args])
     assert result.exit_code == 0, result.output
-    assert "(landmarks); face detected" in result.output
+    assert "(landmarks); face detected" in result.output and "face metrics: face in " in result.output
     doc = json.loads((tmp_path / "o" / "result.json").read_text())
     assert doc["pose"]["source"] == "landmarks" and doc["pose"]["estimated"] is True
     assert doc["face_input"]["alignment_source"] == "detected" and abs(doc["face_input"]["alignment"]["cx"] - 555) < 25
     assert "pose_estimated" in doc["quality"]["flags"]
+    face = doc["face"]                                               # face-aware metrics of the renders
+    assert 0.0 <= face["detected_fraction"] <= 1.0 and set(face["expressions"]) >= {"neutral"}
     (tmp_path / "land.jpg").write_bytes(jpeg_bytes(no_face_painting()))
     result = CliRunner().invoke(main, ["tune", str(tmp_path / "land.jpg"), "--out", str(tmp_path / "n"), *args])
     assert result.exit_code == 1 and "(face): no_face" in result.output and "Traceback" not in result.output

@@ -28,7 +28,7 @@ from tests.pipeline.ray_fixtures import good_rows, write_images, write_manifest
 from tests.reliability.conftest import ROOT, alive, markers, supervise
 
 RUN_ARGS = ["--stage1-steps", "2", "--stage2-steps", "1", "--frames", "2", "--render-resolution", "32",
-            "--resolution", "32", "--expressions", "happiness", "--no-head-prior", "--no-gallery", "--actors", "1", "--no-find-faces"]
+            "--resolution", "32", "--expressions", "happiness", "--no-head-prior", "--no-gallery", "--actors", "1", "--no-find-faces", "--no-face-metrics"]
 # The child gets its own local Ray (own temp dir) so the fault hook's environment reaches its workers and so
 # killing it can never touch the test session's Ray.
 CHILD = """

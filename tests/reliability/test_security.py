@@ -35,7 +35,7 @@ from tests.reliability.conftest import ROOT, manifest_table, supervise, write_ta
 HOSTILE_IDS = ["../escape", "../../etc/passwd", "/abs/olute", "..", ".", "a\x00b", "..\\..\\win", "x/../../y",
                "C:\\Windows\\x", "<img src=x onerror=window.__pwned=9>", "a" * 200, "", " lead"]
 TINY_RUN = ["--stage1-steps", "2", "--stage2-steps", "1", "--frames", "2", "--render-resolution", "32",
-            "--resolution", "32", "--expressions", "happiness", "--no-head-prior", "--no-find-faces", "--actors", "1"]
+            "--resolution", "32", "--expressions", "happiness", "--no-head-prior", "--no-find-faces", "--no-face-metrics", "--actors", "1"]
 
 
 def _tree(root: Path) -> set[str]:
