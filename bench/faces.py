@@ -1,9 +1,9 @@
 """Face analysis of `artmator prepare`: pose error on known poses, detection on whole paintings, throughput.
 
-    python -m bench.faces                              # all three parts, CPU (~10 min on a quiet 2-core VM)
+    python -m bench.faces                              # all three parts, CPU (12 min on a loaded 2-core VM)
     python -m bench.faces --parts pose detection       # without the Ray run
-    python -m bench.faces --yaws -28 28 --pitches 0 --filters plain --scales 1 --canvases 1100 --n 2 \
-        --no-ray                                       # toy size (smoke test)
+    python -m bench.faces --yaws 28 --pitches 0 --filters plain --scales 1 --canvases 800 \
+        --painting-filters plain --negatives 480 --n 1 --no-ray --inprocess-threads 1   # toy size (smoke test)
 
 1. pose — a labelled set with KNOWN poses: `model.head_prior.reference_render` (the procedural stylised head,
    sphere-traced with the backbone's camera, 12° fov) at every yaw × pitch, `--resolution` px, plain and through
@@ -18,8 +18,8 @@
    of the error a per-head calibration could not remove). Row "template (perfect landmarks)": the five points
    of the symmetric mean-face template projected with the backbone's camera at the same poses and fed to
    `pose_from_landmarks` — the pose fit alone, without detector, landmark network or head geometry.
-2. detection — `tests/pipeline/faces_fixtures.whole_painting` (the painted astronaut, face ~100 px wide at scale
-   1) at `--scales` on canvases of `--canvases` px width (4:5 portrait up to 2000, 5:4 landscape above), face
+2. detection — `tests/pipeline/faces_fixtures.whole_painting` (the painted astronaut; its detector box is 85 px
+   wide at scale 1) at `--scales` on canvases of `--canvases` px width (4:5 portrait up to 2000, 5:4 landscape above), face
    centre at 1/2 width and 1/3 height, plain / mirrored × `--painting-filters` (applied to the whole canvas);
    negatives: `no_face_painting` and the empty textured canvas at several sizes × the same filters. Each image
    goes the `prepare` way: JPEG (q 90) -> `decode_bounded(max_side=1536)` -> `faces`. A painting is detected at
@@ -42,7 +42,6 @@ a loaded machine two OpenMP threads that spin-wait for each other can be ~10x sl
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -295,7 +294,8 @@ def analyse_like_prepare(face_analyzer, image: Image.Image):
     return [f.scaled(scale) for f in face_analyzer.faces(reduced)]
 
 
-def detection_images(face_analyzer, scales, canvases, filters, negatives=(480, 640, 1200, 2400), log=print) -> tuple[list[dict], dict]:
+def detection_images(face_analyzer, scales, canvases, filters, negatives=(480, 640, 1200, 2400), log=print
+                     ) -> tuple[list[dict], dict]:
     ref = reference_face_box(face_analyzer)
     records = []
     t_analyse, count = 0.0, 0
@@ -374,7 +374,8 @@ def detection_rows(records: Sequence[dict]) -> list[dict]:
     for name in dict.fromkeys(r["filter"] for r in paintings):
         rows.append(row(f"filter {name}", [r for r in paintings if r["filter"] == name]))
     for mirrored in (False, True):
-        rows.append(row("mirrored" if mirrored else "not mirrored", [r for r in paintings if r["mirrored"] == mirrored]))
+        rows.append(row("mirrored" if mirrored else "not mirrored",
+                        [r for r in paintings if r["mirrored"] == mirrored]))
     rows.append(row("all paintings", paintings))
     if negatives:
         neg = {"group": "no-face images (false positive rate)", "images": len(negatives)}
@@ -651,7 +652,8 @@ def main(argv=None) -> dict:
         print(f"throughput: {a.n} paintings" + (" (in-process only)" if a.no_ray else ""))
         tables["throughput"], facts["throughput"] = run_throughput(a.n, not a.no_ray, a.inprocess_threads)
     settings = {"yaws": a.yaws, "pitches": a.pitches, "resolution": a.resolution, "filters": a.filters,
-                "scales": a.scales, "canvases": a.canvases, "negatives": a.negatives, "painting_filters": a.painting_filters, "n": a.n,
+                "scales": a.scales, "canvases": a.canvases, "negatives": a.negatives,
+                "painting_filters": a.painting_filters, "n": a.n,
                 "ray": not a.no_ray, "thresholds": list(THRESHOLDS),
                 "threads": a.threads}
     env = environment(torch.device("cpu"))

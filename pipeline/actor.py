@@ -62,6 +62,10 @@ class TuneActor:
         self.metrics = _Metrics()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        if self.spec.threads:
+            # Ray Data calls this from another thread than __init__, and OpenMP's thread count is per calling
+            # thread (Ray sets OMP_NUM_THREADS=1): set it where the work runs, or torch computes on one thread.
+            torch.set_num_threads(self.spec.threads)
         tasks = [task_from_row(json.loads(s)) for s in batch["task"]]
         rows = tune_and_commit(tasks, self.models, self.settings, self.store, self.spec, self.default_expressions,
                                self.faces, self.scorer)

@@ -182,12 +182,10 @@ class PrepareActor:
 
     def __init__(self, config_json: str, assets_uri: str, storage_options: dict, threads: int = 0):
         import fsspec
-        import torch
 
         from model.faces.analyzer import FaceAnalysisConfig, FaceAnalyzer
 
-        if threads:
-            torch.set_num_threads(threads)
+        self.threads = threads
         self.config = PrepareConfig(**json.loads(config_json))
         self.analyzer = FaceAnalyzer(FaceAnalysisConfig(self.config.min_confidence, self.config.min_face_px))
         self.storage_options = storage_options
@@ -198,6 +196,11 @@ class PrepareActor:
         return name
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        import torch
+
+        if self.threads:
+            # Set in the calling thread: OpenMP's thread count is per thread and Ray Data calls from another one.
+            torch.set_num_threads(self.threads)
         out = []
         for text in batch["row"]:
             out += analyze_painting(json.loads(text), self.analyzer, self.config, self.storage_options,

@@ -133,3 +133,24 @@ def test_command_builds_default_site(tmp_path):
     bad = CliRunner().invoke(gallery, [str(out), "--storage-option", "novalue"])
     assert bad.exit_code != 0
     assert os.path.isdir(out / "gallery" / "p" / "cli")
+
+
+def test_viewer_page_shows_face_metrics_and_pose_source():
+    import json as _json
+
+    from pipeline.gallery.pages import _face_text, _quality
+    from pipeline.gallery.source import parse_result
+
+    doc = {"painting_id": "p", "metadata": {"title": "T"}, "turntable": {"yaw_deg": [0.0], "fps": 12},
+           "pose": {"yaw_deg": 12.0, "estimated": True, "source": "landmarks"},
+           "quality": {"flags": ["identity_drift"]},
+           "face": {"detected_fraction": 0.875, "identity_consistency": 0.8123, "likeness": "<b>x</b>",
+                    "pose_error_deg": 6.4, "expressions": {}}}
+    result = parse_result(_json.dumps(doc).encode(), "p")
+    assert result.face == {"detected_fraction": 0.875, "identity_consistency": 0.8123, "pose_error_deg": 6.4}
+    assert result.pose_source == "landmarks"
+    text = _face_text(result.face)
+    assert text == ("Face metrics: face found in 88 % of turntable frames; identity consistency 0.81; "
+                    "pose error 6\u00b0")
+    html = _quality(result)
+    assert "face-scores" in html and "identity_drift" in html and "<b>" not in html
