@@ -51,8 +51,9 @@ def bench_settings(stage1_steps: int, stage2_steps: int, render_resolution: int,
     s = quick_settings("tiny")
     tune = replace(s.tune, stage1=replace(s.tune.stage1, steps=stage1_steps),
                    stage2=replace(s.tune.stage2, steps=stage2_steps))
+    # Face metrics off: the in-process loop below measures the tuning path, not the face scorer.
     return replace(s, tune=tune, render=RenderConfig(resolution=render_resolution, turntable_frames=frames,
-                                                     expressions=("happiness",)))
+                                                     expressions=("happiness",)), face_metrics=False)
 
 
 def write_manifest(n: int, folder: Path) -> str:

@@ -43,7 +43,8 @@ from pipeline.cli import main
 main(sys.argv[2:])
 """
 RUN_ARGS = ["--stage1-steps", "3", "--stage2-steps", "2", "--frames", "3", "--render-resolution", "32",
-            "--resolution", "32", "--expressions", "happiness", "--no-head-prior", "--no-gallery", "--actors", "1"]
+            "--resolution", "32", "--expressions", "happiness", "--no-head-prior", "--no-gallery", "--actors", "1",
+            "--no-find-faces", "--no-face-metrics"]  # generated blobs: ready-made "face crops", no face to score
 
 
 def _processes() -> dict[int, tuple[int, str]]:

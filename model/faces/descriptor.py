@@ -9,12 +9,11 @@ disagree in size (odd inputs) the conv branch is zero-padded at the bottom/right
 Descriptors of the same person lie within Euclidean distance 0.6 of each other (face-api's `FaceMatcher` and
 dlib's threshold); `descriptor_distance` is that measure, `descriptor_similarity` the cosine.
 
-Input: face crops as face-api takes them (see `model.faces.blocks.faces_to_batch`), padded to a square and
+Input: face crops as face-api takes them (see `model.faces.tfjs_ops.faces_to_batch`), padded to a square and
 resized to 150 px; `describe` returns what face-api's `computeFaceDescriptor` returns for the same crops.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import lru_cache
 
 import numpy as np
@@ -22,71 +21,60 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.faces.blocks import FaceInput, empty_param, faces_to_batch, load_tfjs_weights
-from model.faces.weights import load_face_weights
+from model.faces.tfjs_ops import FaceInput, TfjsNet, TfjsWeights, faces_to_batch
 
 INPUT_SIZE = 150
 DESCRIPTOR_DIM = 128
 SAME_PERSON_DISTANCE = 0.6  # face-api's FaceMatcher default: Euclidean distance below this = same person
 
 
-class _Conv(nn.Module):
-    """TF.js name `<prefix>/conv/{filters,bias}`: a square conv + bias."""
-
-    def __init__(self, c_in: int, c_out: int, k: int) -> None:
-        super().__init__()
-        self.filters = empty_param(c_out, c_in, k, k)
-        self.bias = empty_param(c_out)
-
-
-class _Scale(nn.Module):
-    """TF.js name `<prefix>/scale/{weights,biases}`: per-channel affine (dlib's frozen batch-norm)."""
-
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.weights = empty_param(c)
-        self.biases = empty_param(c)
-
-
 class ConvLayer(nn.Module):
-    """conv (+ bias) -> per-channel scale and shift -> optional ReLU. 'valid' when strided, else 'SAME'."""
+    """conv (+ bias) -> per-channel scale and shift (dlib's frozen batch-norm) -> optional ReLU.
+    'valid' when strided, else 'SAME' (for an odd kernel at stride 1, a symmetric pad).
+
+    TF.js names `<prefix>/conv/{filters,bias}` and `<prefix>/scale/{weights,biases}`.
+    """
 
     def __init__(self, c_in: int, c_out: int, k: int = 3, stride: int = 1) -> None:
         super().__init__()
-        self.stride = stride
-        self.conv = _Conv(c_in, c_out, k)
-        self.scale = _Scale(c_out)
+        self.conv = nn.Conv2d(c_in, c_out, k, stride, padding=(k - 1) // 2 if stride == 1 else 0)
+        self.scale = nn.Parameter(torch.ones(c_out))
+        self.shift = nn.Parameter(torch.zeros(c_out))
+
+    def load(self, w: TfjsWeights, prefix: str) -> None:
+        w.conv(self.conv, f"{prefix}/conv/filters", f"{prefix}/conv/bias")
+        w.fill(self.scale, f"{prefix}/scale/weights")
+        w.fill(self.shift, f"{prefix}/scale/biases")
 
     def forward(self, x: torch.Tensor, relu: bool = True) -> torch.Tensor:
-        # stride 1: 'SAME' for an odd kernel is a symmetric pad; stride 2: 'valid' (no pad).
-        pad = (self.conv.filters.shape[-1] - 1) // 2 if self.stride == 1 else 0
-        out = F.conv2d(x, self.conv.filters, self.conv.bias, stride=self.stride, padding=pad)
-        out = out * self.scale.weights[:, None, None] + self.scale.biases[:, None, None]
+        out = self.conv(x) * self.scale[:, None, None] + self.shift[:, None, None]
         return F.relu(out) if relu else out
 
 
 class Residual(nn.Module):
     """Two 3x3 conv layers and an identity shortcut; (B, C, H, W) -> (B, C, H, W)."""
 
-    def __init__(self, c: int) -> None:
+    def __init__(self, c: int, c_out: int | None = None, stride: int = 1) -> None:
         super().__init__()
-        self.conv1 = ConvLayer(c, c)
-        self.conv2 = ConvLayer(c, c)
+        self.conv1 = ConvLayer(c, c_out or c, stride=stride)
+        self.conv2 = ConvLayer(c_out or c, c_out or c)
+
+    def load(self, w: TfjsWeights, prefix: str) -> None:
+        self.conv1.load(w, f"{prefix}/conv1")
+        self.conv2.load(w, f"{prefix}/conv2")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.conv2(self.conv1(x), relu=False) + x)
 
 
-class ResidualDown(nn.Module):
+class ResidualDown(Residual):
     """Downsampling block: 3x3/2 'valid' conv branch + 2x2/2 average-pool shortcut (channels zero-extended).
 
     (B, c_in, H, W) -> (B, c_out, floor(H/2), floor(W/2)).
     """
 
     def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.conv1 = ConvLayer(c_in, c_out, stride=2)
-        self.conv2 = ConvLayer(c_out, c_out)
+        super().__init__(c_in, c_out, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv2(self.conv1(x), relu=False)
@@ -99,12 +87,14 @@ class ResidualDown(nn.Module):
         return F.relu(pooled + out)
 
 
-class FaceDescriptorNet(nn.Module):
+class FaceDescriptorNet(TfjsNet):
     """(B, 3, 150, 150) prepared face crops (`faces_to_batch(..., 150)`) -> (B, 128) descriptors.
 
     Build with `FaceDescriptorNet.pretrained()` (face-api's weights) or `FaceDescriptorNet().load_tfjs(map)`.
     Differentiable with respect to its input, so it can also serve as an identity loss.
     """
+
+    WEIGHTS = "face_recognition"
 
     def __init__(self) -> None:
         super().__init__()
@@ -117,17 +107,13 @@ class FaceDescriptorNet(nn.Module):
         self.conv256_down = ResidualDown(128, 256)
         self.conv256_1, self.conv256_2 = Residual(256), Residual(256)
         self.conv256_down_out = ResidualDown(256, 256)
-        self.fc = empty_param(256, DESCRIPTOR_DIM)  # TF.js layout (in, out): descriptor = pooled @ fc
+        self.fc = nn.Linear(256, DESCRIPTOR_DIM, bias=False)
 
-    @classmethod
-    def pretrained(cls) -> "FaceDescriptorNet":
-        """The net with face-api's shipped weights, in eval mode, gradients off."""
-        return cls().load_tfjs(load_face_weights("face_recognition")).eval().requires_grad_(False)
-
-    def load_tfjs(self, weights: Mapping[str, torch.Tensor]) -> "FaceDescriptorNet":
-        """Fill from a TF.js weight map (names like `conv32_1/conv1/conv/filters`); strict, see load_tfjs_weights."""
-        load_tfjs_weights(self, weights, "face_recognition")
-        return self
+    def load_weights(self, w: TfjsWeights) -> None:
+        for name, block in self.named_children():
+            if name != "fc":
+                block.load(w, name)               # TF.js names `conv32_1/conv1/conv/filters`, ...
+        w.linear(self.fc, "fc")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv32_down(x)                                  # (B, 32, 72, 72) for 150-px input
@@ -140,7 +126,7 @@ class FaceDescriptorNet(nn.Module):
         x = self.conv256_down(x)                                 # (B, 256, 4, 4)
         x = self.conv256_2(self.conv256_1(x))
         x = self.conv256_down_out(x)                             # (B, 256, 2, 2)
-        return x.mean(dim=(2, 3)) @ self.fc                      # (B, 128)
+        return self.fc(x.mean(dim=(2, 3)))                       # (B, 128)
 
 
 @lru_cache(maxsize=None)
@@ -158,8 +144,7 @@ def describe(faces: FaceInput, net: FaceDescriptorNet | None = None, batch_size:
     trades the ~1e-7 agreement with TF.js seen on CPU for ~10-bit-mantissa products; turn it off if that matters.
     """
     net = net or default_descriptor_net()
-    device = next(net.parameters()).device
-    batch = faces_to_batch(faces, INPUT_SIZE, device)            # (N, 3, 150, 150)
+    batch = faces_to_batch(faces, INPUT_SIZE, net.device)        # (N, 3, 150, 150)
     with torch.inference_mode():
         out = [net(chunk) for chunk in batch.split(batch_size)]
     return torch.cat(out).cpu().numpy()

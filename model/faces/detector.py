@@ -11,7 +11,7 @@ anchors) -> `detections` (threshold, NMS, pixels). `detect` / `detect_batch` cha
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,11 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.faces.tfjs_ops import (
-    Conv2dSame, FaceWeightsError, TfjsWeights, copy_into, depthwise_to_oihw, hwio_to_oihw, js_round,
-    square_net_input,
-)
-from model.faces.weights import load_face_weights
+from model.faces.tfjs_ops import Conv2dSame, FaceWeightsError, TfjsNet, TfjsWeights, js_round, square_net_input
 
 INPUT_SIZE = 512
 IOU_THRESHOLD = 0.5
@@ -56,9 +52,7 @@ class _PointwiseConv(nn.Module):
         self.conv = Conv2dSame(cin, cout, kernel, stride)
 
     def load(self, w: TfjsWeights, prefix: str) -> None:
-        o, i, k, _ = self.conv.weight.shape
-        copy_into(self.conv.weight, hwio_to_oihw(w.take(f"{prefix}/weights", (k, k, i, o))))
-        copy_into(self.conv.bias, w.take(f"{prefix}/convolution_bn_offset", (o,)))
+        w.conv(self.conv, f"{prefix}/weights", f"{prefix}/convolution_bn_offset")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(x).clamp_(0, 6)
@@ -74,11 +68,10 @@ class _DepthwiseConv(nn.Module):
             self.register_buffer(name, torch.zeros(channels))
 
     def load(self, w: TfjsWeights, prefix: str) -> None:
-        c = self.conv.weight.shape[0]
-        copy_into(self.conv.weight, depthwise_to_oihw(w.take(f"{prefix}/depthwise_weights", (3, 3, c, 1))))
+        w.conv(self.conv, f"{prefix}/depthwise_weights")
         for buf, tf_name in (("mean", "moving_mean"), ("variance", "moving_variance"), ("scale", "gamma"),
                              ("offset", "beta")):
-            copy_into(getattr(self, buf), w.take(f"{prefix}/BatchNorm/{tf_name}", (c,)))
+            w.fill(getattr(self, buf), f"{prefix}/BatchNorm/{tf_name}")
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv(x)
@@ -126,9 +119,7 @@ class _BoxPredictor(nn.Module):
 
     def load(self, w: TfjsWeights, prefix: str) -> None:
         for conv, tf_name in ((self.box, "BoxEncodingPredictor"), (self.cls, "ClassPredictor")):
-            o, i = conv.weight.shape[:2]
-            copy_into(conv.weight, hwio_to_oihw(w.take(f"{prefix}/{tf_name}/weights", (1, 1, i, o))))
-            copy_into(conv.bias, w.take(f"{prefix}/{tf_name}/biases", (o,)))
+            w.conv(conv, f"{prefix}/{tf_name}/weights", f"{prefix}/{tf_name}/biases")
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         b = x.shape[0]
@@ -162,8 +153,10 @@ def _check_graph_constants(w: TfjsWeights) -> None:
             raise FaceWeightsError(f"{w.source}: graph constant {name!r} is {got}, this port assumes {expected}")
 
 
-class FaceDetector(nn.Module):
-    """face-api's SSD-MobileNetV1 face detector. Build with `FaceDetector.pretrained()`."""
+class FaceDetector(TfjsNet):
+    """face-api's SSD-MobileNetV1 face detector. Build with `FaceDetector.pretrained()` (or `from_tfjs(map)`)."""
+
+    WEIGHTS = "ssd_mobilenetv1"
 
     def __init__(self) -> None:
         super().__init__()
@@ -172,29 +165,14 @@ class FaceDetector(nn.Module):
         self.heads = nn.ModuleList(_BoxPredictor(cin, a) for cin, a, _ in _HEADS)
         self.register_buffer("anchors", torch.zeros(NUM_ANCHORS, 4))  # (N,4) ymin,xmin,ymax,xmax in [0,1]-ish
 
-    @classmethod
-    def pretrained(cls) -> FaceDetector:
-        """The shipped face-api weights (model/faces/weights/ssd_mobilenetv1.safetensors), in eval mode."""
-        return cls.from_tfjs(load_face_weights("ssd_mobilenetv1"))
-
-    @classmethod
-    def from_tfjs(cls, tensors: Mapping[str, Tensor], source: str = "ssd_mobilenetv1") -> FaceDetector:
-        """Build from a TF.js name -> tensor map (TF.js layouts); every tensor must be used, with its shape."""
-        net = cls()
-        w = TfjsWeights(tensors, source)
-        net.backbone.load(w)
-        for i, layer in enumerate(net.extra):
+    def load_weights(self, w: TfjsWeights) -> None:
+        self.backbone.load(w)
+        for i, layer in enumerate(self.extra):
             layer.load(w, f"Prediction/Conv2d_{i}_pointwise")
-        for i, head in enumerate(net.heads):
+        for i, head in enumerate(self.heads):
             head.load(w, f"Prediction/BoxPredictor_{i}")
-        copy_into(net.anchors, w.take("Output/extra_dim", (1, NUM_ANCHORS, 4))[0])
+        self.anchors.copy_(w.take("Output/extra_dim", (1, NUM_ANCHORS, 4))[0])
         _check_graph_constants(w)
-        w.finish()
-        return net.eval()
-
-    @property
-    def device(self) -> torch.device:
-        return self.anchors.device
 
     def preprocess(self, images: Sequence[np.ndarray]) -> Tensor:
         """HxWx3 uint8 RGB images -> (B,3,512,512) in [-1,1]: zero-pad bottom/right to square, resize, scale."""

@@ -18,21 +18,16 @@ them at 0), so its pipeline is unaffected; shifting by a negative corner would m
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Protocol, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from model.faces.tfjs_ops import (
-    Conv2dSame, TfjsWeights, copy_into, depthwise_to_oihw, hwio_to_oihw, square_net_input,
-)
-from model.faces.weights import load_face_weights
+from model.faces.tfjs_ops import FaceFeatureExtractor, TfjsNet, TfjsWeights, faces_to_batch
 
 INPUT_SIZE = 112
-MEAN_RGB = (122.782, 117.001, 104.298)
-_CHANNELS = (32, 64, 128, 256)  # output channels of dense0..dense3
 
 
 class _HasBox(Protocol):
@@ -40,51 +35,6 @@ class _HasBox(Protocol):
 
 
 BoxLike = Union[Sequence[float], _HasBox]  # (x, y, w, h) in pixels, or a DetectedFace
-
-
-class _SeparableConv(nn.Module):
-    """3x3 depthwise (SAME) -> 1x1 pointwise -> + bias (TF `separableConv2d` followed by a bias add)."""
-
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.depthwise = Conv2dSame(cin, cin, 3, stride, groups=cin, bias=False)
-        self.pointwise = nn.Conv2d(cin, cout, 1)
-
-    def load(self, w: TfjsWeights, prefix: str) -> None:
-        cin, cout = self.depthwise.weight.shape[0], self.pointwise.weight.shape[0]
-        copy_into(self.depthwise.weight, depthwise_to_oihw(w.take(f"{prefix}/depthwise_filter", (3, 3, cin, 1))))
-        copy_into(self.pointwise.weight, hwio_to_oihw(w.take(f"{prefix}/pointwise_filter", (1, 1, cin, cout))))
-        copy_into(self.pointwise.bias, w.take(f"{prefix}/bias", (cout,)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.pointwise(self.depthwise(x))
-
-
-class _DenseBlock(nn.Module):
-    """Four convs, the first with stride 2, each later one fed the ReLU of the sum of all earlier outputs."""
-
-    def __init__(self, cin: int, cout: int, first: bool) -> None:
-        super().__init__()
-        self.first = first
-        self.conv0 = Conv2dSame(cin, cout, 3, 2) if first else _SeparableConv(cin, cout, 2)
-        self.convs = nn.ModuleList(_SeparableConv(cout, cout, 1) for _ in range(3))
-
-    def load(self, w: TfjsWeights, prefix: str) -> None:
-        if self.first:
-            o, i = self.conv0.weight.shape[:2]
-            copy_into(self.conv0.weight, hwio_to_oihw(w.take(f"{prefix}/conv0/filters", (3, 3, i, o))))
-            copy_into(self.conv0.bias, w.take(f"{prefix}/conv0/bias", (o,)))
-        else:
-            self.conv0.load(w, f"{prefix}/conv0")
-        for k, conv in enumerate(self.convs, start=1):
-            conv.load(w, f"{prefix}/conv{k}")
-
-    def forward(self, x: Tensor) -> Tensor:
-        out1 = torch.relu(self.conv0(x))
-        out2 = self.convs[0](out1)
-        out3 = self.convs[1](torch.relu(out1 + out2))
-        out4 = self.convs[2](torch.relu(out1 + (out2 + out3)))
-        return torch.relu(out1 + (out2 + (out3 + out4)))
 
 
 def crop_region(box: tuple[float, float, float, float], image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -102,51 +52,29 @@ def _as_box(box: BoxLike) -> tuple[float, float, float, float]:
     return x, y, w, h
 
 
-class FaceLandmark68Net(nn.Module):
-    """face-api's FaceLandmark68Net: a 4-dense-block feature extractor + a linear 256 -> 136 layer.
-
-    Build with `FaceLandmark68Net.pretrained()`.
+class FaceLandmark68Net(TfjsNet):
+    """face-api's FaceLandmark68Net: its FaceFeatureExtractor (shared design with the expression net, own
+    weights) + a linear 256 -> 136 layer. Build with `FaceLandmark68Net.pretrained()` (or `from_tfjs(map)`).
     """
+
+    WEIGHTS = "face_landmark_68"
 
     def __init__(self) -> None:
         super().__init__()
-        cins = (3,) + _CHANNELS[:-1]
-        self.blocks = nn.ModuleList(_DenseBlock(i, o, first=k == 0) for k, (i, o) in enumerate(zip(cins, _CHANNELS)))
-        self.fc = nn.Linear(_CHANNELS[-1], 136)
-        self.register_buffer("mean_rgb", torch.tensor(MEAN_RGB, dtype=torch.float32).view(1, 3, 1, 1))
+        self.extractor = FaceFeatureExtractor()
+        self.fc = nn.Linear(FaceFeatureExtractor.CHANNELS[-1], 136)
 
-    @classmethod
-    def pretrained(cls) -> FaceLandmark68Net:
-        """The shipped face-api weights (model/faces/weights/face_landmark_68.safetensors), in eval mode."""
-        return cls.from_tfjs(load_face_weights("face_landmark_68"))
-
-    @classmethod
-    def from_tfjs(cls, tensors: Mapping[str, Tensor], source: str = "face_landmark_68") -> FaceLandmark68Net:
-        """Build from a TF.js name -> tensor map (TF.js layouts); every tensor must be used, with its shape."""
-        net = cls()
-        w = TfjsWeights(tensors, source)
-        for k, block in enumerate(net.blocks):
-            block.load(w, f"dense{k}")
-        copy_into(net.fc.weight, w.take("fc/weights", (_CHANNELS[-1], 136)).T)
-        copy_into(net.fc.bias, w.take("fc/bias", (136,)))
-        w.finish()
-        return net.eval()
-
-    @property
-    def device(self) -> torch.device:
-        return self.fc.weight.device
+    def load_weights(self, w: TfjsWeights) -> None:
+        self.extractor.load(w)
+        w.linear(self.fc, "fc/weights", "fc/bias")
 
     def preprocess(self, crops: Sequence[np.ndarray | Tensor]) -> Tensor:
-        """HxWx3 face crops (0..255) -> (B,3,112,112) normalised net input (centred padding, legacy resize)."""
-        x = square_net_input(crops, INPUT_SIZE, centered=True, device=self.device)  # (B,3,112,112) 0..255
-        return (x - self.mean_rgb) / 255
+        """HxWx3 uint8 face crops -> (B,3,112,112) normalised net input (centred padding, legacy resize)."""
+        return faces_to_batch(crops, INPUT_SIZE, self.device)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B,3,112,112) normalised -> (B,68,2) landmarks (x, y) relative to the padded 112x112 square."""
-        for block in self.blocks:
-            x = block(x)                            # ... -> (B,256,7,7)
-        x = x.mean(dim=(2, 3))                      # 7x7 'valid' average pool with a 7x7 input = global mean
-        return self.fc(x).view(-1, 68, 2)
+        return self.fc(self.extractor(x)).view(-1, 68, 2)
 
     @torch.no_grad()
     def detect_batch(self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[BoxLike]]) -> list[np.ndarray]:

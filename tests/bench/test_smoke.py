@@ -23,9 +23,14 @@ def test_quality_smoke(tmp_path):
     quality.main(["--identities", "1", "--views", "3", "--resolution", "32", "--stage1-steps", "1",
                   "--stage2-steps", "1", "--out-dir", str(tmp_path), "--name", "q"])
     rows = _written(tmp_path, "q")["rows"]
-    assert [r["method"] for r in rows][2:] == list(quality.METHODS)
-    for r in rows:
+    assert rows[0]["method"] == quality.CEILING and "psnr_novel" not in rows[0]   # the teacher: face metrics only
+    assert [r["method"] for r in rows][3:] == list(quality.METHODS)
+    for r in rows[1:]:
         assert 0 <= r["ssim_novel"] <= 1 and r["psnr_novel"] > 0 and r["lpips_frontal"] >= 0
+    for r in rows:                                      # face metrics (pretrained face-api nets) on every row
+        assert 0 <= r["detected_fraction"] <= 1 and r["teacher_identity_pairs"].endswith("/2")
+        assert r["teacher_identity"] is None or -1 <= r["teacher_identity"] <= 1
+        assert len(r["faces_per_identity"]) == 1
 
 
 def test_quality_masked_metrics_ignore_background():
@@ -40,6 +45,19 @@ def test_quality_masked_metrics_ignore_background():
     mask[..., 16:] = True                               # the face is the right half
     m = masked_metrics(b, a, mask, lambda x, y: (x - y).abs().flatten(1).mean(1))
     assert m["lpips"].item() == 0 and m["ssim"].item() == pytest.approx(1.0) and m["psnr"].item() > 100
+
+
+def test_quality_face_summary_means_over_what_exists():
+    from bench.quality import face_summary
+    from model.faces.metrics import FaceMetrics
+
+    per = [{"metrics": FaceMetrics(1.0, 0.95, 0.9, 4.0), "teacher_identity": [0.9, None]},
+           {"metrics": FaceMetrics(0.5, None, None, 12.0), "teacher_identity": [0.7, 0.8]}]
+    row = face_summary(per)
+    assert row["detected_fraction"] == 0.75 and row["identity_consistency"] == 0.95
+    assert row["identity_consistency_n"] == 1 and row["likeness_n"] == 1 and row["pose_error_deg"] == 8.0
+    assert row["teacher_identity"] == pytest.approx(0.8) and row["teacher_identity_pairs"] == "3/4"
+    assert row["face_flags"] == {"no_face_in_renders": 1, "pose_mismatch": 1}
 
 
 def test_diversity_smoke(tmp_path):

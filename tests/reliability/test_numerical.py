@@ -8,6 +8,8 @@ that verifies.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -73,13 +75,15 @@ def _assert_finite(delta: Delta) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
 def test_non_finite_image_stops_that_painting_in_stage_1(tmp_path, settings, models, monkeypatch, value):
-    real = pipeline.actor.load_painting
+    real = pipeline.actor.painting_input
 
-    def load(uri, *args, **kwargs):
-        image = real(uri, *args, **kwargs)
-        return torch.full_like(image, value) if BAD in uri else image
+    def load(task, *args, **kwargs):
+        tune_input, face = real(task, *args, **kwargs)
+        if BAD in task.image_uri:
+            tune_input = dataclasses.replace(tune_input, image=torch.full_like(tune_input.image, value))
+        return tune_input, face
 
-    monkeypatch.setattr(pipeline.actor, "load_painting", load)
+    monkeypatch.setattr(pipeline.actor, "painting_input", load)
     rows, store = _batch(tmp_path, settings, models)
     _assert_only_good_committed(rows, store, "non-finite loss in stage 1 at step 0")
 

@@ -10,14 +10,10 @@ same 3e-7 from TF.js, i.e. it is TF.js's own rounding. 5e-6 leaves room for othe
 """
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from model.faces.blocks import faces_to_batch, pad_to_square, resize_bilinear_tf
 from model.faces.descriptor import (
     DESCRIPTOR_DIM,
     SAME_PERSON_DISTANCE,
@@ -26,67 +22,54 @@ from model.faces.descriptor import (
     descriptor_distance,
     descriptor_similarity,
 )
+from model.faces.tfjs_ops import faces_to_batch, pad_to_square, resize_bilinear_tf
 from model.faces.weights import load_face_weights
-from model.weights import WeightsError
+from tests.model.faces.conftest import assert_strict_loading, best_single_thread_time
 
-FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "faces" / "describe_reference.npz"
 ATOL = 5e-6
 
 
 @pytest.fixture(scope="module")
-def ref() -> dict:
-    z = np.load(FIXTURE)
-    names = [str(n) for n in z["names"]]
-    return {"names": names, "crops": [z[f"crop_{i}"] for i in range(len(names))],
-            "descriptor": z["descriptor"], "input150": z["input150_oil_tall"]}
-
-
-@pytest.fixture(scope="module")
-def net() -> FaceDescriptorNet:
-    return FaceDescriptorNet.pretrained()
-
-
-@pytest.fixture(scope="module")
-def ours(ref, net) -> np.ndarray:
-    return describe(ref["crops"], net)  # (N, 128)
+def ours(describe_ref, descriptor_net) -> np.ndarray:
+    return describe(describe_ref["crops"], descriptor_net)  # (N, 128)
 
 
 def _crop(ref: dict, name: str) -> np.ndarray:
     return ref["crops"][ref["names"].index(name)]
 
 
-def test_prepared_input_is_bit_exact(ref):
-    crop = _crop(ref, "oil_tall")  # 190 x 137: odd zero-padding split, downscale to 150
+def test_prepared_input_is_bit_exact(describe_ref):
+    crop = _crop(describe_ref, "oil_tall")  # 190 x 137: odd zero-padding split, downscale to 150
     x = torch.as_tensor(crop).permute(2, 0, 1)[None].float()
     padded = pad_to_square(x)
     assert padded.shape[-2:] == (190, 190)
     assert padded[..., :26].abs().sum() == 0 and padded[..., 26 + 137:].abs().sum() == 0  # 26 before, 27 after
     mine = resize_bilinear_tf(padded, 150)[0].permute(1, 2, 0).numpy()
-    np.testing.assert_array_equal(mine, ref["input150"])
+    np.testing.assert_array_equal(mine, describe_ref["input150_oil_tall"])
 
 
-def test_descriptors_match_tfjs(ref, ours):
-    assert ours.shape == (len(ref["names"]), DESCRIPTOR_DIM) and ours.dtype == np.float32
-    err = np.abs(ours - ref["descriptor"]).max(axis=1)
-    assert err.max() < ATOL, dict(zip(ref["names"], err))
+def test_descriptors_match_tfjs(describe_ref, ours):
+    assert ours.shape == (len(describe_ref["names"]), DESCRIPTOR_DIM) and ours.dtype == np.float32
+    err = np.abs(ours - describe_ref["descriptor"]).max(axis=1)
+    assert err.max() < ATOL, dict(zip(describe_ref["names"], err))
 
 
-def test_input_forms_agree(ref, ours, net):
-    centres = [_crop(ref, n) for n in ("poster_center", "oil_center", "gouache_center", "cameraman_center")]
+def test_input_forms_agree(describe_ref, ours, descriptor_net):
+    centres = [_crop(describe_ref, n) for n in ("poster_center", "oil_center", "gouache_center", "cameraman_center")]
     stacked = np.stack(centres)  # (4, 154, 154, 3) uint8
-    np.testing.assert_allclose(describe(stacked, net), ours[:4], atol=1e-6)
+    np.testing.assert_allclose(describe(stacked, descriptor_net), ours[:4], atol=1e-6)
     # The repo's image convention: (N, 3, H, W) float in [-1, 1]; differentiable with respect to the pixels.
     images = (torch.as_tensor(stacked[:2]).permute(0, 3, 1, 2).float() / 127.5 - 1).requires_grad_(True)
-    desc = net(faces_to_batch(images, 150))  # (2, 128)
+    desc = descriptor_net(faces_to_batch(images, 150))  # (2, 128)
     desc.sum().backward()
     assert images.grad is not None and images.grad.abs().sum() > 0
     np.testing.assert_allclose(desc.detach().numpy(), ours[:2], atol=1e-5)
     # One crop alone equals the same crop in a batch.
-    np.testing.assert_allclose(describe([centres[2]], net), ours[2:3], atol=1e-6)
+    np.testing.assert_allclose(describe([centres[2]], descriptor_net), ours[2:3], atol=1e-6)
 
 
-def test_mirror_is_near_and_other_people_far(ref, ours):
-    d = dict(zip(ref["names"], ours))
+def test_mirror_is_near_and_other_people_far(describe_ref, ours):
+    d = dict(zip(describe_ref["names"], ours))
     mirror = descriptor_distance(d["astronaut_photo"], d["astronaut_photo_mirror"])
     painted_mirror = descriptor_distance(d["gouache_center"], d["gouache_center_mirror"])
     assert mirror < 0.3 and painted_mirror < 0.3  # TF.js: 0.235 and 0.270
@@ -106,51 +89,24 @@ def test_distance_and_similarity():
     assert descriptor_similarity(a, -a) == pytest.approx(-1.0)
 
 
-def test_every_weight_is_used_and_shapes_are_checked(net):
+def test_every_weight_is_used_and_shapes_are_checked():
     weights = load_face_weights("face_recognition")
-    assert len(list(net.parameters())) == len(weights) == 117
-    assert all(torch.isfinite(p).all() for p in net.parameters())
-
-    missing = dict(weights)
-    del missing["conv128_2/conv2/scale/biases"]
-    with pytest.raises(WeightsError, match="conv128_2/conv2/scale/biases.*missing"):
-        FaceDescriptorNet().load_tfjs(missing)
-
-    extra = dict(weights, **{"conv512/conv/filters": torch.zeros(3, 3, 256, 512)})
-    with pytest.raises(WeightsError, match="unused.*conv512/conv/filters"):
-        FaceDescriptorNet().load_tfjs(extra)
-
-    wrong = dict(weights, **{"conv64_down/conv1/conv/filters": torch.zeros(3, 3, 64, 64)})
-    with pytest.raises(WeightsError, match=r"conv64_down/conv1/conv/filters.*\(3, 3, 64, 64\).*\(3, 3, 32, 64\)"):
-        FaceDescriptorNet().load_tfjs(wrong)
-
-    transposed_fc = dict(weights, fc=weights["fc"].T)
-    with pytest.raises(WeightsError, match="'fc'"):
-        FaceDescriptorNet().load_tfjs(transposed_fc)
+    assert_strict_loading(lambda m: FaceDescriptorNet().load_tfjs(m), weights, parameters=117,
+                          missing="conv128_2/conv2/scale/biases",
+                          extra={"conv512/conv/filters": torch.zeros(3, 3, 256, 512)},
+                          wrong={"conv64_down/conv1/conv/filters": torch.zeros(3, 3, 64, 64), "fc": weights["fc"].T})
 
 
-def test_bad_inputs_are_refused(net):
+def test_bad_inputs_are_refused(descriptor_net):
     with pytest.raises(ValueError, match="empty"):
-        describe([np.zeros((0, 10, 3), np.uint8)], net)
+        describe([np.zeros((0, 10, 3), np.uint8)], descriptor_net)
     with pytest.raises(ValueError, match="uint8"):
-        describe([np.zeros((10, 10, 3), np.float32)], net)
+        describe([np.zeros((10, 10, 3), np.float32)], descriptor_net)
     with pytest.raises(ValueError, match="no face crops"):
-        describe([], net)
+        describe([], descriptor_net)
 
 
-def test_eight_crops_are_fast(ref, net):
-    # Timed on one thread, best of 3: a multi-threaded torch sharing a small CI box with another busy process
-    # slows down many-fold in OpenMP barriers, which says nothing about this net. One core is the stricter bound.
-    crops = ref["crops"][:8]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        describe(crops, net)  # warm-up (oneDNN primitive creation)
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            describe(crops, net)
-            best = min(best, time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(threads)
+def test_eight_crops_are_fast(describe_ref, descriptor_net):
+    crops = describe_ref["crops"][:8]
+    best = best_single_thread_time(lambda: describe(crops, descriptor_net))  # one thread, best of 3
     assert best < 0.5, best

@@ -8,18 +8,16 @@ through 27 layers); final boxes to ~5e-4 px; resizing is bit-exact. Limits below
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from model.faces.detector import NUM_ANCHORS, DetectedFace, FaceDetector, detections, non_max_suppression
-from model.faces.tfjs_ops import FaceWeightsError, square_net_input
+from model.faces.tfjs_ops import square_net_input
 from model.faces.weights import load_face_weights
+from tests.model.faces.conftest import assert_load_refused, assert_strict_loading, best_single_thread_time
 
-REF_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "faces"
 IMAGES = ["astronaut_gouache", "astronaut_oil", "astronaut_poster", "cameraman_sepia", "astronaut",
           "astronaut_oil_mirror", "astronaut_crop", "flat"]
 OPTIONS = [(0.5, 100), (0.2, 100), (0.1, 3)]
@@ -28,67 +26,47 @@ BOX_ATOL_PX = 0.05
 SCORE_ATOL = 1e-4
 
 
-def _image(name: str) -> np.ndarray:
-    return np.asarray(Image.open(REF_DIR / "detect_inputs" / f"{name}.png").convert("RGB"))
-
-
 @pytest.fixture(scope="module")
-def ref():
-    with np.load(REF_DIR / "detect_reference.npz") as z:
-        return {k: z[k] for k in z.files}
-
-
-@pytest.fixture(scope="module")
-def detector() -> FaceDetector:
-    return FaceDetector.pretrained()
-
-
-@pytest.fixture(scope="module")
-def images() -> dict[str, np.ndarray]:
-    return {name: _image(name) for name in IMAGES}
-
-
-@pytest.fixture(scope="module")
-def outputs(detector, images) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def outputs(detector, detect_images) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Decoded boxes (5118,4) and scores (5118,) of every image, from one batched forward pass."""
     with torch.no_grad():
-        boxes, scores = detector(detector.preprocess([images[n] for n in IMAGES]))
+        boxes, scores = detector(detector.preprocess([detect_images[n] for n in IMAGES]))
     assert boxes.shape == (len(IMAGES), NUM_ANCHORS, 4) and scores.shape == (len(IMAGES), NUM_ANCHORS)
     return {name: (boxes[i], scores[i]) for i, name in enumerate(IMAGES)}
 
 
 @pytest.mark.parametrize("name", IMAGES)
-def test_raw_outputs_match_tfjs(outputs, ref, name):
+def test_raw_outputs_match_tfjs(outputs, detect_ref, name):
     boxes, scores = outputs[name]
-    np.testing.assert_allclose(boxes.numpy(), ref[f"{name}/boxes"], rtol=0, atol=RAW_ATOL)
-    np.testing.assert_allclose(scores.numpy(), ref[f"{name}/scores"], rtol=0, atol=RAW_ATOL)
+    np.testing.assert_allclose(boxes.numpy(), detect_ref[f"{name}/boxes"], rtol=0, atol=RAW_ATOL)
+    np.testing.assert_allclose(scores.numpy(), detect_ref[f"{name}/scores"], rtol=0, atol=RAW_ATOL)
 
 
 @pytest.mark.parametrize("name", IMAGES)
-def test_detections_match_tfjs(outputs, images, ref, name):
+def test_detections_match_tfjs(outputs, detect_images, detect_ref, name):
     boxes, scores = outputs[name]
     for conf, limit in OPTIONS:
-        faces = detections(boxes, scores, images[name].shape[:2], conf, limit)
+        faces = detections(boxes, scores, detect_images[name].shape[:2], conf, limit)
         key = f"{name}/det/{conf}_{limit}"
-        assert len(faces) == len(ref[f"{key}/scores"]), key
+        assert len(faces) == len(detect_ref[f"{key}/scores"]), key
         if faces:
-            np.testing.assert_allclose([f.box for f in faces], ref[f"{key}/boxes"], rtol=0, atol=BOX_ATOL_PX)
-            np.testing.assert_allclose([f.score for f in faces], ref[f"{key}/scores"], rtol=0, atol=SCORE_ATOL)
+            np.testing.assert_allclose([f.box for f in faces], detect_ref[f"{key}/boxes"], rtol=0, atol=BOX_ATOL_PX)
+            np.testing.assert_allclose([f.score for f in faces], detect_ref[f"{key}/scores"], rtol=0, atol=SCORE_ATOL)
 
 
-def test_detect_api(detector, images, ref):
+def test_detect_api(detector, detect_images, detect_ref):
     """`detect` / `detect_batch` (preprocess + forward + NMS) give face-api's detections, as DetectedFace."""
-    single = detector.detect(images["cameraman_sepia"], 0.2)
-    batched = detector.detect_batch([images["astronaut_crop"], images["cameraman_sepia"]], 0.2)
+    single = detector.detect(detect_images["cameraman_sepia"], 0.2)
+    batched = detector.detect_batch([detect_images["astronaut_crop"], detect_images["cameraman_sepia"]], 0.2)
     assert all(isinstance(f, DetectedFace) and isinstance(f.score, float) for f in single)
     for faces, name in ((single, "cameraman_sepia"), (batched[0], "astronaut_crop"), (batched[1], "cameraman_sepia")):
-        np.testing.assert_allclose([f.box for f in faces], ref[f"{name}/det/0.2_100/boxes"], atol=BOX_ATOL_PX)
+        np.testing.assert_allclose([f.box for f in faces], detect_ref[f"{name}/det/0.2_100/boxes"], atol=BOX_ATOL_PX)
     assert detector.detect_batch([]) == []
 
 
-def test_faces_found_where_expected(outputs, images):
+def test_faces_found_where_expected(outputs, detect_images):
     # At face-api's default 0.5: one face in the photo, its crop, and three of the four paintings.
-    counts = {name: len(detections(*outputs[name], images[name].shape[:2])) for name in IMAGES}
+    counts = {name: len(detections(*outputs[name], detect_images[name].shape[:2])) for name in IMAGES}
     assert counts == {"astronaut_gouache": 1, "astronaut_oil": 0, "astronaut_poster": 1, "cameraman_sepia": 1,
                       "astronaut": 1, "astronaut_oil_mirror": 0, "astronaut_crop": 1, "flat": 0}
 
@@ -99,10 +77,10 @@ def test_no_face_on_flat_image(detector):
 
 @pytest.mark.parametrize("key", [k for k in ("up_23x31_64_centered", "up_23x31_64_corner",
                                              "down_61x47_40_centered", "down_61x47_40_corner")])
-def test_preprocessing_is_bit_exact(ref, key):
-    image = ref[f"resize/{key}/input"]
-    expected = ref[f"resize/{key}/values"]                       # (S,S,3) NHWC from NetInput.toBatchTensor
-    got = square_net_input([image], expected.shape[0], bool(ref[f"resize/{key}/centered"]))[0]
+def test_preprocessing_is_bit_exact(detect_ref, key):
+    image = detect_ref[f"resize/{key}/input"]
+    expected = detect_ref[f"resize/{key}/values"]                # (S,S,3) NHWC from NetInput.toBatchTensor
+    got = square_net_input([image], expected.shape[0], bool(detect_ref[f"resize/{key}/centered"]))[0]
     np.testing.assert_array_equal(got.permute(1, 2, 0).numpy(), expected)
 
 
@@ -115,49 +93,27 @@ def test_nms_keeps_iou_of_exactly_half_and_breaks_ties_by_index():
     assert non_max_suppression(boxes, scores, 100, 0.5, 0.95) == []
 
 
-def test_invalid_options_rejected(detector, images):
+def test_invalid_options_rejected(detector, detect_images):
     for conf in (0.0, 1.0, -0.1):
         with pytest.raises(ValueError, match="min_confidence"):
-            detector.detect(images["flat"], conf)
+            detector.detect(detect_images["flat"], conf)
     with pytest.raises(ValueError, match="max_results"):
-        detector.detect(images["flat"], 0.5, 0)
+        detector.detect(detect_images["flat"], 0.5, 0)
 
 
 def test_loading_uses_every_tensor_strictly():
     weights = load_face_weights("ssd_mobilenetv1")
-    FaceDetector.from_tfjs(weights)  # the shipped file loads with nothing left over
-
-    missing = dict(weights)
-    del missing["MobilenetV1/Conv2d_7_depthwise/BatchNorm/gamma"]
-    with pytest.raises(FaceWeightsError, match="missing tensor 'MobilenetV1/Conv2d_7_depthwise/BatchNorm/gamma'"):
-        FaceDetector.from_tfjs(missing)
-
-    extra = {**weights, "Prediction/BoxPredictor_6/ClassPredictor/biases": torch.zeros(18)}
-    with pytest.raises(FaceWeightsError, match="unexpected tensors.*BoxPredictor_6"):
-        FaceDetector.from_tfjs(extra)
-
-    wrong = {**weights, "Prediction/Conv2d_3_pointwise/weights": torch.zeros(1, 1, 128, 256)}
-    with pytest.raises(FaceWeightsError, match=r"Conv2d_3_pointwise/weights.*\(1, 1, 128, 256\).*\(3, 3, 128, 256\)"):
-        FaceDetector.from_tfjs(wrong)
-
-    other_graph = {**weights, "Preprocessor/ResizeImage/size": torch.tensor([300.0, 300.0])}
-    with pytest.raises(FaceWeightsError, match="ResizeImage/size"):
-        FaceDetector.from_tfjs(other_graph)
+    assert_strict_loading(FaceDetector.from_tfjs, weights, missing="MobilenetV1/Conv2d_7_depthwise/BatchNorm/gamma",
+                          extra={"Prediction/BoxPredictor_6/ClassPredictor/biases": torch.zeros(18)},
+                          wrong={"Prediction/Conv2d_3_pointwise/weights": torch.zeros(1, 1, 128, 256)})
+    # Graph constants the port hard-codes are checked too.
+    assert_load_refused(FaceDetector.from_tfjs, weights, "ResizeImage/size",
+                        put={"Preprocessor/ResizeImage/size": torch.tensor([300.0, 300.0])})
 
 
-def test_detector_speed_on_512_input(detector, images):
+def test_detector_speed_on_512_input(detector, detect_images):
     """One 512x512 detection takes well under a second of CPU. Measured as CPU time of a single thread, so
     the check holds on a busy machine (wall time there depends on the neighbours, not on this code)."""
-    image = images["astronaut"]                                  # 512x512: no resize, the full network
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        detector.detect(image)                                   # warm-up
-        times = []
-        for _ in range(3):
-            start = time.process_time()
-            detector.detect(image)
-            times.append(time.process_time() - start)
-    finally:
-        torch.set_num_threads(threads)
-    assert min(times) < 1.0, times
+    image = detect_images["astronaut"]                           # 512x512: no resize, the full network
+    best = best_single_thread_time(lambda: detector.detect(image), clock=time.process_time)
+    assert best < 1.0, best
