@@ -320,15 +320,25 @@ def smile_part(scorer, backbone, identities: int, resolutions: Sequence[int], ps
     return rows, {"gain_by_still": by_edit}
 
 
-def photo_smiles(scorer, faces: list[dict]) -> dict:
-    """P(happy) of the photos and paintings (the astronaut smiles, the cameraman does not)."""
-    out = {}
+def photo_smiles(scorer, faces: list[dict]) -> tuple[list[dict], dict]:
+    """Photos and paintings (framing 1, not mirrored): P(happy) (the astronaut smiles, the cameraman does not), the
+    gain of each image read against itself (the null on real faces), and astronaut minus cameraman P(happy) at the
+    same size (a real smile, though of another sitter)."""
+    per = {}
     for f in faces:
         if f["mirror"] or f["framing"] != 1.0:
             continue
-        m = scorer.score([f["image"]], [0.0], f["image"], None, {})
-        out[f["name"]] = m.expressions.get(NEUTRAL, {}).get("happy")
-    return out
+        m = scorer.score([f["image"]], [0.0], f["image"], None, {SMILE: f["image"]})
+        ref, still = m.expressions.get(NEUTRAL, {}).get("happy"), m.expressions.get(SMILE, {}).get("happy")
+        per[f["name"]] = {"person": f["person"], "size": f["size"], "p_happy": ref,
+                          "self_gain": None if ref is None or still is None else still - ref}
+    rows = [{"still": "photos/paintings: itself (read at another canvas position)",
+             **stats([v["self_gain"] for v in per.values()])},
+            {"still": "photos/paintings: smiling astronaut minus neutral cameraman, same size",
+             **stats([a["p_happy"] - c["p_happy"] for a in per.values() for c in per.values()
+                      if a["person"] == "astronaut" and c["person"] == "cameraman" and a["size"] == c["size"]
+                      and a["p_happy"] is not None and c["p_happy"] is not None])}]
+    return rows, per
 
 
 # ---- output -----------------------------------------------------------------------------------------------
@@ -443,9 +453,10 @@ def main(argv=None) -> dict:
         low_scorer, scorer, faces, nonfaces, renders, sweep, a.resolutions, backbone_frames, turntables)
     print("detection done", f"{time.perf_counter() - t0:.0f}s", flush=True)
     smile_rows, facts["smile"] = smile_part(scorer, g_ori, a.identities, [res_b], a.psi, a.seed)
-    tables["smile"] = [{"still": k, **v} for k, v in facts["smile"]["gain_by_still"].items()]
+    photo_rows, facts["smile"]["photos_and_paintings"] = photo_smiles(scorer, faces)
+    tables["smile"] = [{"still": f"head-prior G_ori: {k}", **v} for k, v in facts["smile"]["gain_by_still"].items()]
+    tables["smile"] += photo_rows
     facts["smile"]["per_identity"] = smile_rows
-    facts["smile"]["p_happy_of_photos_and_paintings"] = photo_smiles(scorer, faces)
     facts["thresholds"] = asdict(FaceMetricThresholds()) | {"render_min_confidence": threshold}
     facts["seconds"] = time.perf_counter() - t0
     print("smile done", f"{facts['seconds']:.0f}s", flush=True)

@@ -74,7 +74,7 @@ from model.encoders import LpipsConfig, load_lpips
 from model.lora import DeltaConfig, attach_adapters, lora_layers
 from model.metrics import ssim
 from model.tune import PaintingInput, tune_paintings
-from pipeline.settings import PRESET_SETTINGS, BackboneSettings, JobSettings, load_models
+from pipeline.settings import PRESET_SETTINGS, JobSettings, load_models
 
 COLOUR_HEADS = ("siren.output_color.", "siren.color_layer_sine.")
 EVAL_LPIPS_SEED = 1234
@@ -153,7 +153,8 @@ def _repeat(latent: Latent, n: int) -> Latent:
 @torch.no_grad()
 def score(gen: Backbone, latent: Latent, teacher_imgs, masks, yaws, lpips_fn, resolution
           ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """One identity: gen(latent) at every yaw vs the teacher's renders -> (metrics (N_v,) each, renders (N_v, 3, H, W))."""
+    """One identity: gen(latent) at every yaw vs the teacher's renders -> (metrics (N_v,) each, renders (N_v, 3, H, W)).
+    """
     n = len(yaws)
     image = gen.render_latent(_repeat(latent, n), yaws, torch.zeros(n), resolution).image
     return masked_metrics(image, teacher_imgs, masks, lpips_fn), image
@@ -311,7 +312,8 @@ def run(settings: JobSettings, identities: int, views: int, resolution: int, met
              "with a face; id_consistency = descriptor cosine, each view vs the method's own frontal render; "
              "likeness = cosine, frontal render vs the painting; pose_err = mean |landmark yaw - yaw| (deg, "
              "reliable landmarks only); teacher_identity = cosine, method vs teacher render at the same novel "
-             "view (pairs with a face in both). Means over what exists; None = no face to measure. ↑ except pose_err.")
+             "view (pairs with a face in both). Means over what exists; None = no face to measure. "
+             "↑ except pose_err.")
     columns = ["method", "lpips_novel", "psnr_novel", "ssim_novel", "lpips_frontal", "psnr_frontal", "ssim_frontal"]
     if scorer is not None:
         columns += [*FACE_COLUMNS, "teacher_identity_pairs"]

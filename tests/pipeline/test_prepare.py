@@ -170,3 +170,19 @@ def test_prepare_reads_a_iiif_manifest_over_http_and_the_command_exits_zero(ray_
     # The catalog is unusable: the command fails with one clear line naming the URL.
     result = CliRunner().invoke(main, ["prepare", f"{base}/nowhere.json", "-o", str(root / "x.parquet")])
     assert result.exit_code != 0 and "nowhere.json" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.s3
+@pytest.mark.timeout(300)
+def test_prepare_writes_its_outputs_to_s3(ray_local, catalog, s3_bucket, s3_options):
+    import s3fs
+
+    out = f"{s3_bucket}/prepared/faces.parquet"
+    summary = prepare(str(catalog / "catalog.csv"), out, PrepareConfig(min_face_px=110.0), s3_options)
+    assert summary.ok == 3
+    fs = s3fs.S3FileSystem(**s3_options)
+    tasks, problems = load_manifest(out, s3_options)
+    assert problems == [] and {t.painting_id for t in tasks} == {"portrait", "mirrored", "given-pose"}
+    names = {p.rsplit("/", 1)[-1] for p in fs.find(f"{s3_bucket}/prepared")}
+    assert {"faces.report.parquet", "faces.review.html", "portrait.jpg", "portrait.face.jpg"} <= names
+    assert "testing" not in fs.cat(f"{s3_bucket}/prepared/faces.review.html").decode()   # no credential leaks
