@@ -99,14 +99,13 @@ def analyze_painting(row: Mapping[str, Any], analyzer, config: PrepareConfig, st
     try:
         data = with_retries(lambda: fetch_painting(uri, storage_options))
         image, full = decode_bounded(data, uri, max_side=config.analysis_side)
-        faces = analyzer.faces(image)
+        scale = full[0] / image.size[0]
+        faces = _faces_in(image, row.get("crop"), scale, analyzer)
     except PaintingImageError as exc:
         return [{**base, "status": "image", "message": redact_text(f"{exc.kind}: {exc}")}]
     except Exception as exc:  # noqa: BLE001 - one painting's failure never stops the catalog
         kind, message = classify(exc)
         return [{**base, "status": "storage" if kind == "storage" else "internal", "message": message}]
-    scale = full[0] / image.size[0]
-    faces = [f.scaled(scale) for f in faces]
     thumb_name = write_asset(f"{pid}.jpg", _jpeg(_thumbnail(image, config.thumb_side)))
     thumb_scale = config.thumb_side / max(full) if max(full) > config.thumb_side else 1.0
     review = {"thumb": thumb_name, "thumb_scale": thumb_scale, "size": list(full)}
@@ -144,6 +143,14 @@ def analyze_painting(row: Mapping[str, Any], analyzer, config: PrepareConfig, st
         results.append({"message": "", **result, "status": "ok", "yaw_deg": _float(yaw), "pitch_deg": _float(pitch),
                         "pose_source": source, "manifest_row": manifest_row})
     return results
+
+
+def _faces_in(image, crop: Mapping | None, scale: float, analyzer) -> list:
+    """Faces in full-image pixels; a row's `crop` box (full-image pixels) limits the search to that region."""
+    if not crop:
+        return [f.scaled(scale) for f in analyzer.faces(image)]
+    box = tuple(round(v / scale) for v in (crop["x"], crop["y"], crop["x"] + crop["w"], crop["y"] + crop["h"]))
+    return [f.scaled(scale, box[0] * scale, box[1] * scale) for f in analyzer.faces(image.crop(box))]
 
 
 def _float(v) -> float | None:

@@ -58,12 +58,13 @@ class Face:
     def prominence(self) -> float:
         return self.box[2] * self.box[3] * self.confidence
 
-    def scaled(self, factor: float) -> Face:
-        """The same face in an image `factor` times larger (analysis ran on a reduced copy)."""
-        a = self.alignment
-        return Face(box=tuple(v * factor for v in self.box), confidence=self.confidence,
-                    landmarks=self.landmarks * factor, pose=self.pose,
-                    alignment=FaceAlignment(a.cx * factor, a.cy * factor, a.size * factor, a.angle_deg))
+    def scaled(self, factor: float, dx: float = 0.0, dy: float = 0.0) -> Face:
+        """The same face in an image `factor` times larger, then shifted by (dx, dy): analysis ran on a reduced
+        copy, or on a region of the image."""
+        a, (x, y, w, h) = self.alignment, self.box
+        return Face(box=(x * factor + dx, y * factor + dy, w * factor, h * factor), confidence=self.confidence,
+                    landmarks=self.landmarks * factor + np.array([dx, dy]), pose=self.pose,
+                    alignment=FaceAlignment(a.cx * factor + dx, a.cy * factor + dy, a.size * factor, a.angle_deg))
 
 
 @dataclass(frozen=True)

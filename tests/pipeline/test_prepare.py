@@ -122,6 +122,14 @@ def test_all_faces_gives_one_row_per_face(ray_local, tmp_path):
     ids = pq.read_table(tmp_path / "o.parquet").column("painting_id").to_pylist()
     assert ids == ["pair-f1", "pair-f2"] and summary.ok == 2
     assert isinstance(Image.open(tmp_path / "o.review" / "pair-f2.face.jpg").size, tuple)
+    # A row's crop box limits the search: the second sitter, not the more prominent first one.
+    right = pq.read_table(tmp_path / "o.parquet").to_pylist()[1]["face_align"]
+    cat = _write_csv(tmp_path / "c2.csv", [{"painting_id": "pair", "image_uri": "two.jpg",
+                                             "crop": "860,120,520,560"}])
+    prepare(cat, str(tmp_path / "o2.parquet"), PrepareConfig())
+    [row] = pq.read_table(tmp_path / "o2.parquet").to_pylist()
+    assert row["crop"] is None and abs(row["face_align"]["cx"] - right["cx"]) < 3
+    assert abs(row["face_align"]["cy"] - right["cy"]) < 3
 
 
 class _Quiet(SimpleHTTPRequestHandler):
