@@ -45,13 +45,10 @@ class MissingWeightsError(WeightsError):
 def register_model_configs() -> None:
     """Make the architectures in `model/encoder_configs/` (e.g. the tiny test CLIP) known to open_clip.
 
-    Idempotent; runs on import of this module.
+    Idempotent; called when a CLIP is built (not on import: importing this module changes no other library).
     """
     if TINY_CLIP_NAME not in open_clip.list_models():
         open_clip.add_model_config(ENCODER_CONFIG_DIR)
-
-
-register_model_configs()
 
 
 @dataclass(frozen=True)
@@ -163,6 +160,7 @@ def load_clip(config: ClipConfig = ClipConfig(), device: str | torch.device = "c
     Raises MissingWeightsError (fast, no network retries) when a pretrained tag is neither cached nor
     downloadable, WeightsError when a checkpoint does not fit the architecture.
     """
+    register_model_configs()
     tag_cfg = _pretrained_tag_config(config)
     weights_file = None
     if config.checkpoint_uri is None and config.pretrained is not None:

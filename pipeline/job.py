@@ -108,7 +108,7 @@ def run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -
     store = OutputStore(config.out_uri, config.storage_options)
     backbone = load_backbone_only(replace(config.settings, device="cpu"), config.storage_options)  # hash only
     config_hash = config.settings.result_hash(backbone.base_hash())
-    from pipeline.options import settings_json
+    from pipeline.settings import settings_json
 
     store.write_run_config(run_id, {"run_id": run_id, "manifest": redact_uri(config.manifest_uri),
                                     "out": store.uri, "config_hash": config_hash,

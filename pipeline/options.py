@@ -127,19 +127,6 @@ def parse_lpips(spec: str) -> LpipsConfig:
     return LpipsConfig(net=net, backbone_weights_uri=uri or None)
 
 
-def settings_json(settings: JobSettings, redact) -> str:
-    """The resolved settings as JSON with weight URIs passed through `redact` (no credentials written)."""
-    d = settings.to_dict()
-    d["backbone"]["weights"] = [[p, redact(u)] for p, u in d["backbone"]["weights"]]
-    for clip in d["tune"]["encoders"]["clip"]:
-        if clip.get("checkpoint_uri"):
-            clip["checkpoint_uri"] = redact(clip["checkpoint_uri"])
-    lp = d["tune"]["encoders"]["lpips"]
-    if lp.get("backbone_weights_uri"):
-        lp["backbone_weights_uri"] = redact(lp["backbone_weights_uri"])
-    return json.dumps(d, indent=1, sort_keys=True)
-
-
 def storage_options_option(fn):
     fn = click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
                       help="fsspec storage option for OUT, images and weights (repeatable; JSON values allowed), "

@@ -110,8 +110,26 @@ def _from_dict(cls, data):
                     return _from_dict(t, data)
                 except (TypeError, ValueError):
                     continue
-        return data
+        raise ValueError(f"settings value {data!r} fits none of {[getattr(t, '__name__', t) for t in args]}")
+    if dataclasses.is_dataclass(cls) is False and isinstance(cls, type) and cls in (int, float, str, bool):
+        if cls is float and isinstance(data, int) and not isinstance(data, bool):
+            return float(data)
+        if not isinstance(data, cls) or (cls is int and isinstance(data, bool)):
+            raise ValueError(f"settings value {data!r} is not a {cls.__name__}")
     return data
+
+
+def settings_json(settings: JobSettings, redact) -> str:
+    """The resolved settings as JSON with weight URIs passed through `redact` (no credentials written)."""
+    d = settings.to_dict()
+    d["backbone"]["weights"] = [[p, redact(u)] for p, u in d["backbone"]["weights"]]
+    for clip in d["tune"]["encoders"]["clip"]:
+        if clip.get("checkpoint_uri"):
+            clip["checkpoint_uri"] = redact(clip["checkpoint_uri"])
+    lp = d["tune"]["encoders"]["lpips"]
+    if lp.get("backbone_weights_uri"):
+        lp["backbone_weights_uri"] = redact(lp["backbone_weights_uri"])
+    return json.dumps(d, indent=1, sort_keys=True)
 
 
 PRESET_SETTINGS = {"quick": quick_settings, "paper": paper_settings}

@@ -16,7 +16,8 @@ from pipeline.errors import classify
 from model.tune import tune_paintings
 from pipeline.inputs import LazyFaceAnalyzer, face_scorer, painting_input
 from pipeline.manifest import Crop, PaintingTask
-from pipeline.options import model_options, settings_json
+from pipeline.options import model_options
+from pipeline.settings import settings_json
 from pipeline.painting import painting_files, quality_flags
 from pipeline.settings import JobSettings, load_models, resolve_expressions, uses_random_models
 from pipeline.storage import redact_uri
