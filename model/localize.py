@@ -29,7 +29,6 @@ class LocalizeConfig:
     lr: float = 2e-2                    # Adam learning rate (paper)
     lambda_lpips: float = 1.0           # weight of LPIPS in L_cr (paper: 1)
     lambda_l2: float = 1.0              # weight of L2 in L_cr (paper: 1)
-    resolution: int | None = None       # render size while inverting (None: the backbone's training size)
 
     def __post_init__(self):
         if self.steps < 0 or self.lr <= 0:
