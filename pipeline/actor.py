@@ -6,7 +6,6 @@ The actor writes outputs straight to storage (the driver never moves bytes) and 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -94,7 +93,6 @@ def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, st
                 f"its actor died during each of {attempt - 1} attempts in this run (a crash in native code, "
                 "out of host memory, or lost nodes); not tried again until the next run")
             continue
-        _fault_exit(task.painting_id, attempt)  # test-only fault injection; off unless its env var is set
         try:
             tune_input, face = with_retries(lambda: painting_input(task, resolution, settings.image, faces,
                                                                    spec.storage_options))
@@ -197,27 +195,6 @@ def _note_attempt(store: OutputStore, run_id: str, painting_id: str) -> int:
         return len(store.fs.find(folder))
     except Exception:  # noqa: BLE001 - bookkeeping only; never fails a painting
         return 0
-
-
-FAULT_EXIT_FRACTION_ENV = "ARTMATOR_FAULT_EXIT_FRACTION"
-FAULT_SEED_ENV = "ARTMATOR_FAULT_SEED"
-
-
-def fault_exit_decision(painting_id: str, attempt: int, fraction: float, seed: int = 0) -> bool:
-    """Whether the test-only fault hook kills the process at this (painting, attempt): deterministic, ~fraction."""
-    digest = hashlib.sha256(f"{seed}/{painting_id}/{attempt}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") / 2.0 ** 64 < fraction
-
-
-def _fault_exit(painting_id: str, attempt: int) -> None:
-    """TEST-ONLY fault injection, off by default: with ARTMATOR_FAULT_EXIT_FRACTION=0.3 (and optionally
-    ARTMATOR_FAULT_SEED=n) in the workers' environment, the actor process dies with `os._exit(1)` before tuning
-    and committing ~30 % of (painting, attempt) pairs, as a native crash or OOM kill would. Used by
-    tests/reliability/test_faults.py to prove Ray's retries finish every painting; never set it in production.
-    """
-    fraction = float(os.environ.get(FAULT_EXIT_FRACTION_ENV) or 0.0)
-    if fraction > 0 and fault_exit_decision(painting_id, attempt, fraction, int(os.environ.get(FAULT_SEED_ENV) or 0)):
-        os._exit(1)
 
 
 def _with_device(settings: JobSettings) -> JobSettings:

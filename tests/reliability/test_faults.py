@@ -1,7 +1,6 @@
 """Injected faults on real Ray and a real S3 server: nothing finished is lost or duplicated, every failure has a reason.
 
-1. Actors die (`os._exit(1)` through the test-only hook `ARTMATOR_FAULT_EXIT_FRACTION`, deterministic per painting
-   and attempt): Ray restarts the actor and re-runs the batch; every painting is committed once and the report
+1. Actors die (`os._exit(1)` in the test-only `FaultyTuneActor` subclass, deterministic per painting and attempt): Ray restarts the actor and re-runs the batch; every painting is committed once and the report
    records `attempts` > 1 exactly for the killed ones.
 2. The object store goes away mid-run (a moto S3 server on 127.0.0.1 stopped for ~12 s, then restarted in the
    same process, data kept): the run ends cleanly (storage failures with a reason, or a storage error), and a
@@ -20,20 +19,23 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.actor import FAULT_EXIT_FRACTION_ENV, FAULT_SEED_ENV, fault_exit_decision
 from pipeline.errors import classify
 from pipeline.job import RunConfig, run
 from pipeline.storage import OutputStore
 from tests.pipeline.ray_fixtures import good_rows, write_images, write_manifest
 from tests.reliability.conftest import ROOT, alive, markers, supervise
+from tests.reliability.faulty_actor import FRACTION_ENV, SEED_ENV, fault_exit_decision
 
 RUN_ARGS = ["--stage1-steps", "2", "--stage2-steps", "1", "--frames", "2", "--render-resolution", "32",
             "--resolution", "32", "--expressions", "happiness", "--no-head-prior", "--no-gallery", "--actors", "1", "--no-find-faces", "--no-face-metrics"]
-# The child gets its own local Ray (own temp dir) so the fault hook's environment reaches its workers and so
-# killing it can never touch the test session's Ray.
+# The child gets its own local Ray (own temp dir) so the fault settings' environment reaches its workers and so
+# killing it can never touch the test session's Ray. Its job runs the test-only FaultyTuneActor.
 CHILD = """
 import sys, ray
 ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=sys.argv[1])
+import pipeline.job
+from tests.reliability.faulty_actor import FaultyTuneActor
+pipeline.job.TuneActor = FaultyTuneActor
 from pipeline.cli import main
 main(sys.argv[2:])
 """
@@ -61,7 +63,7 @@ def test_actor_crashes_are_retried_and_counted(tmp_path):
     out = tmp_path / "out"
     ray_tmp = tempfile.mkdtemp(prefix="rf", dir="/tmp")            # short: Ray's socket paths are length-limited
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update({FAULT_EXIT_FRACTION_ENV: str(fraction), FAULT_SEED_ENV: str(seed),
+    env.update({FRACTION_ENV: str(fraction), SEED_ENV: str(seed),
                 "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")})
     log_path = tmp_path / "child.log"
     with open(log_path, "wb") as log:
