@@ -20,13 +20,12 @@ from pipeline.errors import classify, with_retries
 from pipeline.inputs import LazyFaceAnalyzer, face_scorer, painting_input
 from pipeline.manifest import PaintingTask, task_from_row
 from pipeline.painting import painting_files, quality_flags, result_flags
+from pipeline.report import REPORT_SCHEMA
 from pipeline.settings import JobSettings, load_models, resolve_expressions, settings_from_json
 from pipeline.storage import OutputStore, atomic_write
 
-REPORT_COLUMNS = ("painting_id", "status", "error_kind", "message", "seconds_total", "seconds_stage1",
-                  "seconds_stage2", "lpips_ref", "psnr_ref", "lpips_stage1", "delta_bytes", "pose_estimated",
-                  "pose_source", "face_confidence", "face_detected_fraction", "face_identity_consistency",
-                  "face_likeness", "face_pose_error_deg", "flags")
+# The columns an actor reports per painting: the run report's, less what the driver adds.
+REPORT_COLUMNS = tuple(n for n in REPORT_SCHEMA.names if n not in ("attempts", "run_id", "config_hash"))
 
 
 @dataclass(frozen=True)

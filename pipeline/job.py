@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 
 from pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, failed_row
+from pipeline.report import REPORT_SCHEMA
 from pipeline.manifest import PaintingTask, load_manifest
 from pipeline.settings import JobSettings, load_backbone_only, uses_random_models
 from pipeline.storage import OutputStore, redact_options, redact_uri
@@ -227,16 +228,7 @@ def count_attempts(store: OutputStore, run_id: str) -> dict[str, int]:
     return counts
 
 
-REPORT_SCHEMA = pa.schema([
-    ("painting_id", pa.string()), ("status", pa.string()), ("error_kind", pa.string()), ("message", pa.string()),
-    ("attempts", pa.int32()), ("seconds_total", pa.float64()), ("seconds_stage1", pa.float64()),
-    ("seconds_stage2", pa.float64()), ("lpips_ref", pa.float64()), ("psnr_ref", pa.float64()),
-    ("lpips_stage1", pa.float64()), ("delta_bytes", pa.int64()), ("pose_estimated", pa.bool_()),
-    ("pose_source", pa.string()), ("face_confidence", pa.float64()), ("face_detected_fraction", pa.float64()),
-    ("face_identity_consistency", pa.float64()), ("face_likeness", pa.float64()),
-    ("face_pose_error_deg", pa.float64()), ("flags", pa.string()),
-    ("run_id", pa.string()), ("config_hash", pa.string()),
-])
+
 
 
 def report_table(rows: list[dict], attempts: Mapping[str, int], run_id: str, config_hash: str) -> pa.Table:

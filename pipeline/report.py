@@ -4,7 +4,21 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
+import pyarrow as pa
+
 from pipeline.storage import OutputStore
+
+# The run report (runs/<run_id>/report.parquet): one row per manifest row of the run; its one definition.
+REPORT_SCHEMA = pa.schema([
+    ("painting_id", pa.string()), ("status", pa.string()), ("error_kind", pa.string()), ("message", pa.string()),
+    ("attempts", pa.int32()), ("seconds_total", pa.float64()), ("seconds_stage1", pa.float64()),
+    ("seconds_stage2", pa.float64()), ("lpips_ref", pa.float64()), ("psnr_ref", pa.float64()),
+    ("lpips_stage1", pa.float64()), ("delta_bytes", pa.int64()), ("pose_estimated", pa.bool_()),
+    ("pose_source", pa.string()), ("face_confidence", pa.float64()), ("face_detected_fraction", pa.float64()),
+    ("face_identity_consistency", pa.float64()), ("face_likeness", pa.float64()),
+    ("face_pose_error_deg", pa.float64()), ("flags", pa.string()),
+    ("run_id", pa.string()), ("config_hash", pa.string()),
+])
 
 
 def status_summary(out_uri: str, storage_options: Mapping | None = None) -> str:

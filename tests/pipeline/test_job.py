@@ -12,7 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.job import REPORT_SCHEMA, RunConfig, count_attempts, run
+from pipeline.job import RunConfig, count_attempts, run
+from pipeline.report import REPORT_SCHEMA
 from pipeline.storage import MARKER_NAME, OutputStore
 from tests.pipeline.ray_fixtures import tiny_settings, write_images, write_manifest
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline.actor import failed_row
-from pipeline.job import REPORT_SCHEMA, report_table
+from pipeline.job import report_table
+from pipeline.report import REPORT_SCHEMA
 from pipeline.report import status_summary
 from pipeline.storage import OutputStore
 
