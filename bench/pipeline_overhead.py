@@ -41,7 +41,7 @@ from bench.tuning import DEMO
 from model.images import load_painting
 from model.render import RenderConfig
 from model.tune import PaintingInput, tune_paintings
-from pipeline.manifest import load_manifest, manifest_base_dir, resolve_uri
+from pipeline.manifest import METADATA_COLUMNS, load_manifest, manifest_base_dir, resolve_uri
 from pipeline.painting import painting_files, quality_flags
 from pipeline.settings import JobSettings, load_models, quick_settings, resolve_expressions, uses_random_models
 from pipeline.storage import OutputStore
@@ -90,7 +90,7 @@ def inprocess(manifest: str, settings: JobSettings, out: str, config_hash: str, 
         tuned = tune_paintings(models.backbone, [PaintingInput(task.painting_id, image, task.yaw_deg, task.pitch_deg)],
                                settings.tune, models.encoders)[0]
         flags = quality_flags(tuned, random_models)
-        metadata = {k: getattr(task, k) for k in ("title", "artist", "date", "rights", "credit_line", "source_url")}
+        metadata = {k: getattr(task, k) for k in METADATA_COLUMNS}
         files = painting_files(models.backbone, tuned, settings.render, expressions, metadata, flags)
         store.write_painting(task.painting_id, files, {"run_id": "inprocess", "config_hash": config_hash,
                                                        "flags": flags})

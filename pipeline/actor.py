@@ -18,7 +18,7 @@ import torch
 from model.tune import tune_paintings
 from pipeline.errors import classify, with_retries
 from pipeline.inputs import LazyFaceAnalyzer, face_scorer, painting_input
-from pipeline.manifest import PaintingTask, task_from_row
+from pipeline.manifest import METADATA_COLUMNS, PaintingTask, task_from_row
 from pipeline.painting import painting_files, quality_flags, result_flags
 from pipeline.report import REPORT_SCHEMA
 from pipeline.settings import JobSettings, load_models, resolve_expressions, settings_from_json
@@ -178,8 +178,7 @@ def failed_row(painting_id: str, kind: str, message: str) -> dict:
 
 
 def _metadata(task: PaintingTask) -> dict:
-    return {"title": task.title, "artist": task.artist, "date": task.date, "rights": task.rights,
-            "credit_line": task.credit_line, "source_url": task.source_url}
+    return {k: getattr(task, k) for k in METADATA_COLUMNS}
 
 
 def _note_attempt(store: OutputStore, run_id: str, painting_id: str) -> int:

@@ -14,6 +14,7 @@ from model.images import to_pil, to_png_bytes
 from model.render import RenderConfig, render_expressions, render_turntable, render_views, turntable_angles
 from model.tune import TunedPainting
 from pipeline.gallery.video import encode_webp
+from pipeline.manifest import METADATA_COLUMNS
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -79,7 +80,7 @@ def painting_files(backbone: Backbone, tuned: TunedPainting, render: RenderConfi
         flags = [*flags, *(f for f in face_flags(metrics) if f not in flags)]
     result = {
         "painting_id": tuned.painting_id,
-        "metadata": {k: metadata.get(k) for k in ("title", "artist", "date", "rights", "credit_line", "source_url")},
+        "metadata": {k: metadata.get(k) for k in METADATA_COLUMNS},
         "pose": {"yaw_deg": yaw, "pitch_deg": pitch, "estimated": tuned.pose_estimated or pose_source != "given",
                  "source": pose_source},
         "face_input": dict(face_input or {}),
