@@ -46,7 +46,7 @@ def run(settings: JobSettings, identities: int, yaws: list[float], resolution: i
         eval_lpips_spec: str | None, out_dir: Path | None = None) -> list[dict]:
     models = load_models(settings)
     backbone, device = models.backbone, models.device
-    tune_res = settings.tune.resolution or backbone.config.train_resolution
+    tune_res = settings.tune.resolution or backbone.default_resolution
     painting = demo_paintings(settings, tune_res, 1)
     start = time.perf_counter()
     tuned = tune_paintings(backbone, painting, settings.tune, models.encoders)[0]

@@ -81,7 +81,7 @@ def inprocess(manifest: str, settings: JobSettings, out: str, config_hash: str, 
     tasks, problems = load_manifest(manifest)
     assert not problems, problems
     store = OutputStore(out)
-    resolution = settings.tune.resolution or models.backbone.config.train_resolution
+    resolution = settings.tune.resolution or models.backbone.default_resolution
     random_models = uses_random_models(settings)
     for task in tasks:
         crop = None if task.crop is None else (task.crop.x, task.crop.y, task.crop.w, task.crop.h)

@@ -44,7 +44,7 @@ def curves(settings: JobSettings, models, args) -> list[dict]:
     """Mean loss over the demo paintings at checkpoints of long stage-1 and stage-2 runs."""
     tune = replace(settings.tune, stage1=replace(settings.tune.stage1, steps=args.stage1_steps),
                    stage2=replace(settings.tune.stage2, steps=args.stage2_steps))
-    res = tune.resolution or models.backbone.config.train_resolution
+    res = tune.resolution or models.backbone.default_resolution
     paintings = demo_paintings(settings, res, args.paintings)
     start = time.perf_counter()
     tuned = tune_paintings(models.backbone, paintings, tune, models.encoders)
@@ -74,7 +74,7 @@ def batch(settings: JobSettings, models, args) -> list[dict]:
     """
     tune = replace(settings.tune, stage1=replace(settings.tune.stage1, steps=args.stage1_steps),
                    stage2=replace(settings.tune.stage2, steps=args.stage2_steps))
-    res = tune.resolution or models.backbone.config.train_resolution
+    res = tune.resolution or models.backbone.default_resolution
     warm = replace(tune, stage1=replace(tune.stage1, steps=1), stage2=replace(tune.stage2, steps=1))
     best: dict[int, list[float]] = {k: [] for k in args.ks}
     cpu: dict[int, list[float]] = {k: [] for k in args.ks}
@@ -103,7 +103,7 @@ def batch(settings: JobSettings, models, args) -> list[dict]:
 
 def delta(settings: JobSettings, models, args) -> list[dict]:
     """LoRA (default rank) vs full tuning on the same paintings: bytes and reference-view LPIPS/PSNR."""
-    res = settings.tune.resolution or models.backbone.config.train_resolution
+    res = settings.tune.resolution or models.backbone.default_resolution
     paintings = demo_paintings(settings, res, args.paintings)
     base_bytes = sum(t.numel() * t.element_size() for t in models.backbone.tunable().state_dict().values())
     rows = []

@@ -14,6 +14,10 @@ from torch import nn
 Latent = dict[str, torch.Tensor]  # name -> (B, D) code, e.g. {"z_id", "z_exp", "noise"} for AniFaceGAN
 
 
+class ExpressionError(ValueError):
+    """An expression that cannot be used (unreadable file, wrong length, non-finite values, unknown name)."""
+
+
 @dataclass(frozen=True)
 class RenderResult:
     image: torch.Tensor    # (B, 3, H, W) in [-1, 1]
@@ -22,9 +26,29 @@ class RenderResult:
 
 
 class Backbone(nn.Module, abc.ABC):
-    """A 3D-aware generator split into a tunable part (G of the paper) and fixed parts (priors, deformation)."""
+    """A 3D-aware generator split into a tunable part (G of the paper) and fixed parts (priors, deformation).
+
+    Everything generic code (stages, deltas, pipeline) needs from a backbone is declared here; generic code never
+    imports a concrete backbone package (it finds builders in `model.registry`).
+    """
 
     preset: str
+    WEIGHT_PARTS: tuple[str, ...] = ()   # names of the weight files a user can give (`load_backbone(weights=...)`)
+
+    @abc.abstractmethod
+    def base_hash(self) -> str:
+        """sha256 of the tunable part's weights: what a delta is bound to and resume hashes cover."""
+
+    @property
+    @abc.abstractmethod
+    def default_resolution(self) -> int:
+        """Render size the weights were trained at: the default tuning resolution."""
+
+    @property
+    def adapter_exclusions(self) -> tuple[type[nn.Module], ...]:
+        """Module types inside `tunable()` whose layers get no LoRA adapters (e.g. a latent mapping network),
+        declared by the tunable module as `ADAPTER_EXCLUSIONS` so that `model.lora` needs no backbone."""
+        return tuple(getattr(self.tunable(), "ADAPTER_EXCLUSIONS", ()))
 
     @abc.abstractmethod
     def sample_latent(self, batch: int, generator: torch.Generator | None = None) -> Latent:

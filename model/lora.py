@@ -14,7 +14,9 @@ Persistence (files, metadata, base binding) lives in `model.delta`.
 
 Include rule (which linears get adapters), by isinstance only:
   * every `nn.Linear` in the generator, in `named_modules` order;
-  * except those inside a mapping network (`MAPPING_NETWORK_TYPES`) unless `DeltaConfig.include_mapping`.
+  * except those inside the module types the tunable module declares in `ADAPTER_EXCLUSIONS` (AniFaceGAN: its
+    mapping network; `Backbone.adapter_exclusions`) unless `DeltaConfig.include_mapping`.
+A tunable module without any such linear is an error (never an empty optimizer).
 Each adapter's rank is min(rank, in_features, out_features): at that rank B·A can already express any update of
 the layer, so the clamp loses nothing and keeps narrow heads (256 -> 1 density, 256 -> 3 colour) cheap.
 """
@@ -32,11 +34,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from model.anifacegan.film import MappingNetwork
-
-# Module types whose linears are "the mapping network" for `DeltaConfig.include_mapping`. A backbone with its
-# own latent-to-modulation MLP adds its class here.
-MAPPING_NETWORK_TYPES: tuple[type[nn.Module], ...] = (MappingNetwork,)
 
 DeltaMode = Literal["lora", "full"]
 StorageDtype = Literal["float16", "float32"]
@@ -201,14 +198,18 @@ class BatchedLoRALinear(nn.Module):
 
 # ---- selecting and wrapping targets ------------------------------------------------------------------------
 def target_linears(generator: nn.Module, config: DeltaConfig) -> list[str]:
-    """Names (relative to `generator`) of the linears that get adapters, by the module docstring's rule."""
+    """Names (relative to `generator`) of the linears that get adapters, by the module docstring's rule.
+
+    The tunable module declares what to leave out in its `ADAPTER_EXCLUSIONS` (module types), so this generic code
+    knows no backbone."""
+    exclude = tuple(getattr(generator, "ADAPTER_EXCLUSIONS", ()))
     skip: list[str] = []
     names = []
     for name, module in generator.named_modules():
         if isinstance(module, BatchedLoRALinear):
             raise ValueError(f"{name or 'the module'} already has adapters; attach adapters to the plain generator "
                              "(e.g. backbone.tunable() of a backbone loaded without a delta)")
-        if not config.include_mapping and isinstance(module, MAPPING_NETWORK_TYPES):
+        if not config.include_mapping and exclude and isinstance(module, exclude):
             skip.append(name + ".")
         elif isinstance(module, nn.Linear) and not any(name.startswith(s) for s in skip):
             if not name:
@@ -238,6 +239,10 @@ def attach_adapters(generator: nn.Module, config: DeltaConfig, num_adapters: int
         tuned.requires_grad_(True)
         return tuned
     targets = target_linears(generator, config)
+    if not targets:
+        excluded = [t.__name__ for t in getattr(generator, "ADAPTER_EXCLUSIONS", ())]
+        raise ValueError(f"{type(generator).__name__} has no nn.Linear layer outside {excluded} "
+                         "to put LoRA adapters on; tune it with DeltaConfig(mode='full') (--delta-mode full)")
     adapted = _frozen_structural_copy(generator)
     for name in targets:
         parent_name, _, child = name.rpartition(".")
@@ -369,6 +374,6 @@ def _few(items: list[str], n: int = 4) -> str:
 
 
 __all__ = [
-    "BatchedLoRALinear", "DeltaConfig", "MAPPING_NETWORK_TYPES", "adapter_state", "attach_adapters", "load_adapter",
+    "BatchedLoRALinear", "DeltaConfig", "adapter_state", "attach_adapters", "load_adapter",
     "lora_layers", "merged_state_dict", "num_adapters", "target_linears", "trainable_parameters",
 ]

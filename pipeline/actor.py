@@ -83,7 +83,7 @@ def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, st
     start = time.perf_counter()
     rows: dict[str, dict] = {}
     inputs: list[tuple] = []
-    resolution = settings.tune.resolution or models.backbone.config.train_resolution
+    resolution = settings.tune.resolution or models.backbone.default_resolution
     for task in tasks:
         attempt = _note_attempt(store, spec.run_id, task.painting_id)
         if spec.max_attempts and attempt > spec.max_attempts:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from model.anifacegan.expressions import ExpressionError
+from model.backbone import ExpressionError
 from model.faces.analyzer import FaceError
 from model.images import PaintingImageError
 from model.weights import WeightsError

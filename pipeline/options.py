@@ -7,18 +7,19 @@ from functools import wraps
 
 import click
 
-from model.anifacegan.checkpoints import official_weights
+from model import official_weights
 from model.encoders import TINY_CLIP, ClipConfig, LpipsConfig
 from model.lora import DeltaConfig
+from model.registry import backbone_names, weight_parts
 from pipeline.settings import PRESET_SETTINGS, BackboneSettings, JobSettings
 
-PARTS = ("generator", "deform", "vae_id", "vae_exp")
+PARTS = tuple(weight_parts())                  # every registered backbone's weight parts (model.registry)
 
 
 def model_options(fn):
     """Decorator adding every model/tuning option; the command receives `settings: JobSettings`."""
     options = [
-        click.option("--preset", type=click.Choice(["tiny", "anifacegan"]), default="tiny", show_default=True,
+        click.option("--preset", type=click.Choice(backbone_names()), default="tiny", show_default=True,
                      help="Backbone: 'tiny' (CPU demo, random or head-prior weights) or 'anifacegan' (official)."),
         click.option("--settings", "settings_name", type=click.Choice(sorted(PRESET_SETTINGS)), default=None,
                      help="Step counts and sizes: 'quick' (CPU demo) or 'paper'. Default: quick for tiny, paper for anifacegan."),

@@ -12,8 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from model import AniFaceGAN, load_backbone
-from model.anifacegan.expressions import load_expression
+from model import Backbone, load_backbone, load_expression
 from model.encoders import TINY_CLIP, ClipConfig, LpipsConfig
 from model.images import ImageConfig
 from model.localize import LocalizeConfig
@@ -139,12 +138,12 @@ PRESET_SETTINGS = {"quick": quick_settings, "paper": paper_settings}
 class Models:
     """Models loaded once per process / actor."""
 
-    backbone: AniFaceGAN
+    backbone: Backbone
     encoders: Encoders
     device: torch.device
 
 
-def load_backbone_only(settings: JobSettings, storage_options: Mapping | None = None) -> AniFaceGAN:
+def load_backbone_only(settings: JobSettings, storage_options: Mapping | None = None) -> Backbone:
     """The backbone G_ori of these settings on their device (the procedural head for a weightless tiny preset)."""
     weights = settings.backbone.weight_map()
     if not weights and settings.backbone.preset == "tiny" and settings.backbone.head_prior:

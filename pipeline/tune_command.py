@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import torch
 
-from model.anifacegan.expressions import ExpressionError
+from model.backbone import ExpressionError
 from model.images import PaintingImageError
 from model.faces.analyzer import FaceError
 from model.weights import WeightsError
@@ -69,7 +69,7 @@ def _tune(image, yaw, pitch, box, out_dir, painting_id, settings: JobSettings) -
     torch.manual_seed(settings.tune.seed)
     start = time.perf_counter()
     models = load_models(settings)
-    resolution = settings.tune.resolution or models.backbone.config.train_resolution
+    resolution = settings.tune.resolution or models.backbone.default_resolution
     task = PaintingTask(row=0, painting_id=painting_id, image_uri=image, yaw_deg=yaw, pitch_deg=pitch,
                         crop=None if box is None else Crop(*box))
     painting, face = painting_input(task, resolution, settings.image, LazyFaceAnalyzer(settings.device))

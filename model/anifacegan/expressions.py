@@ -9,6 +9,7 @@ import numpy as np
 import scipy.io
 import torch
 
+from model.backbone import ExpressionError  # defined with the generic contract: generic code catches it
 from model.weights import read_bytes
 
 EXP_DIM = 64
@@ -17,10 +18,6 @@ ID_DIM = 80
 # Built-in named expressions shipped with the package. `happiness` is the official AniFaceGAN example smile
 # (3DMM coefficients of FFHQ image 01626, MIT licence; see model/anifacegan/data/NOTICE.md).
 BUILTIN_EXPRESSIONS = {"neutral": None, "happiness": "smile_01626.mat"}
-
-
-class ExpressionError(ValueError):
-    """An expression that cannot be used (unreadable file, wrong length, non-finite values, unknown name)."""
 
 
 def load_mat_coefficients(uri: str, storage_options: Mapping | None = None) -> dict[str, np.ndarray]:

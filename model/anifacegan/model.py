@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from model.anifacegan import PARTS
 from model.anifacegan import rays as R
 from model.anifacegan.config import AniFaceGANConfig
 from model.anifacegan.deform import ExpressionDeformation
@@ -37,7 +38,7 @@ def build_parts(config: AniFaceGANConfig) -> dict[str, nn.Module]:
 class AniFaceGAN(Backbone):
     """The AniFaceGAN backbone. Parts: `generator` (tunable), `deform`, `vae_id`, `vae_exp` (fixed)."""
 
-    PARTS = ("generator", "deform", "vae_id", "vae_exp")
+    PARTS = WEIGHT_PARTS = PARTS
 
     def __init__(self, config: AniFaceGANConfig, parts: Mapping[str, nn.Module], preset: str = "custom"):
         super().__init__()
@@ -71,6 +72,10 @@ class AniFaceGAN(Backbone):
     def base_hash(self) -> str:
         """sha256 of the tunable generator's weights: what a delta is bound to."""
         return sha256_state_dict(self.generator.state_dict())
+
+    @property
+    def default_resolution(self) -> int:
+        return self.config.train_resolution
 
     @property
     def device(self) -> torch.device:

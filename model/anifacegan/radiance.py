@@ -99,6 +99,10 @@ class ManifoldSampler(nn.Module):
 class RadianceGenerator(nn.Module):
     """The tunable 3D generator G: `siren` (radiance) and `model_sample` (manifolds); official `generator.pth`."""
 
+    # No LoRA adapters inside the mapping network (model.lora): z* already steers that path, and its last layer
+    # is 61 % of the generator's weights.
+    ADAPTER_EXCLUSIONS = (MappingNetwork,)
+
     def __init__(self, siren: RadianceSiren, model_sample: ManifoldSampler):
         super().__init__()
         self.siren = siren

@@ -201,3 +201,30 @@ def test_merged_state_dict_folds_adapter_and_loads_strictly(tiny_backbone):
     merged = _render(tiny_backbone.with_tunable(fresh), latent)
     torch.testing.assert_close(merged[1], _render(tiny_backbone.with_tunable(adapted), latent)[1],
                                atol=1e-4, rtol=1e-4)
+
+
+def test_a_tunable_module_without_adapter_targets_is_an_error_not_an_empty_optimizer():
+    class ConvOnly(nn.Module):            # e.g. a StyleGAN-family synthesis network: no nn.Linear to wrap
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3)
+
+    with pytest.raises(ValueError, match="no nn.Linear layer .*--delta-mode full"):
+        attach_adapters(ConvOnly(), DeltaConfig(), 1, 0)
+
+    class AllExcluded(nn.Module):
+        ADAPTER_EXCLUSIONS = (nn.Sequential,)
+
+        def __init__(self):
+            super().__init__()
+            self.mapping = nn.Sequential(nn.Linear(4, 4))
+
+    with pytest.raises(ValueError, match=r"outside \['Sequential'\]"):
+        attach_adapters(AllExcluded(), DeltaConfig(), 1, 0)
+    assert len(trainable_parameters(attach_adapters(AllExcluded(), DeltaConfig(include_mapping=True), 1, 0))) == 2
+
+
+def test_the_backbone_declares_its_adapter_exclusions(tiny_backbone):
+    from model.anifacegan.film import MappingNetwork
+
+    assert tiny_backbone.adapter_exclusions == (MappingNetwork,)
