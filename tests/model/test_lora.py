@@ -221,7 +221,7 @@ def test_a_tunable_module_without_adapter_targets_is_an_error_not_an_empty_optim
 
     with pytest.raises(ValueError, match=r"outside \['Sequential'\]"):
         attach_adapters(AllExcluded(), DeltaConfig(), 1, 0)
-    assert len(trainable_parameters(attach_adapters(AllExcluded(), DeltaConfig(include_mapping=True), 1, 0))) == 2
+    assert len(list(trainable_parameters(attach_adapters(AllExcluded(), DeltaConfig(include_mapping=True), 1, 0)))) == 2
 
 
 def test_the_backbone_declares_its_adapter_exclusions(tiny_backbone):
