@@ -93,7 +93,35 @@ def write_results(name: str, rows: Sequence[dict], env: dict, columns: Sequence[
     return json_path, md_path
 
 
+def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> list[str]:
+    """Markdown lines of a table of `columns` (missing or None cells stay empty)."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + [
+        "| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+
+
+def write_tables(name: str, env: dict, settings: dict, tables: dict[str, list[dict]],
+                 columns: dict[str, Sequence[str]], facts: dict, extra: dict | None = None,
+                 out_dir: Path | None = None) -> tuple[Path, Path]:
+    """Write `<name>.json` (environment, settings, every table, facts, `extra`) and `<name>.md` (one section per
+    table, then the facts); return their paths. For benchmarks with several tables."""
+    out_dir = out_dir or RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
+    rows = [{"table": t, **r} for t, rs in tables.items() for r in rs]
+    json_path.write_text(json.dumps({"benchmark": name, "environment": env, "settings": settings, "tables": tables,
+                                     "rows": rows, "facts": facts, **(extra or {})}, indent=1, default=float) + "\n")
+    lines = [f"# {name}", "", " | ".join(f"{k}: {v}" for k, v in env.items()), "",
+             "settings: " + "; ".join(f"{k} {v}" for k, v in settings.items()), ""]
+    for t, rs in tables.items():
+        lines += [f"## {t}", ""] + markdown_table(rs, columns[t]) + [""]
+    lines += ["## facts", "", "```", json.dumps(facts, indent=1, default=float), "```"]
+    md_path.write_text("\n".join(lines) + "\n")
+    return json_path, md_path
+
+
 def _fmt(v) -> str:
+    if v is None:
+        return ""
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)

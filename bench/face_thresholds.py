@@ -40,7 +40,6 @@ Parts (each a table in `bench/results/face_thresholds_cpu.{json,md}`):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -51,7 +50,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-from bench.common import RESULTS, environment
+from bench.common import environment, markdown_table, write_tables
 
 DEMO = Path(__file__).resolve().parents[1] / "manifests" / "demo"
 LOW_CONFIDENCE = 0.05            # detector threshold used to *see* sub-threshold scores
@@ -352,32 +351,9 @@ COLUMNS = {
 }
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return ""
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def table(rows: Sequence[dict], columns: Sequence[str]) -> list[str]:
-    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + [
-        "| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
-
-
 def write(name: str, env: dict, settings: dict, tables: dict[str, list[dict]], facts: dict,
           out_dir: Path | None = None) -> tuple[Path, Path]:
-    out_dir = out_dir or RESULTS
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
-    rows = [{"table": t, **r} for t, rs in tables.items() for r in rs]
-    json_path.write_text(json.dumps({"benchmark": name, "environment": env, "settings": settings, "tables": tables,
-                                     "rows": rows, "facts": facts}, indent=1, default=float) + "\n")
-    lines = [f"# {name}", "", " | ".join(f"{k}: {v}" for k, v in env.items()), "",
-             "settings: " + "; ".join(f"{k} {v}" for k, v in settings.items()), ""]
-    for t, rs in tables.items():
-        lines += [f"## {t}", ""] + table(rs, COLUMNS[t]) + [""]
-    lines += ["## facts", "", "```", json.dumps(facts, indent=1, default=float), "```"]
-    md_path.write_text("\n".join(lines) + "\n")
-    return json_path, md_path
+    return write_tables(name, env, settings, tables, COLUMNS, facts, None, out_dir)
 
 
 def main(argv=None) -> dict:
@@ -467,7 +443,7 @@ def main(argv=None) -> dict:
                 "psi": a.psi, "seed": a.seed, "threads": a.threads}
     json_path, md_path = write(a.name, env, settings, tables, facts, a.out_dir)
     for t, rs in tables.items():
-        print(f"\n{t}\n" + "\n".join(table(rs, COLUMNS[t])))
+        print(f"\n{t}\n" + "\n".join(markdown_table(rs, COLUMNS[t])))
     print(f"\nwrote {json_path} and {md_path}")
     return {"tables": tables, "facts": facts}
 

@@ -42,7 +42,6 @@ a loaded machine two OpenMP threads that spin-wait for each other can be ~10x sl
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -55,7 +54,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
 
-from bench.common import RESULTS, _fmt, environment
+from bench.common import environment, markdown_table, write_tables
 
 THRESHOLDS = (0.3, 0.5, 0.7)
 POSE_THRESHOLDS = (0.3, 0.5)
@@ -581,30 +580,10 @@ DETECTION_COLUMNS = ["group", "canvas", "face_px", "face_px_detector", "images",
 THROUGHPUT_COLUMNS = ["what", "paintings", "seconds", "fixed", "per_painting", "paintings_per_min", "detail"]
 
 
-def table(rows: Sequence[dict], columns: Sequence[str]) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join("" if row.get(c) is None else _fmt(row.get(c, "")) for c in columns) + " |")
-    return lines
-
-
 def write(name: str, env: dict, settings: dict, tables: dict[str, list[dict]], facts: dict, samples: dict,
           out_dir: Path | None = None) -> tuple[Path, Path]:
-    out_dir = out_dir or RESULTS
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
-    rows = [{"table": t, **r} for t, rs in tables.items() for r in rs]
-    json_path.write_text(json.dumps({"benchmark": name, "environment": env, "settings": settings,
-                                     "tables": tables, "rows": rows, "facts": facts, "samples": samples},
-                                    indent=1, default=float) + "\n")
-    lines = [f"# {name}", "", " | ".join(f"{k}: {v}" for k, v in env.items()), "",
-             "settings: " + "; ".join(f"{k} {v}" for k, v in settings.items()), ""]
     columns = {"pose": POSE_COLUMNS, "detection": DETECTION_COLUMNS, "throughput": THROUGHPUT_COLUMNS}
-    for t, rs in tables.items():
-        lines += [f"## {t}", ""] + table(rs, columns[t]) + [""]
-    lines += ["## facts", "", "```", json.dumps(facts, indent=1, default=float), "```"]
-    md_path.write_text("\n".join(lines) + "\n")
-    return json_path, md_path
+    return write_tables(name, env, settings, tables, columns, facts, {"samples": samples}, out_dir)
 
 
 def main(argv=None) -> dict:
@@ -662,7 +641,7 @@ def main(argv=None) -> dict:
         env["omp_wait_policy"] = os.environ["OMP_WAIT_POLICY"]
     json_path, md_path = write(a.name, env, settings, tables, facts, samples, a.out_dir)
     for t, rs in tables.items():
-        print(f"\n{t}\n" + "\n".join(table(rs, {"pose": POSE_COLUMNS, "detection": DETECTION_COLUMNS,
+        print(f"\n{t}\n" + "\n".join(markdown_table(rs, {"pose": POSE_COLUMNS, "detection": DETECTION_COLUMNS,
                                                   "throughput": THROUGHPUT_COLUMNS}[t])))
     print(f"\nwrote {json_path} and {md_path}")
     return {"tables": tables, "facts": facts, "samples": samples}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import posixpath
 import time
 from collections.abc import Callable, Mapping

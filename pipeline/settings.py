@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from model import Backbone, load_backbone, load_expression
-from model.encoders import TINY_CLIP, ClipConfig, LpipsConfig
+from model.encoders import TINY_CLIP, LpipsConfig
 from model.images import ImageConfig
 from model.localize import LocalizeConfig
 from model.render import RenderConfig
