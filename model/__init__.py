@@ -6,7 +6,7 @@ from collections.abc import Mapping
 import torch
 
 from model.anifacegan.checkpoints import official_weights
-from model.anifacegan.config import PRESETS, AniFaceGANConfig, RenderSettings, preset_config
+from model.anifacegan.config import PRESETS, AniFaceGANConfig, RenderSettings
 from model.anifacegan.expressions import load_expression
 from model.anifacegan.model import AniFaceGAN
 from model.backbone import Backbone, Latent, RenderResult
