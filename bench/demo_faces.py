@@ -89,7 +89,7 @@ def best_face(detector, a: np.ndarray, box_rel) -> tuple[float, tuple | None]:
 
 
 def p_happy(a: np.ndarray, box) -> float:
-    from model.faces.expression import classify
+    from artmator.model.faces.expression import classify
 
     crop = a
     if box is not None:
@@ -102,7 +102,7 @@ def p_happy(a: np.ndarray, box) -> float:
 
 
 def whole_painting_task(folder: Path):
-    from pipeline.manifest import PaintingTask
+    from artmator.pipeline.manifest import PaintingTask
     from tests.pipeline.faces_fixtures import whole_painting
 
     path = folder / "whole_astronaut.png"
@@ -111,14 +111,14 @@ def whole_painting_task(folder: Path):
 
 
 def run(args) -> tuple[dict, list[np.ndarray]]:
-    from model.delta import apply_delta
-    from model.faces.analyzer import FaceAnalyzer
-    from model.metrics import psnr
-    from model.render import turntable_angles
-    from model.tune import tune_paintings
-    from pipeline.inputs import LazyFaceAnalyzer, painting_input
-    from pipeline.manifest import load_manifest
-    from pipeline.settings import load_models, quick_settings, resolve_expressions
+    from artmator.model.delta import apply_delta
+    from artmator.model.faces.analyzer import FaceAnalyzer
+    from artmator.model.metrics import psnr
+    from artmator.model.render import turntable_angles
+    from artmator.model.tune import tune_paintings
+    from artmator.pipeline.inputs import LazyFaceAnalyzer, painting_input
+    from artmator.pipeline.manifest import load_manifest
+    from artmator.pipeline.settings import load_models, quick_settings, resolve_expressions
 
     settings = quick_settings()
     tune = settings.tune
@@ -215,7 +215,7 @@ def write(label: str, result: dict, sheet: list[np.ndarray], out_dir: Path, name
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
     data = json.loads(json_path.read_text()) if json_path.exists() else {"benchmark": name, "runs": {}}
-    from model.head_prior import CODE_VERSION
+    from artmator.model.head_prior import CODE_VERSION
 
     result["environment"] = environment(torch.device("cpu")) | {"head_prior": CODE_VERSION}
     data["runs"][label] = result

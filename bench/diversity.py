@@ -24,9 +24,9 @@ import torch
 from bench.common import environment, write_results
 from bench.quality import eval_lpips
 from bench.tuning import demo_paintings
-from model.delta import apply_delta
-from model.tune import tune_paintings
-from pipeline.settings import PRESET_SETTINGS, JobSettings, load_models
+from artmator.model.delta import apply_delta
+from artmator.model.tune import tune_paintings
+from artmator.pipeline.settings import PRESET_SETTINGS, JobSettings, load_models
 
 
 @torch.no_grad()

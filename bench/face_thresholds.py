@@ -99,8 +99,8 @@ def nonface_images(size: int, random_renders: Sequence[torch.Tensor] = ()) -> li
     """Images without a human face: {"name", "group", "image"}."""
     import skimage.data
 
-    from model.head_prior import reference_render
-    from model.images import to_pil
+    from artmator.model.head_prior import reference_render
+    from artmator.model.images import to_pil
 
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
@@ -139,7 +139,7 @@ class Renders:
         self._cache: dict[tuple[float, int], torch.Tensor] = {}
 
     def __call__(self, yaw: float, res: int) -> torch.Tensor:
-        from model.head_prior import reference_render
+        from artmator.model.head_prior import reference_render
 
         key = (round(float(yaw), 4), res)
         if key not in self._cache:
@@ -151,8 +151,8 @@ class Renders:
 def read_faces(scorer, images: Sequence) -> list[dict]:
     """Per image: best detector score (>= the scorer's threshold, else 0), landmark yaw, reliability, unit
     descriptor (of the face crop, or of the whole image without a detection) and its raw norm."""
-    from model.faces.descriptor import describe
-    from model.faces.metrics import _crop, _descriptor_box, working_image
+    from artmator.model.faces.descriptor import describe
+    from artmator.model.faces.metrics import _crop, _descriptor_box, working_image
 
     works = [working_image(im) for im in images]
     faces = scorer._find_faces(works)
@@ -217,7 +217,7 @@ def identity_part(low_scorer, faces: list[dict], nonfaces: list[dict], renders: 
                 float(np.dot(hr[0]["descriptor"], r["descriptor"])) for r in hr[1:] if r["score"] >= threshold]
     rows = [{"pairs": k, **stats(v), "share >= 0.9": (float(np.mean(np.asarray(v) >= 0.9)) if v else None)}
             for k, v in groups.items()]
-    from model.faces.metrics import cosine_threshold_for_distance
+    from artmator.model.faces.metrics import cosine_threshold_for_distance
 
     norms = [r["norm"] for r, o in zip(fr, ok) if o]
     facts = {"faces": len(faces), "faces_detected_at_threshold": int(sum(ok)),
@@ -290,7 +290,7 @@ def detection_part(low_scorer, scorer, faces: list[dict], nonfaces: list[dict], 
 # ---- 4. smile ---------------------------------------------------------------------------------------------
 def smile_part(scorer, backbone, identities: int, resolutions: Sequence[int], psi: float, seed: int
                ) -> tuple[list[dict], dict]:
-    from model.anifacegan.expressions import load_expression
+    from artmator.model.anifacegan.expressions import load_expression
 
     lat = backbone.sample_latent(identities, torch.Generator().manual_seed(seed))
     smile, neutral = load_expression(SMILE), load_expression(NEUTRAL)
@@ -376,10 +376,10 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
 
-    from model import load_backbone
-    from model.faces.analyzer import FaceAnalysisConfig
-    from model.faces.metrics import RENDER_MIN_CONFIDENCE, FaceMetricThresholds, FaceScorer
-    from model.head_prior import CODE_VERSION, tiny_head_weights
+    from artmator.model import load_backbone
+    from artmator.model.faces.analyzer import FaceAnalysisConfig
+    from artmator.model.faces.metrics import RENDER_MIN_CONFIDENCE, FaceMetricThresholds, FaceScorer
+    from artmator.model.head_prior import CODE_VERSION, tiny_head_weights
 
     t0 = time.perf_counter()
     load_avg = " ".join(f"{v:.1f}" for v in os.getloadavg())

@@ -127,7 +127,7 @@ def _iou(a, b) -> float:
 
 
 def analyzer(min_confidence: float = min(THRESHOLDS)):
-    from model.faces.analyzer import FaceAnalysisConfig, FaceAnalyzer
+    from artmator.model.faces.analyzer import FaceAnalysisConfig, FaceAnalyzer
 
     return FaceAnalyzer(FaceAnalysisConfig(min_confidence=min_confidence))
 
@@ -136,7 +136,7 @@ def analyzer(min_confidence: float = min(THRESHOLDS)):
 
 def render_head(yaw: float, pitch: float, resolution: int) -> tuple[Image.Image, tuple[float, float, float, float]]:
     """The procedural head at a known pose -> (RGB image, bounding box x0, y0, x1, y1 of its mask)."""
-    from model.head_prior import reference_render
+    from artmator.model.head_prior import reference_render
 
     img, mask = reference_render(yaw, resolution, pitch_deg=pitch)
     pixels = (img.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
@@ -146,7 +146,7 @@ def render_head(yaw: float, pitch: float, resolution: int) -> tuple[Image.Image,
 
 def template_pose(yaw: float, pitch: float, resolution: int) -> tuple[float, float]:
     """Pose fitted to the symmetric template's five points projected exactly at (yaw, pitch): the fit alone."""
-    from model.faces import align
+    from artmator.model.faces import align
 
     per_unit = 2.0 * math.tan(math.radians(12.0) / 2.0) / align.CROP_SIDE_PER_SCALE
     points = align._project(align._tilted(align.SYMMETRIC_TEMPLATE_5 * per_unit), yaw, pitch, 12.0) * resolution
@@ -285,7 +285,7 @@ def placed_painting(width: int, scale: float, mirror: bool, ref_box) -> tuple[Im
 
 def analyse_like_prepare(face_analyzer, image: Image.Image):
     """JPEG q90 -> decode_bounded(max_side=1536) -> faces, in full-image pixels (what `prepare` does per row)."""
-    from model.images import decode_bounded
+    from artmator.model.images import decode_bounded
     from tests.pipeline.faces_fixtures import jpeg_bytes
 
     reduced, full = decode_bounded(jpeg_bytes(image), "bench", max_side=ANALYSIS_SIDE)
@@ -419,7 +419,7 @@ def make_catalog(n: int, folder: Path) -> Path:
 
 def run_prepare(catalog: Path, n: int, out: Path) -> tuple[float, dict, list[float]]:
     """prepare() on the first n rows of the catalog -> (seconds, statuses, arrival times of results)."""
-    from pipeline.prepare import PrepareConfig, prepare
+    from artmator.pipeline.prepare import PrepareConfig, prepare
 
     lines = catalog.read_text().splitlines()
     sub = catalog.with_name(f"catalog_{n}_{out.name}.csv")
@@ -442,8 +442,8 @@ def inprocess(catalog: Path, n: int, folder: Path, threads: int) -> dict:
 
 
 def _inprocess(catalog: Path, n: int, folder: Path) -> dict:
-    from model.images import decode_bounded
-    from pipeline.prepare import PrepareConfig, analyze_painting
+    from artmator.model.images import decode_bounded
+    from artmator.pipeline.prepare import PrepareConfig, analyze_painting
 
     t0 = time.perf_counter()
     face_analyzer = analyzer(PrepareConfig().min_confidence)
@@ -507,7 +507,7 @@ def run_throughput(n: int, use_ray: bool, threads: Sequence[int] | None = None, 
         if use_ray:
             import ray
 
-            from pipeline.job import init_ray
+            from artmator.pipeline.job import init_ray
 
             t0 = time.perf_counter()
             init_ray()

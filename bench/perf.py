@@ -40,9 +40,9 @@ from pathlib import Path
 import torch
 
 from bench.common import best_time, count_flops, environment, matmul_flops_per_second, sync, write_results
-from model.lora import attach_adapters, trainable_parameters
-from model.stylize import artmator_terms
-from pipeline.settings import quick_settings, load_models
+from artmator.model.lora import attach_adapters, trainable_parameters
+from artmator.model.stylize import artmator_terms
+from artmator.pipeline.settings import quick_settings, load_models
 
 PARTS = ("mapping", "ray sampling", "deform+sampler", "SIREN", "compositing", "augmentation", "CLIP", "LPIPS",
          "other forward", "backward", "optimizer")
@@ -70,10 +70,9 @@ class Timers:
 @contextlib.contextmanager
 def instrumented(timers: Timers, backbones, encoders):
     """Install timers on the rendering and loss parts (module attributes / instance methods); removed on exit."""
-    import model.anifacegan.model as afm
-    import model.anifacegan.rays as rays
-    import model.losses as losses
-
+    import artmator.model.anifacegan.model as afm
+    import artmator.model.anifacegan.rays as rays
+    import artmator.model.losses as losses
     patches = []  # (object, attribute name, original, had instance attribute)
 
     def patch(obj, name, part):

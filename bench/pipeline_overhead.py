@@ -38,13 +38,13 @@ import torch
 
 from bench.common import environment, write_results
 from bench.tuning import DEMO
-from model.images import load_painting
-from model.render import RenderConfig
-from model.tune import PaintingInput, tune_paintings
-from pipeline.manifest import METADATA_COLUMNS, load_manifest, manifest_base_dir, resolve_uri
-from pipeline.painting import painting_files, quality_flags
-from pipeline.settings import JobSettings, load_models, quick_settings, resolve_expressions, uses_random_models
-from pipeline.storage import OutputStore
+from artmator.model.images import load_painting
+from artmator.model.render import RenderConfig
+from artmator.model.tune import PaintingInput, tune_paintings
+from artmator.pipeline.manifest import METADATA_COLUMNS, load_manifest, manifest_base_dir, resolve_uri
+from artmator.pipeline.painting import painting_files, quality_flags
+from artmator.pipeline.settings import JobSettings, load_models, quick_settings, resolve_expressions, uses_random_models
+from artmator.pipeline.storage import OutputStore
 
 
 def bench_settings(stage1_steps: int, stage2_steps: int, render_resolution: int, frames: int) -> JobSettings:
@@ -101,8 +101,8 @@ def run(paintings: int, stage1_steps: int, stage2_steps: int, render_resolution:
         out_dir: Path | None = None, name: str = "pipeline_overhead_cpu") -> list[dict]:
     import ray
 
-    from pipeline.job import RunConfig
-    from pipeline.job import run as job_run
+    from artmator.pipeline.job import RunConfig
+    from artmator.pipeline.job import run as job_run
 
     settings = bench_settings(stage1_steps, stage2_steps, render_resolution, frames)
     threads = torch.get_num_threads()

@@ -70,13 +70,13 @@ from pathlib import Path
 import torch
 
 from bench.common import environment, write_results
-from model.backbone import Backbone, Latent
-from model.delta import apply_delta
-from model.encoders import LpipsConfig, load_lpips
-from model.lora import DeltaConfig, attach_adapters, lora_layers
-from model.metrics import ssim
-from model.tune import PaintingInput, tune_paintings
-from pipeline.settings import PRESET_SETTINGS, JobSettings, load_models
+from artmator.model.backbone import Backbone, Latent
+from artmator.model.delta import apply_delta
+from artmator.model.encoders import LpipsConfig, load_lpips
+from artmator.model.lora import DeltaConfig, attach_adapters, lora_layers
+from artmator.model.metrics import ssim
+from artmator.model.tune import PaintingInput, tune_paintings
+from artmator.pipeline.settings import PRESET_SETTINGS, JobSettings, load_models
 
 COLOUR_HEADS = ("siren.output_color.", "siren.color_layer_sine.")
 EVAL_LPIPS_SEED = 1234
@@ -107,7 +107,7 @@ def colour_lora_teacher(backbone: Backbone, strength: float = 0.6, seed: int = 7
 
 def weights_teacher(settings: JobSettings, spec: list[str]) -> Backbone:
     """A teacher generator from weight files: `part=URI` items (a bare URI is the generator)."""
-    from pipeline.settings import load_backbone_only
+    from artmator.pipeline.settings import load_backbone_only
 
     weights = dict(settings.backbone.weights)
     for item in spec:
@@ -187,7 +187,7 @@ def _mean_of(values) -> tuple[float | None, int]:
 
 def face_summary(per_identity: list[dict]) -> dict:
     """Per-identity `face_scores` -> the row's face columns (see the module docstring)."""
-    from model.faces.metrics import FACE_FLAGS, face_flags
+    from artmator.model.faces.metrics import FACE_FLAGS, face_flags
 
     ms = [p["metrics"] for p in per_identity]
     out: dict[str, object] = {"detected_fraction": _mean_of(m.detected_fraction for m in ms)[0]}
@@ -224,7 +224,7 @@ def run(settings: JobSettings, identities: int, views: int, resolution: int, met
     lpips_fn = eval_lpips(eval_lpips_spec, settings, device)
     scorer = None
     if face_metrics:
-        from model.faces.metrics import FaceScorer
+        from artmator.model.faces.metrics import FaceScorer
 
         scorer = FaceScorer(device=device)
 
@@ -310,7 +310,7 @@ def run(settings: JobSettings, identities: int, views: int, resolution: int, met
                                  "face_metrics": "model.faces FaceScorer (face-api detector/landmarks/descriptor)"
                                  if scorer is not None else "off"}
     if head_prior:
-        from model.head_prior import CODE_VERSION
+        from artmator.model.head_prior import CODE_VERSION
 
         env["head_prior"] = CODE_VERSION
     notes = ("Methods see only the frontal teacher render; *_novel = mean over identities and the non-frontal yaws "
@@ -367,7 +367,7 @@ def main(argv=None) -> None:
     settings = PRESET_SETTINGS["paper" if a.full else "quick"](preset)
     weights = dict(settings.backbone.weights)
     if a.official_root:
-        from model import official_weights
+        from artmator.model import official_weights
 
         weights.update(official_weights(a.official_root))
     weights.update(dict(w.split("=", 1) for w in a.weights))
@@ -375,7 +375,7 @@ def main(argv=None) -> None:
                        backbone=replace(settings.backbone, weights=tuple(weights.items()),
                                         head_prior=a.backbone == "head-prior"))
     if a.clip or a.lpips:
-        from pipeline.options import parse_clip, parse_lpips
+        from artmator.pipeline.options import parse_clip, parse_lpips
 
         enc = settings.tune.encoders
         enc = replace(enc, clip=parse_clip(a.clip) if a.clip else enc.clip,

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from bench.common import best_time, count_flops, environment, matmul_flops_per_second, write_results
-from model import load_backbone
+from artmator.model import load_backbone
 
 
 def run(preset: str, resolutions: list[int], device: torch.device, repeats: int, out_dir: Path | None = None) -> list[dict]:

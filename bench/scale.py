@@ -37,8 +37,8 @@ import pyarrow.parquet as pq
 import torch
 
 from bench.common import environment, write_results
-from pipeline.manifest import load_manifest, split_manifest, validate_manifest
-from pipeline.storage import MARKER_NAME, OutputStore
+from artmator.pipeline.manifest import load_manifest, split_manifest, validate_manifest
+from artmator.pipeline.storage import MARKER_NAME, OutputStore
 
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                     "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
 import sys, ray
 ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=sys.argv[1])
-from pipeline.cli import main
+from artmator.pipeline.cli import main
 main(sys.argv[2:])
 """
 RUN_ARGS = ["--stage1-steps", "3", "--stage2-steps", "2", "--frames", "3", "--render-resolution", "32",
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     strays += stray
     print(f"final  : {how:8s} after {secs:5.1f} s", flush=True)
 
-    from pipeline.storage import OutputStore
+    from artmator.pipeline.storage import OutputStore
 
     store = OutputStore(str(out))
     final = _markers(out)

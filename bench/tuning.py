@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 
 from bench.common import environment, write_results
-from model.images import load_painting
-from model.localize import LocalizeConfig
-from model.lora import DeltaConfig
-from model.stylize import StylizeConfig
-from model.tune import PaintingInput, tune_paintings
-from pipeline.manifest import load_manifest
-from pipeline.settings import PRESET_SETTINGS, JobSettings, load_models
+from artmator.model.images import load_painting
+from artmator.model.localize import LocalizeConfig
+from artmator.model.lora import DeltaConfig
+from artmator.model.stylize import StylizeConfig
+from artmator.model.tune import PaintingInput, tune_paintings
+from artmator.pipeline.manifest import load_manifest
+from artmator.pipeline.settings import PRESET_SETTINGS, JobSettings, load_models
 
 DEMO = Path(__file__).resolve().parent.parent / "manifests" / "demo" / "manifest.parquet"
 
@@ -114,7 +114,7 @@ def delta(settings: JobSettings, models, args) -> list[dict]:
         start = time.perf_counter()
         tuned = tune_paintings(models.backbone, paintings, tune, models.encoders)
         seconds = time.perf_counter() - start
-        from model.delta import encode_delta
+        from artmator.model.delta import encode_delta
 
         nbytes = sum(len(encode_delta(t.delta.tensors, t.delta.metadata)) for t in tuned) / len(tuned)
         rows.append({"mode": label, "delta_bytes": nbytes, "base_bytes": base_bytes, "ratio": nbytes / base_bytes,
@@ -131,10 +131,10 @@ def anifacegan_delta_bytes() -> dict:
     (a file's size does not depend on the values), with the paper settings as its resolved config."""
     import json
 
-    from model import load_backbone
-    from model.delta import DeltaMetadata, encode_delta, painting_delta
-    from model.lora import attach_adapters
-    from pipeline.settings import paper_settings
+    from artmator.model import load_backbone
+    from artmator.model.delta import DeltaMetadata, encode_delta, painting_delta
+    from artmator.model.lora import attach_adapters
+    from artmator.pipeline.settings import paper_settings
 
     backbone = load_backbone("anifacegan")
     config = DeltaConfig()

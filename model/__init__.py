@@ -5,13 +5,13 @@ from collections.abc import Mapping
 
 import torch
 
-from model.anifacegan.checkpoints import official_weights
-from model.anifacegan.config import PRESETS, AniFaceGANConfig, RenderSettings
-from model.anifacegan.expressions import load_expression
-from model.anifacegan.model import AniFaceGAN
-from model.backbone import Backbone, Latent, RenderResult
-from model.registry import backbone_entry, backbone_names
-from model.weights import WeightsError
+from artmator.model.anifacegan.checkpoints import official_weights
+from artmator.model.anifacegan.config import PRESETS, AniFaceGANConfig, RenderSettings
+from artmator.model.anifacegan.expressions import load_expression
+from artmator.model.anifacegan.model import AniFaceGAN
+from artmator.model.backbone import Backbone, Latent, RenderResult
+from artmator.model.registry import backbone_entry, backbone_names
+from artmator.model.weights import WeightsError
 
 __all__ = [
     "AniFaceGAN", "AniFaceGANConfig", "Backbone", "Latent", "PRESETS", "RenderResult", "RenderSettings",

@@ -31,10 +31,10 @@ from torch import nn
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-from model.backbone import Backbone, Latent
-from model.lora import (BatchedLoRALinear, DeltaConfig, adapter_state, attach_adapters, load_adapter, lora_layers,
+from artmator.model.backbone import Backbone, Latent
+from artmator.model.lora import (BatchedLoRALinear, DeltaConfig, adapter_state, attach_adapters, load_adapter, lora_layers,
                         merged_state_dict)
-from model.weights import WeightsError, load_strict, looks_like_safetensors, read_bytes
+from artmator.model.weights import WeightsError, load_strict, looks_like_safetensors, read_bytes
 
 FORMAT = "artmator.delta"
 FORMAT_VERSION = 1

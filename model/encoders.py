@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.weights import WeightsError, load_strict, parse_state_dict, read_bytes
+from artmator.model.weights import WeightsError, load_strict, parse_state_dict, read_bytes
 
 ENCODER_CONFIG_DIR = Path(__file__).parent / "encoder_configs"
 TINY_CLIP_NAME = "artmator-tiny-clip"

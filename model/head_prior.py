@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from model.anifacegan.config import preset_config
-from model.anifacegan.model import AniFaceGAN
+from artmator.model.anifacegan.config import preset_config
+from artmator.model.anifacegan.model import AniFaceGAN
 
 # Bump whenever the head, the albedo, the losses or the fitting schedule change: it is part of the cache key.
 CODE_VERSION = "head-prior-1"
@@ -421,8 +421,8 @@ def fit_deform(backbone: AniFaceGAN, pool: torch.Tensor, cfg: HeadPriorConfig, g
 def reference_render(yaw_deg: float, resolution: int, traits: torch.Tensor | None = None, pitch_deg: float = 0.0,
                      steps: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Sphere-traced image of the analytic head with the backbone's camera: ((3, H, W) in [0, 1], mask (1, H, W))."""
-    from model.anifacegan import rays as R
-    from model.camera import degrees_to_official
+    from artmator.model.anifacegan import rays as R
+    from artmator.model.camera import degrees_to_official
 
     rs = preset_config("tiny").render
     rays = R.make_rays(degrees_to_official(torch.tensor([yaw_deg])), degrees_to_official(torch.tensor([pitch_deg])),
@@ -466,7 +466,7 @@ def fit_head_prior(config: HeadPriorConfig = HeadPriorConfig()) -> dict[str, dic
 
     Deterministic: fixed seeds and step counts, threads pinned to `config.fit_threads`.
     """
-    from model import load_backbone
+    from artmator.model import load_backbone
 
     with _pinned_threads(config.fit_threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)

@@ -46,8 +46,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from model.faces.align import FaceAlignment, warp_aligned
-from model.weights import read_bytes
+from artmator.model.faces.align import FaceAlignment, warp_aligned
+from artmator.model.weights import read_bytes
 
 ERROR_KINDS = ("empty", "not_found", "unreadable", "truncated", "not_an_image", "too_large", "too_small",
                "bad_crop")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from model.backbone import Backbone, Latent
-from model.losses import content_loss
+from artmator.model.backbone import Backbone, Latent
+from artmator.model.losses import content_loss
 
 
 MIN_LPIPS_SIZE = 32  # LPIPS-alex needs at least 32 px; the pose search never downsamples below it

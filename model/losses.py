@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import torch
 
-from model.augment import AugmentConfig, augment_pair
-from model.encoders import ClipEnsemble, ClipImageEncoder
+from artmator.model.augment import AugmentConfig, augment_pair
+from artmator.model.encoders import ClipEnsemble, ClipImageEncoder
 
 LpipsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (B,3,H,W), (B,3,H,W) -> (B,)
 Direction = torch.Tensor | tuple[torch.Tensor, ...]               # (B, D), or one (B, D_k) per CLIP encoder

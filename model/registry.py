@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from model.backbone import Backbone
+from artmator.model.backbone import Backbone
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from model.backbone import Backbone, Latent
-from model.camera import turntable_yaws
+from artmator.model.backbone import Backbone, Latent
+from artmator.model.camera import turntable_yaws
 
 
 @dataclass(frozen=True)

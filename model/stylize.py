@@ -15,11 +15,11 @@ from typing import Literal
 
 import torch
 
-from model.augment import AugmentConfig
-from model.backbone import Backbone, Latent
-from model.camera import random_views
-from model.localize import finite_total
-from model.losses import clip_direction, content_loss, directional_loss, spatial_loss
+from artmator.model.augment import AugmentConfig
+from artmator.model.backbone import Backbone, Latent
+from artmator.model.camera import random_views
+from artmator.model.localize import finite_total
+from artmator.model.losses import clip_direction, content_loss, directional_loss, spatial_loss
 
 Objective = Literal["artmator", "pti"]
 

@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from model.backbone import Backbone, Latent
-from model.delta import Delta, DeltaMetadata, apply_delta, painting_delta
-from model.encoders import ClipConfig, LpipsConfig, load_clips, load_lpips
-from model.localize import LocalizeConfig, PoseSearchConfig, localize, search_pose
-from model.lora import DeltaConfig, attach_adapters, trainable_parameters
-from model.metrics import psnr
-from model.stylize import StylizeConfig, stylize
+from artmator.model.backbone import Backbone, Latent
+from artmator.model.delta import Delta, DeltaMetadata, apply_delta, painting_delta
+from artmator.model.encoders import ClipConfig, LpipsConfig, load_clips, load_lpips
+from artmator.model.localize import LocalizeConfig, PoseSearchConfig, localize, search_pose
+from artmator.model.lora import DeltaConfig, attach_adapters, trainable_parameters
+from artmator.model.metrics import psnr
+from artmator.model.stylize import StylizeConfig, stylize
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def _poses(backbone, paintings, reference, config, encoders, gens):
 
 def _stage2(backbone, latent, reference, yaw, pitch, config: TuneConfig, encoders: Encoders, seeds, progress):
     """Adapters for all K paintings in one generator (lora), or one full copy per painting (full)."""
-    from model.stylize import StylizeResult
+    from artmator.model.stylize import StylizeResult
 
     step_gen = torch.Generator().manual_seed(seeds[0])
     if config.delta.mode == "lora":

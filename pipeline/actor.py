@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.tune import tune_paintings
-from pipeline.errors import classify, with_retries
-from pipeline.inputs import LazyFaceAnalyzer, face_scorer, painting_input
-from pipeline.manifest import METADATA_COLUMNS, PaintingTask, task_from_row
-from pipeline.painting import painting_files, quality_flags, result_flags
-from pipeline.report import REPORT_SCHEMA
-from pipeline.settings import JobSettings, load_models, resolve_expressions, settings_from_json
-from pipeline.storage import OutputStore, atomic_write
+from artmator.model.tune import tune_paintings
+from artmator.pipeline.errors import classify, with_retries
+from artmator.pipeline.inputs import LazyFaceAnalyzer, face_scorer, painting_input
+from artmator.pipeline.manifest import METADATA_COLUMNS, PaintingTask, task_from_row
+from artmator.pipeline.painting import painting_files, quality_flags, result_flags
+from artmator.pipeline.report import REPORT_SCHEMA
+from artmator.pipeline.settings import JobSettings, load_models, resolve_expressions, settings_from_json
+from artmator.pipeline.storage import OutputStore, atomic_write
 
 # The columns an actor reports per painting: the run report's, less what the driver adds.
 REPORT_COLUMNS = tuple(n for n in REPORT_SCHEMA.names if n not in ("attempts", "run_id", "config_hash"))

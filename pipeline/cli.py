@@ -11,7 +11,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from pipeline import commands
+    from artmator.pipeline import commands
 
     for command in commands.ALL:
         main.add_command(command)

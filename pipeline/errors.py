@@ -6,11 +6,11 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from model.backbone import ExpressionError
-from model.faces.analyzer import FaceError
-from model.images import PaintingImageError
-from model.weights import WeightsError
-from pipeline.storage import redact_text
+from artmator.model.backbone import ExpressionError
+from artmator.model.faces.analyzer import FaceError
+from artmator.model.images import PaintingImageError
+from artmator.model.weights import WeightsError
+from artmator.pipeline.storage import redact_text
 
 T = TypeVar("T")
 

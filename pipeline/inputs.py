@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
-from model.faces.align import FaceAlignment
-from model.images import ImageConfig, prepare_painting, read_painting
-from model.tune import PaintingInput
-from pipeline.manifest import PaintingTask
+from artmator.model.faces.align import FaceAlignment
+from artmator.model.images import ImageConfig, prepare_painting, read_painting
+from artmator.model.tune import PaintingInput
+from artmator.pipeline.manifest import PaintingTask
 
 # Whole images are analysed on a copy at most this large (the detector looks at 512 px; landmarks at 112 px).
 ANALYSIS_SIDE = 1536
@@ -61,7 +61,7 @@ def painting_input(task: PaintingTask, resolution: int, image_config: ImageConfi
             if face is not None and face[0].landmarks_reliable:
                 yaw, pitch, pose_source = face[0].pose.yaw_deg, face[0].pose.pitch_deg, "landmarks"
     else:
-        from model.faces.analyzer import FaceError, check_face_size
+        from artmator.model.faces.analyzer import FaceError, check_face_size
 
         found = _faces(analyzer(), image)
         if found is None:
@@ -110,7 +110,7 @@ class LazyFaceAnalyzer(Lazy):
 
     def __init__(self, device: str = "cpu"):
         def build():
-            from model.faces.analyzer import FaceAnalyzer
+            from artmator.model.faces.analyzer import FaceAnalyzer
 
             return FaceAnalyzer(device=device)
 
@@ -120,7 +120,7 @@ class LazyFaceAnalyzer(Lazy):
 def face_scorer(device: str = "cpu") -> Lazy:
     """The process's FaceScorer (face-aware render metrics), built on first use."""
     def build():
-        from model.faces.metrics import FaceScorer
+        from artmator.model.faces.metrics import FaceScorer
 
         return FaceScorer(device=device)
 

@@ -17,11 +17,11 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, failed_row
-from pipeline.report import REPORT_SCHEMA
-from pipeline.manifest import PaintingTask, load_manifest
-from pipeline.settings import JobSettings, load_backbone_only, uses_random_models
-from pipeline.storage import OutputStore, redact_options, redact_uri
+from artmator.pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, failed_row
+from artmator.pipeline.report import REPORT_SCHEMA
+from artmator.pipeline.manifest import PaintingTask, load_manifest
+from artmator.pipeline.settings import JobSettings, load_backbone_only, uses_random_models
+from artmator.pipeline.storage import OutputStore, redact_options, redact_uri
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def plan(config: RunConfig, store: OutputStore, config_hash: str) -> tuple[list[
 
 def deterministic_failures(store: OutputStore, config_hash: str) -> dict[str, tuple[str, str]]:
     """painting_id -> (kind, message) of failures in earlier runs with this config that retrying cannot fix."""
-    from pipeline.errors import DETERMINISTIC
+    from artmator.pipeline.errors import DETERMINISTIC
 
     reports = store.read_reports()
     if reports.num_rows == 0 or "config_hash" not in reports.column_names:
@@ -109,7 +109,7 @@ def run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -
     store = OutputStore(config.out_uri, config.storage_options)
     backbone = load_backbone_only(replace(config.settings, device="cpu"), config.storage_options)  # hash only
     config_hash = config.settings.result_hash(backbone.base_hash())
-    from pipeline.settings import settings_json
+    from artmator.pipeline.settings import settings_json
 
     store.write_run_config(run_id, {"run_id": run_id, "manifest": redact_uri(config.manifest_uri),
                                     "out": store.uri, "config_hash": config_hash,

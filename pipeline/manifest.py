@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.storage import SAFE_ID_PATTERN, painting_id_problem, redact_text, redact_uri
+from artmator.pipeline.storage import SAFE_ID_PATTERN, painting_id_problem, redact_text, redact_uri
 
 # Same limits as model.camera (not imported: the pipeline must not pull in torch to read a manifest).
 MAX_ABS_YAW_DEG = 90.0

@@ -7,11 +7,11 @@ from functools import wraps
 
 import click
 
-from model import official_weights
-from model.encoders import TINY_CLIP, ClipConfig, LpipsConfig
-from model.lora import DeltaConfig
-from model.registry import backbone_names, weight_parts
-from pipeline.settings import PRESET_SETTINGS, BackboneSettings, JobSettings
+from artmator.model import official_weights
+from artmator.model.encoders import TINY_CLIP, ClipConfig, LpipsConfig
+from artmator.model.lora import DeltaConfig
+from artmator.model.registry import backbone_names, weight_parts
+from artmator.pipeline.settings import PRESET_SETTINGS, BackboneSettings, JobSettings
 
 PARTS = tuple(weight_parts())                  # every registered backbone's weight parts (model.registry)
 

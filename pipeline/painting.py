@@ -8,13 +8,13 @@ from collections.abc import Mapping
 
 import torch
 
-from model.backbone import Backbone
-from model.delta import apply_delta, encode_delta
-from model.images import to_pil, to_png_bytes
-from model.render import RenderConfig, render_expressions, render_turntable, render_views, turntable_angles
-from model.tune import TunedPainting
-from pipeline.gallery.video import encode_webp
-from pipeline.manifest import METADATA_COLUMNS
+from artmator.model.backbone import Backbone
+from artmator.model.delta import apply_delta, encode_delta
+from artmator.model.images import to_pil, to_png_bytes
+from artmator.model.render import RenderConfig, render_expressions, render_turntable, render_views, turntable_angles
+from artmator.model.tune import TunedPainting
+from artmator.pipeline.gallery.video import encode_webp
+from artmator.pipeline.manifest import METADATA_COLUMNS
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -73,7 +73,7 @@ def painting_files(backbone: Backbone, tuned: TunedPainting, render: RenderConfi
     yaws, _ = turntable_angles(render, yaw, pitch)
     face = None
     if face_scorer is not None:
-        from model.faces.metrics import face_flags
+        from artmator.model.faces.metrics import face_flags
 
         metrics = face_scorer.score(list(frames), [float(y) for y in yaws], reference, painting_face, stills)
         face = metrics.as_dict()

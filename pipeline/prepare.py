@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.manifest import MANIFEST_SCHEMA, split_manifest
-from pipeline.storage import atomic_write, redact_text
+from artmator.pipeline.manifest import MANIFEST_SCHEMA, split_manifest
+from artmator.pipeline.storage import atomic_write, redact_text
 
 # Report statuses: `ok`, or why a row has no usable face.
 STATUSES = ("ok", "no_face", "face_too_small", "image", "manifest", "storage", "internal")
@@ -89,9 +89,9 @@ def analyze_painting(row: Mapping[str, Any], analyzer, config: PrepareConfig, st
     Each result holds the report fields, the manifest row to write when `status == "ok"`, and what the review
     page shows (asset names, the face box and landmarks on the thumbnail).
     """
-    from model.faces.analyzer import FaceError, check_face_size
-    from model.images import PaintingImageError, decode_bounded, fetch_painting
-    from pipeline.errors import classify, with_retries
+    from artmator.model.faces.analyzer import FaceError, check_face_size
+    from artmator.model.images import PaintingImageError, decode_bounded, fetch_painting
+    from artmator.pipeline.errors import classify, with_retries
 
     pid, uri = row["painting_id"], row["image_uri"]
     base = {"painting_id": pid, "row": row.get("row"), "image_uri": uri, "faces_found": 0}
@@ -172,7 +172,7 @@ def _thumbnail(image, side: int):
 
 
 def _aligned_preview(image, alignment, side: int):
-    from model.faces.align import warp_aligned
+    from artmator.model.faces.align import warp_aligned
 
     return warp_aligned(image, alignment, side)
 
@@ -189,7 +189,7 @@ class PrepareActor:
     def __init__(self, config_json: str, assets_uri: str, storage_options: dict, threads: int = 0):
         import fsspec
 
-        from model.faces.analyzer import FaceAnalysisConfig, FaceAnalyzer
+        from artmator.model.faces.analyzer import FaceAnalysisConfig, FaceAnalyzer
 
         self.threads = threads
         self.config = PrepareConfig(**json.loads(config_json))
@@ -226,7 +226,7 @@ def prepare(catalog_uri: str, out_uri: str, config: PrepareConfig = PrepareConfi
     """Analyse every row of a catalog and write the manifest, report and review page (see module doc)."""
     import fsspec
 
-    from pipeline.catalog import catalog_table, read_catalog
+    from artmator.pipeline.catalog import catalog_table, read_catalog
 
     start = time.perf_counter()
     options = dict(storage_options or {})
@@ -246,7 +246,7 @@ def prepare(catalog_uri: str, out_uri: str, config: PrepareConfig = PrepareConfi
     manifest = _manifest_table([r["manifest_row"] for r in results if r.get("status") == "ok"])
     _write_parquet(fs, report_uri, report)
     _write_parquet(fs, manifest_uri, manifest)
-    from pipeline.review import review_page
+    from artmator.pipeline.review import review_page
 
     atomic_write(fs, fs._strip_protocol(review_uri),
                  review_page(results, posixpath.basename(assets_uri), catalog_uri).encode())
@@ -264,7 +264,7 @@ def _analyze_all(rows: list[dict], config: PrepareConfig, assets_uri: str, optio
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
-    from pipeline.job import init_ray, pool_size
+    from artmator.pipeline.job import init_ray, pool_size
 
     warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
     init_ray()

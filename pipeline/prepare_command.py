@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from pipeline.options import parse_storage_options, storage_options_option
-from pipeline.prepare import PrepareConfig
+from artmator.pipeline.options import parse_storage_options, storage_options_option
+from artmator.pipeline.prepare import PrepareConfig
 
 
 def config_options(cls):
@@ -41,8 +41,8 @@ def prepare(catalog: str, out_uri: str, actors, storage_option, endpoint_url, **
     """
     from tqdm import tqdm
 
-    from pipeline.catalog import CatalogError
-    from pipeline.prepare import prepare as run_prepare
+    from artmator.pipeline.catalog import CatalogError
+    from artmator.pipeline.prepare import prepare as run_prepare
 
     if not out_uri.endswith(".parquet"):
         raise click.BadParameter("the output must end in .parquet", param_hint="--out")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
-from pipeline.storage import OutputStore
+from artmator.pipeline.storage import OutputStore
 
 # The run report (runs/<run_id>/report.parquet): one row per manifest row of the run; its one definition.
 REPORT_SCHEMA = pa.schema([

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.options import model_options, parse_storage_options, storage_options_option
-from pipeline.settings import JobSettings
+from artmator.pipeline.options import model_options, parse_storage_options, storage_options_option
+from artmator.pipeline.settings import JobSettings
 
 DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "demo" / "manifest.parquet"
 
@@ -37,7 +37,7 @@ def run(manifest: str | None, out_uri: str, actors, gpus_per_actor, cpus_per_act
 
     from tqdm import tqdm
 
-    from pipeline.job import RunConfig, run as run_job
+    from artmator.pipeline.job import RunConfig, run as run_job
 
     options = parse_storage_options(storage_option, endpoint_url)
     manifest = manifest or str(DEMO_MANIFEST)
@@ -56,7 +56,7 @@ def run(manifest: str | None, out_uri: str, actors, gpus_per_actor, cpus_per_act
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:  # an unwritable --out or an object store that is down: a clear line, not a traceback
-        from pipeline.errors import classify
+        from artmator.pipeline.errors import classify
 
         kind, message = classify(exc)
         if kind != "storage":
@@ -70,7 +70,7 @@ def run(manifest: str | None, out_uri: str, actors, gpus_per_actor, cpus_per_act
         click.echo(f"  failed ({kind}): {n}")
     click.echo(f"report: {summary.report_path}")
     if gallery:
-        from pipeline.gallery.site import build_gallery
+        from artmator.pipeline.gallery.site import build_gallery
 
         site = out_uri.rstrip("/") + "/gallery"
         result = build_gallery(out_uri, site, storage_options=options or None)
@@ -83,7 +83,7 @@ def run(manifest: str | None, out_uri: str, actors, gpus_per_actor, cpus_per_act
 @storage_options_option
 def validate(manifest: str, storage_option, endpoint_url) -> None:
     """Check a manifest and print every problem (row, column, reason); exit 1 if there is any."""
-    from pipeline.manifest import ManifestError, load_manifest
+    from artmator.pipeline.manifest import ManifestError, load_manifest
 
     try:
         tasks, problems = load_manifest(manifest, parse_storage_options(storage_option, endpoint_url) or None)
@@ -100,6 +100,6 @@ def validate(manifest: str, storage_option, endpoint_url) -> None:
 @storage_options_option
 def status(out_uri: str, storage_option, endpoint_url) -> None:
     """Done / failed / pending counts of an output folder, failure reasons grouped, throughput."""
-    from pipeline.report import status_summary
+    from artmator.pipeline.report import status_summary
 
     click.echo(status_summary(out_uri, parse_storage_options(storage_option, endpoint_url) or None))

@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from model import Backbone, load_backbone, load_expression
-from model.encoders import TINY_CLIP, LpipsConfig
-from model.images import ImageConfig
-from model.localize import LocalizeConfig
-from model.render import RenderConfig
-from model.stylize import StylizeConfig
-from model.tune import EncoderConfig, Encoders, TuneConfig, load_encoders
+from artmator.model import Backbone, load_backbone, load_expression
+from artmator.model.encoders import TINY_CLIP, LpipsConfig
+from artmator.model.images import ImageConfig
+from artmator.model.localize import LocalizeConfig
+from artmator.model.render import RenderConfig
+from artmator.model.stylize import StylizeConfig
+from artmator.model.tune import EncoderConfig, Encoders, TuneConfig, load_encoders
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def load_backbone_only(settings: JobSettings, storage_options: Mapping | None = 
     """The backbone G_ori of these settings on their device (the procedural head for a weightless tiny preset)."""
     weights = settings.backbone.weight_map()
     if not weights and settings.backbone.preset == "tiny" and settings.backbone.head_prior:
-        from model.head_prior import tiny_head_weights
+        from artmator.model.head_prior import tiny_head_weights
 
         weights = tiny_head_weights()
     return load_backbone(settings.backbone.preset, weights, seed=settings.backbone.seed,

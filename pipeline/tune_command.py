@@ -8,19 +8,19 @@ from pathlib import Path
 import click
 import torch
 
-from model.backbone import ExpressionError
-from model.images import PaintingImageError
-from model.faces.analyzer import FaceError
-from model.weights import WeightsError
-from pipeline.errors import classify
-from model.tune import tune_paintings
-from pipeline.inputs import LazyFaceAnalyzer, face_scorer, painting_input
-from pipeline.manifest import Crop, PaintingTask
-from pipeline.options import model_options
-from pipeline.settings import settings_json
-from pipeline.painting import painting_files, quality_flags
-from pipeline.settings import JobSettings, load_models, resolve_expressions, uses_random_models
-from pipeline.storage import redact_uri
+from artmator.model.backbone import ExpressionError
+from artmator.model.images import PaintingImageError
+from artmator.model.faces.analyzer import FaceError
+from artmator.model.weights import WeightsError
+from artmator.pipeline.errors import classify
+from artmator.model.tune import tune_paintings
+from artmator.pipeline.inputs import LazyFaceAnalyzer, face_scorer, painting_input
+from artmator.pipeline.manifest import Crop, PaintingTask
+from artmator.pipeline.options import model_options
+from artmator.pipeline.settings import settings_json
+from artmator.pipeline.painting import painting_files, quality_flags
+from artmator.pipeline.settings import JobSettings, load_models, resolve_expressions, uses_random_models
+from artmator.pipeline.storage import redact_uri
 
 
 class StepBar:

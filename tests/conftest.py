@@ -35,6 +35,6 @@ def anifacegan_fixtures() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_backbone():
-    from model import load_backbone
+    from artmator.model import load_backbone
 
     return load_backbone("tiny", seed=0)

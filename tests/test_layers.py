@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKBONE_PACKAGES = ("model.anifacegan",)
+BACKBONE_PACKAGES = ("artmator.model.anifacegan",)
 # The composition root, and the tiny preset's procedural demo head (an AniFaceGAN-specific fit).
 BACKBONE_AWARE = {ROOT / "model" / "__init__.py", ROOT / "model" / "head_prior.py"}
 
@@ -38,6 +38,34 @@ def test_generic_modules_import_no_backbone_package():
 
 def test_the_check_sees_an_offending_import(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("from model.anifacegan.film import MappingNetwork\n")
+    bad.write_text("from artmator.model.anifacegan.film import MappingNetwork\n")
     assert any(m.startswith(BACKBONE_PACKAGES) for m in _imports(bad))
     assert len(generic_modules()) > 30
+
+
+def _repo_python_files() -> list[Path]:
+    return sorted(p for folder in ("model", "pipeline", "tests", "bench", "scripts")
+                  for p in (ROOT / folder).rglob("*.py"))
+
+
+def test_nothing_imports_the_bare_folder_names():
+    """The folders install as `artmator.model`/`artmator.pipeline`; a bare `import model` would only work from a
+    checkout and would load a second copy of every module next to the installed one."""
+    offenders = {str(p.relative_to(ROOT)): m for p in _repo_python_files() for m in _imports(p)
+                 if m.split(".")[0] in ("model", "pipeline")}
+    assert offenders == {}, f"bare top-level imports: {offenders}"
+
+
+def test_every_package_folder_is_installed_under_the_namespace():
+    import tomllib
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {"artmator." + ".".join(p.parent.relative_to(ROOT).parts)
+               for folder in ("model", "pipeline") for p in (ROOT / folder).rglob("__init__.py")}
+    assert declared == on_disk
+
+
+def test_the_installed_package_is_importable_as_artmator():
+    import artmator.model
+    import artmator.pipeline
+    assert Path(artmator.model.__file__).parent == ROOT / "model"
+    assert Path(artmator.pipeline.__file__).parent == ROOT / "pipeline"

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import skimage.data
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from pipeline.manifest import MANIFEST_SCHEMA
+from artmator.pipeline.manifest import MANIFEST_SCHEMA
 
 HERE = Path(__file__).resolve().parent
 SIZE = 256

@@ -8,16 +8,16 @@ from collections.abc import Mapping
 
 import torch
 
-from model.registry import BackboneEntry, register_backbone
+from artmator.model.registry import BackboneEntry, register_backbone
 
 PARTS = ("generator", "deform", "vae_id", "vae_exp")
 
 
 def _builder(preset: str):
     def build(weights: Mapping[str, str], seed: int, storage_options: Mapping | None):
-        from model.anifacegan.checkpoints import read_part
-        from model.anifacegan.config import preset_config
-        from model.anifacegan.model import AniFaceGAN, build_parts
+        from artmator.model.anifacegan.checkpoints import read_part
+        from artmator.model.anifacegan.config import preset_config
+        from artmator.model.anifacegan.model import AniFaceGAN, build_parts
 
         config = preset_config(preset)
         with torch.random.fork_rng(devices=[]):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from model.weights import WeightsError, load_torch_pickle, looks_like_safetensors, parse_state_dict, read_bytes, unwrap_state_dict
+from artmator.model.weights import WeightsError, load_torch_pickle, looks_like_safetensors, parse_state_dict, read_bytes, unwrap_state_dict
 
 # Where the official repository (YueWuHKUST/AniFaceGAN) keeps each part. `generator.pth` holds the raw
 # generator; `ema.pth` holds its exponential moving average, which the official inference copies over it.

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.anifacegan.film import FiLMLayer, MappingNetwork, scale_frequencies, siren_first_layer_uniform_, siren_uniform_
+from artmator.model.anifacegan.film import FiLMLayer, MappingNetwork, scale_frequencies, siren_first_layer_uniform_, siren_uniform_
 
 
 class ExpressionDeformation(nn.Module):

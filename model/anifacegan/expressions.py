@@ -9,8 +9,8 @@ import numpy as np
 import scipy.io
 import torch
 
-from model.backbone import ExpressionError  # defined with the generic contract: generic code catches it
-from model.weights import read_bytes
+from artmator.model.backbone import ExpressionError  # defined with the generic contract: generic code catches it
+from artmator.model.weights import read_bytes
 
 EXP_DIM = 64
 ID_DIM = 80
@@ -47,7 +47,7 @@ def load_expression(spec: str, storage_options: Mapping | None = None) -> torch.
         fname = BUILTIN_EXPRESSIONS[spec]
         if fname is None:
             return torch.zeros(EXP_DIM)
-        with resources.files("model.anifacegan").joinpath("data").joinpath(fname).open("rb") as f:
+        with resources.files("artmator.model.anifacegan").joinpath("data").joinpath(fname).open("rb") as f:
             mat = scipy.io.loadmat(f)
         return expression_from_vector(mat["exp"], source=spec)
     if not spec.lower().endswith(".mat"):

@@ -8,16 +8,16 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from model.anifacegan import PARTS
-from model.anifacegan import rays as R
-from model.anifacegan.config import AniFaceGANConfig
-from model.anifacegan.deform import ExpressionDeformation
-from model.anifacegan.radiance import ManifoldSampler, RadianceGenerator, RadianceSiren
-from model.anifacegan.renderer import composite, intersect_manifolds
-from model.anifacegan.vae import CoefficientVAE
-from model.backbone import Backbone, Latent, RenderResult
-from model.camera import as_batch, degrees_to_official
-from model.weights import load_strict, sha256_state_dict
+from artmator.model.anifacegan import PARTS
+from artmator.model.anifacegan import rays as R
+from artmator.model.anifacegan.config import AniFaceGANConfig
+from artmator.model.anifacegan.deform import ExpressionDeformation
+from artmator.model.anifacegan.radiance import ManifoldSampler, RadianceGenerator, RadianceSiren
+from artmator.model.anifacegan.renderer import composite, intersect_manifolds
+from artmator.model.anifacegan.vae import CoefficientVAE
+from artmator.model.backbone import Backbone, Latent, RenderResult
+from artmator.model.camera import as_batch, degrees_to_official
+from artmator.model.weights import load_strict, sha256_state_dict
 
 
 def build_parts(config: AniFaceGANConfig) -> dict[str, nn.Module]:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from model.anifacegan.film import FiLMLayer, MappingNetwork, scale_frequencies, siren_first_layer_uniform_, siren_uniform_
+from artmator.model.anifacegan.film import FiLMLayer, MappingNetwork, scale_frequencies, siren_first_layer_uniform_, siren_uniform_
 
 
 class RadianceSiren(nn.Module):

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.faces.align import FaceAlignment, HeadPose, align_face, pose_from_landmarks
-from model.faces.detector import FaceDetector
-from model.faces.landmarks import FaceLandmark68Net
+from artmator.model.faces.align import FaceAlignment, HeadPose, align_face, pose_from_landmarks
+from artmator.model.faces.detector import FaceDetector
+from artmator.model.faces.landmarks import FaceLandmark68Net
 
 FACE_ERROR_KINDS = ("no_face", "face_too_small")
 # Landmarks whose pose fit leaves an RMS residual above this fraction of the crop side are not trusted (good

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.faces.tfjs_ops import FaceInput, TfjsNet, TfjsWeights, faces_to_batch
+from artmator.model.faces.tfjs_ops import FaceInput, TfjsNet, TfjsWeights, faces_to_batch
 
 INPUT_SIZE = 150
 DESCRIPTOR_DIM = 128

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.faces.tfjs_ops import Conv2dSame, FaceWeightsError, TfjsNet, TfjsWeights, js_round, square_net_input
+from artmator.model.faces.tfjs_ops import Conv2dSame, FaceWeightsError, TfjsNet, TfjsWeights, js_round, square_net_input
 
 INPUT_SIZE = 512
 IOU_THRESHOLD = 0.5

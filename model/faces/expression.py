@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.faces.tfjs_ops import FaceFeatureExtractor, FaceInput, TfjsNet, TfjsWeights, faces_to_batch
+from artmator.model.faces.tfjs_ops import FaceFeatureExtractor, FaceInput, TfjsNet, TfjsWeights, faces_to_batch
 
 INPUT_SIZE = 112
 EXPRESSIONS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")  # face-api's order

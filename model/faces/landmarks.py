@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from model.faces.tfjs_ops import FaceFeatureExtractor, TfjsNet, TfjsWeights, faces_to_batch
+from artmator.model.faces.tfjs_ops import FaceFeatureExtractor, TfjsNet, TfjsWeights, faces_to_batch
 
 INPUT_SIZE = 112
 

@@ -54,12 +54,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.faces.align import HeadPose, pose_from_landmarks
-from model.faces.analyzer import MAX_LANDMARK_FIT_ERROR, FaceAnalysisConfig, FaceAnalyzer
-from model.faces.descriptor import FaceDescriptorNet, describe
-from model.faces.expression import FaceExpressionNet, classify
-from model.faces.landmarks import crop_region
-from model.images import to_pil
+from artmator.model.faces.align import HeadPose, pose_from_landmarks
+from artmator.model.faces.analyzer import MAX_LANDMARK_FIT_ERROR, FaceAnalysisConfig, FaceAnalyzer
+from artmator.model.faces.descriptor import FaceDescriptorNet, describe
+from artmator.model.faces.expression import FaceExpressionNet, classify
+from artmator.model.faces.landmarks import crop_region
+from artmator.model.images import to_pil
 
 ImageLike = Image.Image | torch.Tensor
 Box = tuple[float, float, float, float]  # x, y, w, h in working-image pixels

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.faces.weights import load_face_weights
-from model.weights import WeightsError
+from artmator.model.faces.weights import load_face_weights
+from artmator.model.weights import WeightsError
 
 # face-api subtracts this RGB mean (0..255 scale), then divides by 255, for every net fed face crops.
 MEAN_RGB = (122.782, 117.001, 104.298)

@@ -6,7 +6,7 @@ import urllib.parse
 
 import click
 
-from pipeline.options import parse_storage_options
+from artmator.pipeline.options import parse_storage_options
 
 from .site import build_gallery
 

@@ -41,7 +41,7 @@ def test_face_thresholds_smoke(tmp_path):
 def test_read_faces_matches_face_scorer():
     """The benchmark's descriptor cosine and detection agree with `FaceScorer.score` on the same pair."""
     from bench.face_thresholds import face_images, read_faces
-    from model.faces.metrics import FaceScorer
+    from artmator.model.faces.metrics import FaceScorer
 
     imgs = [f["image"] for f in face_images([128], [1.0]) if f["source"] in ("astronaut photo", "astronaut_poster")
             and not f["mirror"]]

@@ -49,7 +49,7 @@ def test_quality_masked_metrics_ignore_background():
 
 def test_quality_face_summary_means_over_what_exists():
     from bench.quality import face_summary
-    from model.faces.metrics import FaceMetrics
+    from artmator.model.faces.metrics import FaceMetrics
 
     per = [{"metrics": FaceMetrics(1.0, 0.95, 0.9, 4.0), "teacher_identity": [0.9, None]},
            {"metrics": FaceMetrics(0.5, None, None, 12.0), "teacher_identity": [0.7, 0.8]}]
@@ -77,7 +77,7 @@ def test_perf_smoke(tmp_path):
     assert row["gflop_per_step"] > 0 and row["ratio_to_matmul"] > 0
     assert sum(row[f"% {k}"] for k in perf.PARTS) == pytest.approx(100, abs=1)
     # the timers are removed again: a plain render still works and is not instrumented
-    import model.anifacegan.rays as rays
+    import artmator.model.anifacegan.rays as rays
     assert rays.make_rays.__name__ == "make_rays"
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import main
-from pipeline.options import parse_clip, parse_lpips
+from artmator.pipeline.cli import main
+from artmator.pipeline.options import parse_clip, parse_lpips
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.augment import NO_AUGMENT, AugmentConfig, augment_pair, sample_crop_affines
+from artmator.model.augment import NO_AUGMENT, AugmentConfig, augment_pair, sample_crop_affines
 
 CFG = AugmentConfig(n_crops=3, scale=(0.3, 0.9), ratio=(0.7, 1.4), flip_p=0.5)
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from model.camera import as_batch, degrees_to_official, official_to_degrees, random_views, turntable_yaws
+from artmator.model.camera import as_batch, degrees_to_official, official_to_degrees, random_views, turntable_yaws
 
 
 def test_degrees_round_trip_and_frontal():

@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from model import load_backbone
-from model.anifacegan.model import build_parts
-from model.delta import (FORMAT_VERSION, Delta, DeltaConfig, DeltaError, DeltaMetadata, adapter_state, apply_delta,
+from artmator.model import load_backbone
+from artmator.model.anifacegan.model import build_parts
+from artmator.model.delta import (FORMAT_VERSION, Delta, DeltaConfig, DeltaError, DeltaMetadata, adapter_state, apply_delta,
                          apply_deltas, attach_adapters, delta_latent, delta_latents, encode_delta, load_delta,
                          merge_delta, save_delta)
-from model.lora import lora_layers
+from artmator.model.lora import lora_layers
 
 RES = 16
 

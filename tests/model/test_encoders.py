@@ -9,8 +9,8 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from model import encoders
-from model.encoders import (
+from artmator.model import encoders
+from artmator.model.encoders import (
     TINY_CLIP,
     TINY_CLIP_NAME,
     ClipConfig,
@@ -25,7 +25,7 @@ from model.encoders import (
     load_lpips,
     torchvision_features_view,
 )
-from model.weights import WeightsError
+from artmator.model.weights import WeightsError
 
 
 def _images(b: int = 2, h: int = 64, w: int = 64, seed: int = 0) -> torch.Tensor:

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import model.head_prior as hp
-from model import load_backbone
+import artmator.model.head_prior as hp
+from artmator.model import load_backbone
 
 # Short schedule: enough for a head-shaped silhouette and a visible smile, a few seconds of CPU.
 FAST = replace(hp.HeadPriorConfig(), sampler_steps=400, siren_steps=400, deform_steps=400)

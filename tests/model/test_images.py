@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageCms, ImageFile
 
-from model.images import (
+from artmator.model.images import (
     ERROR_KINDS, ImageConfig, PaintingImageError, decode_painting, load_painting, prepare_painting, to_pil,
     to_png_bytes, to_rgb,
 )
@@ -425,7 +425,7 @@ def _jpeg(w: int, h: int) -> bytes:
 
 
 def test_decode_bounded_reduces_a_master_and_reports_its_full_size():
-    from model.images import decode_bounded
+    from artmator.model.images import decode_bounded
 
     image, full = decode_bounded(_jpeg(6000, 4000), "master.jpg", max_side=1024)
     assert full == (6000, 4000)
@@ -433,7 +433,7 @@ def test_decode_bounded_reduces_a_master_and_reports_its_full_size():
 
 
 def test_decode_bounded_applies_the_pixel_limit_to_what_is_decoded():
-    from model.images import ImageConfig, PaintingImageError, decode_bounded, decode_painting
+    from artmator.model.images import ImageConfig, PaintingImageError, decode_bounded, decode_painting
 
     data, config = _jpeg(4000, 3000), ImageConfig(max_pixels=6_000_000)
     with pytest.raises(PaintingImageError) as info:
@@ -444,8 +444,8 @@ def test_decode_bounded_applies_the_pixel_limit_to_what_is_decoded():
 
 
 def test_prepare_with_an_alignment_warps_the_rotated_square_upright():
-    from model.faces.align import FaceAlignment, warp_aligned
-    from model.images import prepare_painting
+    from artmator.model.faces.align import FaceAlignment, warp_aligned
+    from artmator.model.images import prepare_painting
 
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))

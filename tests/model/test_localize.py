@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from model.encoders import LpipsConfig, load_lpips
-from model.localize import LocalizeConfig, PoseSearchConfig, finite_total, localize, search_pose
+from artmator.model.encoders import LpipsConfig, load_lpips
+from artmator.model.localize import LocalizeConfig, PoseSearchConfig, finite_total, localize, search_pose
 
 
 def _lpips():

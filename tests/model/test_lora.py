@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from model.lora import (BatchedLoRALinear, DeltaConfig, adapter_state, attach_adapters, load_adapter, lora_layers,
+from artmator.model.lora import (BatchedLoRALinear, DeltaConfig, adapter_state, attach_adapters, load_adapter, lora_layers,
                         merged_state_dict, target_linears, trainable_parameters)
 
 RES = 16  # render resolution for the tiny backbone
@@ -191,7 +191,7 @@ def test_full_mode_is_a_trainable_deep_copy(tiny_backbone):
 
 
 def test_merged_state_dict_folds_adapter_and_loads_strictly(tiny_backbone):
-    from model.anifacegan.model import build_parts
+    from artmator.model.anifacegan.model import build_parts
 
     latent = _latents(tiny_backbone, 2)
     adapted = attach_adapters(tiny_backbone.tunable(), DeltaConfig(include_mapping=True), 2, seed=0)
@@ -225,6 +225,6 @@ def test_a_tunable_module_without_adapter_targets_is_an_error_not_an_empty_optim
 
 
 def test_the_backbone_declares_its_adapter_exclusions(tiny_backbone):
-    from model.anifacegan.film import MappingNetwork
+    from artmator.model.anifacegan.film import MappingNetwork
 
     assert tiny_backbone.adapter_exclusions == (MappingNetwork,)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.augment import NO_AUGMENT, AugmentConfig, augment_pair
-from model.encoders import TINY_CLIP, LpipsConfig, load_clip, load_clips, load_lpips
-from model.losses import clip_direction, content_loss, directional_loss, l2_loss, spatial_loss
+from artmator.model.augment import NO_AUGMENT, AugmentConfig, augment_pair
+from artmator.model.encoders import TINY_CLIP, LpipsConfig, load_clip, load_clips, load_lpips
+from artmator.model.losses import clip_direction, content_loss, directional_loss, l2_loss, spatial_loss
 
 AUG = AugmentConfig(n_crops=3, scale=(0.5, 1.0), flip_p=0.5)
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from model import load_backbone
-from model.backbone import Backbone
-from model.registry import BackboneEntry, backbone_entry, backbone_names, register_backbone, weight_parts
+from artmator.model import load_backbone
+from artmator.model.backbone import Backbone
+from artmator.model.registry import BackboneEntry, backbone_entry, backbone_names, register_backbone, weight_parts
 
 
 def test_shipped_presets_are_registered_with_their_parts():

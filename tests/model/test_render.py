@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from model.render import RenderConfig, render_expressions, render_turntable, render_views, turntable_angles
+from artmator.model.render import RenderConfig, render_expressions, render_turntable, render_views, turntable_angles
 
 
 def test_turntable_frames_batched_equal_single(tiny_backbone):

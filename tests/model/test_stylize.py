@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.augment import AugmentConfig
-from model.encoders import TINY_CLIP, LpipsConfig, load_clips, load_lpips
-from model.lora import DeltaConfig, attach_adapters, trainable_parameters
-from model.stylize import StylizeConfig, stylize
+from artmator.model.augment import AugmentConfig
+from artmator.model.encoders import TINY_CLIP, LpipsConfig, load_clips, load_lpips
+from artmator.model.lora import DeltaConfig, attach_adapters, trainable_parameters
+from artmator.model.stylize import StylizeConfig, stylize
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.delta import apply_delta, encode_delta, decode_delta
-from model.encoders import TINY_CLIP, LpipsConfig
-from model.localize import LocalizeConfig, PoseSearchConfig
-from model.lora import DeltaConfig
-from model.stylize import StylizeConfig
-from model.tune import EncoderConfig, PaintingInput, TuneConfig, load_encoders, painting_seed, tune_paintings
+from artmator.model.delta import apply_delta, encode_delta, decode_delta
+from artmator.model.encoders import TINY_CLIP, LpipsConfig
+from artmator.model.localize import LocalizeConfig, PoseSearchConfig
+from artmator.model.lora import DeltaConfig
+from artmator.model.stylize import StylizeConfig
+from artmator.model.tune import EncoderConfig, PaintingInput, TuneConfig, load_encoders, painting_seed, tune_paintings
 
 CFG = TuneConfig(stage1=LocalizeConfig(steps=3), stage2=StylizeConfig(steps=2),
                  pose_search=PoseSearchConfig(yaws_deg=(-15.0, 15.0), pitches_deg=(0.0,), steps=1),

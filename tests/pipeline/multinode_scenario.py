@@ -18,7 +18,7 @@ def main(out: str, manifest: str) -> None:
     from ray._private import state
     from ray.cluster_utils import Cluster
 
-    from pipeline.job import RunConfig, run
+    from artmator.pipeline.job import RunConfig, run
     from tests.pipeline.ray_fixtures import tiny_settings
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})

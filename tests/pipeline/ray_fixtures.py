@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from model.localize import PoseSearchConfig
-from model.render import RenderConfig
-from pipeline.settings import BackboneSettings, JobSettings, quick_settings
+from artmator.model.localize import PoseSearchConfig
+from artmator.model.render import RenderConfig
+from artmator.pipeline.settings import BackboneSettings, JobSettings, quick_settings
 
 
 def tiny_settings(stage1: int = 3, stage2: int = 2) -> JobSettings:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, _with_device, tune_and_commit
-from pipeline.job import count_attempts
-from pipeline.manifest import PaintingTask
-from pipeline.settings import load_models, resolve_expressions
-from pipeline.storage import OutputStore
+from artmator.pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, _with_device, tune_and_commit
+from artmator.pipeline.job import count_attempts
+from artmator.pipeline.manifest import PaintingTask
+from artmator.pipeline.settings import load_models, resolve_expressions
+from artmator.pipeline.storage import OutputStore
 from tests.pipeline.ray_fixtures import png_bytes, tiny_settings
 
 SETTINGS = tiny_settings()
@@ -110,7 +110,7 @@ def test_with_device_keeps_cpu_and_drops_unavailable_cuda():
 def test_whole_painting_is_aligned_and_face_metrics_reach_result_report_and_marker(models, tmp_path):
     """Defaults (find faces, face metrics) on a whole painting: the detected face is tuned, the renders are
     scored by the pretrained face networks, and the face flags land in result.json, the report and the marker."""
-    from pipeline.inputs import face_scorer
+    from artmator.pipeline.inputs import face_scorer
     from tests.pipeline.faces_fixtures import jpeg_bytes, no_face_painting, whole_painting
 
     (tmp_path / "whole.jpg").write_bytes(jpeg_bytes(whole_painting()))

@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.catalog import (Catalog, CatalogError, CatalogProblem, catalog_table, painting_id_from_canvas,
+from artmator.pipeline.catalog import (Catalog, CatalogError, CatalogProblem, catalog_table, painting_id_from_canvas,
                               read_catalog)
-from pipeline.manifest import MANIFEST_SCHEMA, split_manifest, validate_manifest
-from pipeline.storage import painting_id_problem
+from artmator.pipeline.manifest import MANIFEST_SCHEMA, split_manifest, validate_manifest
+from artmator.pipeline.storage import painting_id_problem
 
 IIIF = Path(__file__).resolve().parents[1] / "fixtures" / "iiif"
 RIGHTS = "https://creativecommons.org/publicdomain/mark/1.0/"

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.anifacegan.expressions import ExpressionError
-from model.images import PaintingImageError
-from model.weights import WeightsError
-from pipeline.errors import DETERMINISTIC, TRANSIENT, classify, is_transient, with_retries
+from artmator.model.anifacegan.expressions import ExpressionError
+from artmator.model.images import PaintingImageError
+from artmator.model.weights import WeightsError
+from artmator.pipeline.errors import DETERMINISTIC, TRANSIENT, classify, is_transient, with_retries
 
 SIGNED = "https://bucket.s3.amazonaws.com/p.png?X-Amz-Signature=abc123secret&X-Amz-Credential=AKIAABCDEFGHIJKLMNOP"
 

@@ -5,10 +5,10 @@ from dataclasses import replace
 
 import pytest
 
-from model.faces.analyzer import FaceError
-from model.images import ImageConfig
-from pipeline.inputs import LazyFaceAnalyzer, painting_input
-from pipeline.manifest import Crop, FaceAlign, PaintingTask
+from artmator.model.faces.analyzer import FaceError
+from artmator.model.images import ImageConfig
+from artmator.pipeline.inputs import LazyFaceAnalyzer, painting_input
+from artmator.pipeline.manifest import Crop, FaceAlign, PaintingTask
 from tests.pipeline.faces_fixtures import jpeg_bytes, no_face_painting, whole_painting
 
 
@@ -78,7 +78,7 @@ def test_a_whole_painting_without_a_face_is_no_face_not_a_blob(images, faces):
 
 
 def test_face_errors_are_classified_as_face_and_never_retried():
-    from pipeline.errors import classify, is_transient
+    from artmator.pipeline.errors import classify, is_transient
 
     exc = FaceError("face_too_small", "s3://b/p.jpg", "the face's aligned crop is 40 px wide")
     assert classify(exc) == ("face", "face_too_small: s3://b/p.jpg: the face's aligned crop is 40 px wide")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.job import RunConfig, count_attempts, run
-from pipeline.report import REPORT_SCHEMA
-from pipeline.storage import MARKER_NAME, OutputStore
+from artmator.pipeline.job import RunConfig, count_attempts, run
+from artmator.pipeline.report import REPORT_SCHEMA
+from artmator.pipeline.storage import MARKER_NAME, OutputStore
 from tests.pipeline.ray_fixtures import tiny_settings, write_images, write_manifest
 
 GOOD = ("fixed-a", "fixed-b", "searched")

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.manifest import (MANIFEST_SCHEMA, Crop, ManifestError, PaintingTask, Problem, load_manifest,
+from artmator.pipeline.manifest import (MANIFEST_SCHEMA, Crop, ManifestError, PaintingTask, Problem, load_manifest,
                                manifest_base_dir, manifest_tasks, problems_table, read_manifest, resolve_uri,
                                split_manifest, task_from_row, validate_manifest)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.storage import MARKER_NAME, OutputStore
+from artmator.pipeline.storage import MARKER_NAME, OutputStore
 from tests.pipeline.ray_fixtures import good_rows, write_images, write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]

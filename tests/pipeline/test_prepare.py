@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from pipeline.manifest import load_manifest, validate_manifest
-from pipeline.prepare import PrepareConfig, prepare
+from artmator.pipeline.manifest import load_manifest, validate_manifest
+from artmator.pipeline.prepare import PrepareConfig, prepare
 from tests.pipeline.faces_fixtures import jpeg_bytes, no_face_painting, whole_painting
 
 HOSTILE = "<script>window.__pwned=1</script> & \"quotes\""
@@ -151,7 +151,7 @@ def http_root(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_prepare_reads_a_iiif_manifest_over_http_and_the_command_exits_zero(ray_local, http_root):
-    from pipeline.cli import main
+    from artmator.pipeline.cli import main
 
     root, base = http_root
     (root / "full.jpg").write_bytes(jpeg_bytes(whole_painting()))

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.actor import failed_row
-from pipeline.job import report_table
-from pipeline.report import REPORT_SCHEMA
-from pipeline.report import status_summary
-from pipeline.storage import OutputStore
+from artmator.pipeline.actor import failed_row
+from artmator.pipeline.job import report_table
+from artmator.pipeline.report import REPORT_SCHEMA
+from artmator.pipeline.report import status_summary
+from artmator.pipeline.storage import OutputStore
 
 
 def done_row(pid: str, seconds: float) -> dict:

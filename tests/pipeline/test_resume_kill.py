@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from bench.proctree import alive, descendants
-from pipeline.cli import main
-from pipeline.storage import MARKER_NAME, OutputStore
+from artmator.pipeline.cli import main
+from artmator.pipeline.storage import MARKER_NAME, OutputStore
 from tests.pipeline.ray_fixtures import good_rows, write_images, write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ RUN_ARGS = ["--stage1-steps", "12", "--stage2-steps", "8", "--frames", "3", "--r
 CHILD = """
 import sys, ray
 ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=sys.argv[1])
-from pipeline.cli import main
+from artmator.pipeline.cli import main
 main(sys.argv[2:])
 """
 

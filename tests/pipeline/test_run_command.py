@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.run_command import DEMO_MANIFEST, parse_storage_options
+from artmator.pipeline.cli import main
+from artmator.pipeline.run_command import DEMO_MANIFEST, parse_storage_options
 from tests.pipeline.ray_fixtures import write_images, write_manifest
 from tests.pipeline.test_report import build_out_folder
 

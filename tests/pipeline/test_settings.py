@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pipeline.settings import JobSettings, paper_settings, quick_settings, settings_from_json
+from artmator.pipeline.settings import JobSettings, paper_settings, quick_settings, settings_from_json
 
 
 @pytest.mark.parametrize("settings", [quick_settings(), paper_settings(), JobSettings()])

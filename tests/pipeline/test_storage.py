@@ -8,8 +8,8 @@ import uuid
 import pyarrow as pa
 import pytest
 
-from pipeline import storage
-from pipeline.storage import (MARKER_NAME, OutputStore, StoreError, atomic_write, file_digest, redact_config,
+from artmator.pipeline import storage
+from artmator.pipeline.storage import (MARKER_NAME, OutputStore, StoreError, atomic_write, file_digest, redact_config,
                               redact_options, redact_text, redact_uri)
 
 MARKER = {"run_id": "run-1", "config_hash": "cfg-a"}

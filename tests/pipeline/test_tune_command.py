@@ -9,9 +9,9 @@ from click.testing import CliRunner
 import torch
 from PIL import Image
 
-from model.delta import load_delta
+from artmator.model.delta import load_delta
 
-from pipeline.cli import main
+from artmator.pipeline.cli import main
 
 DEMO = Path(__file__).resolve().parents[2] / "manifests" / "demo" / "astronaut_oil.png"
 FAST = ["--no-head-prior", "--no-find-faces", "--no-face-metrics", "--stage1-steps", "2", "--stage2-steps", "2", "--resolution", "32",

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.proctree import alive, descendants  # noqa: F401 - re-exported to the tests
-from pipeline.actor import ActorSpec, tune_and_commit
-from pipeline.job import RunConfig, count_attempts, plan, report_table
-from pipeline.settings import JobSettings, load_models, resolve_expressions
-from pipeline.storage import MARKER_NAME, OutputStore
+from artmator.pipeline.actor import ActorSpec, tune_and_commit
+from artmator.pipeline.job import RunConfig, count_attempts, plan, report_table
+from artmator.pipeline.settings import JobSettings, load_models, resolve_expressions
+from artmator.pipeline.storage import MARKER_NAME, OutputStore
 from tests.pipeline.conftest import ray_local, s3_bucket, s3_endpoint, s3_options  # noqa: F401  (fixtures)
 from tests.pipeline.ray_fixtures import png_bytes, tiny_settings
 

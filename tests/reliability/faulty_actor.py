@@ -10,8 +10,8 @@ import hashlib
 import json
 import os
 
-from pipeline.actor import TuneActor, _note_attempt
-from pipeline.manifest import task_from_row
+from artmator.pipeline.actor import TuneActor, _note_attempt
+from artmator.pipeline.manifest import task_from_row
 
 FRACTION_ENV = "ARTMATOR_TEST_FAULT_FRACTION"
 SEED_ENV = "ARTMATOR_TEST_FAULT_SEED"

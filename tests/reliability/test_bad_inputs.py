@@ -28,12 +28,12 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from model.delta import DeltaError, apply_delta, load_delta
-from pipeline.errors import classify
-from pipeline.job import RunConfig, run
-from pipeline.manifest import CROP_TYPE
-from pipeline.settings import BackboneSettings
-from pipeline.storage import OutputStore
+from artmator.model.delta import DeltaError, apply_delta, load_delta
+from artmator.pipeline.errors import classify
+from artmator.pipeline.job import RunConfig, run
+from artmator.pipeline.manifest import CROP_TYPE
+from artmator.pipeline.settings import BackboneSettings
+from artmator.pipeline.storage import OutputStore
 from tests.reliability.conftest import GOOD_ID, good_row, inline_run, manifest_table, markers, write_table
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "bad-inputs.md"
@@ -372,7 +372,7 @@ def test_unusable_manifest_stops_the_run_before_work(case: Case, tmp_path, rel_s
 @pytest.mark.timeout(120)
 def test_unusable_manifest_through_the_command_is_one_clear_line(tmp_path, baseline):
     """`artmator run` on a non-Parquet manifest: exit 1, one `Error:` line naming the file, no traceback, no work."""
-    from pipeline.cli import main
+    from artmator.pipeline.cli import main
 
     out, before = _prepared_out(tmp_path, baseline)
     manifest = _bad_manifest("not-parquet", tmp_path)
@@ -424,7 +424,7 @@ def _bad_weights(name: str, folder: Path, rel_models) -> tuple[str, Path]:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("case", WEIGHT_CASES, ids=[c.name for c in WEIGHT_CASES])
 def test_bad_generator_weights_stop_the_run_before_work(case: Case, tmp_path, rel_settings, rel_models, baseline):
-    from model.weights import WeightsError
+    from artmator.model.weights import WeightsError
 
     out, before = _prepared_out(tmp_path, baseline)
     manifest = write_table(tmp_path / "manifest.parquet", manifest_table([good_row(tmp_path)]))
@@ -441,7 +441,7 @@ def test_bad_generator_weights_stop_the_run_before_work(case: Case, tmp_path, re
 
 @pytest.mark.timeout(60)
 def test_delta_other_base(baseline, rel_models):
-    from model import load_backbone
+    from artmator.model import load_backbone
 
     case = BY_NAME["delta-other-base"]
     delta = baseline["delta"]
@@ -456,7 +456,7 @@ def test_delta_other_base(baseline, rel_models):
 
 @pytest.mark.timeout(60)
 def test_negative_steps(tmp_path, baseline):
-    from pipeline.cli import main
+    from artmator.pipeline.cli import main
 
     case = BY_NAME["negative-steps"]
     out, before = _prepared_out(tmp_path, baseline)
@@ -479,7 +479,7 @@ def test_unknown_preset(tmp_path, rel_settings, baseline):
 
 @pytest.mark.timeout(60)
 def test_unwritable_output(tmp_path):
-    from pipeline.cli import main
+    from artmator.pipeline.cli import main
 
     case = BY_NAME["unwritable-output"]
     manifest = write_table(tmp_path / "manifest.parquet", manifest_table([good_row(tmp_path)]))

@@ -19,9 +19,9 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import classify
-from pipeline.job import RunConfig, run
-from pipeline.storage import OutputStore
+from artmator.pipeline.errors import classify
+from artmator.pipeline.job import RunConfig, run
+from artmator.pipeline.storage import OutputStore
 from tests.pipeline.ray_fixtures import good_rows, write_images, write_manifest
 from tests.reliability.conftest import ROOT, alive, markers, supervise
 from tests.reliability.faulty_actor import FRACTION_ENV, SEED_ENV, fault_exit_decision
@@ -33,10 +33,10 @@ RUN_ARGS = ["--stage1-steps", "2", "--stage2-steps", "1", "--frames", "2", "--re
 CHILD = """
 import sys, ray
 ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=sys.argv[1])
-import pipeline.job
+from artmator.pipeline import job
 from tests.reliability.faulty_actor import FaultyTuneActor
-pipeline.job.TuneActor = FaultyTuneActor
-from pipeline.cli import main
+job.TuneActor = FaultyTuneActor
+from artmator.pipeline.cli import main
 main(sys.argv[2:])
 """
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import model.stylize
-import pipeline.actor
-from model.delta import Delta, load_delta
-from pipeline.actor import ActorSpec, tune_and_commit
-from pipeline.manifest import PaintingTask
-from pipeline.settings import resolve_expressions
-from pipeline.storage import OutputStore
+from artmator.model import stylize
+from artmator.pipeline import actor
+from artmator.model.delta import Delta, load_delta
+from artmator.pipeline.actor import ActorSpec, tune_and_commit
+from artmator.pipeline.manifest import PaintingTask
+from artmator.pipeline.settings import resolve_expressions
+from artmator.pipeline.storage import OutputStore
 from tests.pipeline.ray_fixtures import png_bytes, tiny_settings
 
 GOOD, BAD = "calm", "diverges"
@@ -37,7 +37,7 @@ def settings():
 
 @pytest.fixture(scope="module")
 def models(settings):
-    from pipeline.settings import load_models
+    from artmator.pipeline.settings import load_models
 
     return load_models(settings)
 
@@ -75,7 +75,7 @@ def _assert_finite(delta: Delta) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
 def test_non_finite_image_stops_that_painting_in_stage_1(tmp_path, settings, models, monkeypatch, value):
-    real = pipeline.actor.painting_input
+    real = actor.painting_input
 
     def load(task, *args, **kwargs):
         tune_input, face = real(task, *args, **kwargs)
@@ -83,14 +83,14 @@ def test_non_finite_image_stops_that_painting_in_stage_1(tmp_path, settings, mod
             tune_input = dataclasses.replace(tune_input, image=torch.full_like(tune_input.image, value))
         return tune_input, face
 
-    monkeypatch.setattr(pipeline.actor, "painting_input", load)
+    monkeypatch.setattr(actor, "painting_input", load)
     rows, store = _batch(tmp_path, settings, models)
     _assert_only_good_committed(rows, store, "non-finite loss in stage 1 at step 0")
 
 
 @pytest.mark.timeout(120)
 def test_non_finite_stage_2_loss_stops_that_painting(tmp_path, settings, models, monkeypatch):
-    real = model.stylize.artmator_terms
+    real = stylize.artmator_terms
     calls = {"n": 0}
 
     def terms(*args, **kwargs):
@@ -101,7 +101,7 @@ def test_non_finite_stage_2_loss_stops_that_painting(tmp_path, settings, models,
             out["dir"] = out["dir"] * poison
         return out
 
-    monkeypatch.setattr(model.stylize, "artmator_terms", terms)
+    monkeypatch.setattr(stylize, "artmator_terms", terms)
     rows, store = _batch(tmp_path, settings, models)
     assert calls["n"] == settings.tune.stage2.steps
     _assert_only_good_committed(rows, store, "non-finite loss in stage 2 at step 1")
@@ -110,7 +110,7 @@ def test_non_finite_stage_2_loss_stops_that_painting(tmp_path, settings, models,
 @pytest.mark.timeout(120)
 def test_non_finite_delta_with_finite_losses_is_never_committed(tmp_path, settings, models, monkeypatch):
     """An adapter that overflowed in the very last optimiser step: every recorded loss is finite, the delta is not."""
-    real = pipeline.actor.tune_paintings
+    real = actor.tune_paintings
 
     def tune(*args, **kwargs):
         results = real(*args, **kwargs)
@@ -123,6 +123,6 @@ def test_non_finite_delta_with_finite_losses_is_never_committed(tmp_path, settin
         assert all(torch.isfinite(torch.tensor(v)).all() for r in results for v in r.losses.values())
         return results
 
-    monkeypatch.setattr(pipeline.actor, "tune_paintings", tune)
+    monkeypatch.setattr(actor, "tune_paintings", tune)
     rows, store = _batch(tmp_path, settings, models)
     _assert_only_good_committed(rows, store, "not finite")

@@ -27,8 +27,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.job import RunConfig, run
-from pipeline.storage import MARKER_NAME, OutputStore, StoreError
+from artmator.pipeline.job import RunConfig, run
+from artmator.pipeline.storage import MARKER_NAME, OutputStore, StoreError
 from tests.pipeline.ray_fixtures import png_bytes
 from tests.reliability.conftest import ROOT, manifest_table, supervise, write_table
 
@@ -104,7 +104,7 @@ def _evil_files(folder: Path) -> tuple[list[Path], Path]:
 
 @pytest.mark.timeout(60)
 def test_pth_payload_never_runs_through_load_backbone(tmp_path):
-    from model import WeightsError, load_backbone
+    from artmator.model import WeightsError, load_backbone
 
     files, flag = _evil_files(tmp_path)
     for path in files:
@@ -116,7 +116,7 @@ def test_pth_payload_never_runs_through_load_backbone(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_pth_payload_never_runs_through_artmator_run(tmp_path):
-    from pipeline.cli import main
+    from artmator.pipeline.cli import main
 
     files, flag = _evil_files(tmp_path)
     (tmp_path / "p.png").write_bytes(png_bytes(1))
@@ -191,7 +191,7 @@ def test_hostile_ids_through_a_run_stay_inside_the_output(hostile_run):
 @pytest.mark.browser
 @pytest.mark.timeout(300)
 def test_gallery_keeps_every_payload_inert_in_chromium(hostile_run, browser):
-    from pipeline.gallery.site import build_gallery
+    from artmator.pipeline.gallery.site import build_gallery
 
     out = hostile_run["out"]
     site = build_gallery(str(out), str(out.parent / "site"))
@@ -234,7 +234,7 @@ CREDENTIAL = "AKIAFAKECREDENTIAL01"
 CHILD = """
 import sys, ray
 ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=True, _temp_dir=sys.argv[1])
-from pipeline.cli import main
+from artmator.pipeline.cli import main
 main(sys.argv[2:])
 """
 

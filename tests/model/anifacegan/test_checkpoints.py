@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from model import WeightsError, load_backbone
-from model.anifacegan.model import build_parts
-from model.anifacegan.config import preset_config
+from artmator.model import WeightsError, load_backbone
+from artmator.model.anifacegan.model import build_parts
+from artmator.model.anifacegan.config import preset_config
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import time
 import pytest
 import torch
 
-from model import load_backbone, load_expression
-from model.anifacegan.expressions import ExpressionError, expression_from_vector, load_mat_coefficients
+from artmator.model import load_backbone, load_expression
+from artmator.model.anifacegan.expressions import ExpressionError, expression_from_vector, load_mat_coefficients
 
 
 def test_tiny_renders_64px_well_under_a_second_on_one_core(tiny_backbone):

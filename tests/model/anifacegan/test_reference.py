@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from model import load_backbone
+from artmator.model import load_backbone
 
 TOL = 1e-4
 

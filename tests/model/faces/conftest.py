@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from model.faces.descriptor import FaceDescriptorNet
-from model.faces.detector import FaceDetector
-from model.faces.expression import FaceExpressionNet
-from model.faces.landmarks import FaceLandmark68Net
-from model.faces.tfjs_ops import FaceWeightsError, TfjsNet
+from artmator.model.faces.descriptor import FaceDescriptorNet
+from artmator.model.faces.detector import FaceDetector
+from artmator.model.faces.expression import FaceExpressionNet
+from artmator.model.faces.landmarks import FaceLandmark68Net
+from artmator.model.faces.tfjs_ops import FaceWeightsError, TfjsNet
 
 REF_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "faces"
 

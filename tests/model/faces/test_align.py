@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from model.anifacegan import rays
-from model.camera import degrees_to_official
-from model.faces.align import (FACE_TEMPLATE_5, PITCH_OFFSET_DEG, FaceAlignment, align_face, five_points,
+from artmator.model.anifacegan import rays
+from artmator.model.camera import degrees_to_official
+from artmator.model.faces.align import (FACE_TEMPLATE_5, PITCH_OFFSET_DEG, FaceAlignment, align_face, five_points,
                                pose_from_landmarks, warp_aligned)
 
 FOV = 12.0
@@ -145,8 +145,8 @@ def test_the_aligned_crop_of_a_backbone_render_is_the_frame_the_backbone_renders
     """The demo backbone is fitted to the procedural head, rendered with the backbone's own camera: aligning a
     render of it at a known pose must give back (about) the render's own frame — the training crop convention
     and the backbone's framing agree."""
-    from model.faces.analyzer import FaceAnalysisConfig, FaceAnalyzer
-    from model.head_prior import reference_render
+    from artmator.model.faces.analyzer import FaceAnalysisConfig, FaceAnalyzer
+    from artmator.model.head_prior import reference_render
 
     analyzer = FaceAnalyzer(FaceAnalysisConfig(min_confidence=0.1))
     for yaw in (-15.0, 0.0, 15.0):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.faces.descriptor import (
+from artmator.model.faces.descriptor import (
     DESCRIPTOR_DIM,
     SAME_PERSON_DISTANCE,
     FaceDescriptorNet,
@@ -22,8 +22,8 @@ from model.faces.descriptor import (
     descriptor_distance,
     descriptor_similarity,
 )
-from model.faces.tfjs_ops import faces_to_batch, pad_to_square, resize_bilinear_tf
-from model.faces.weights import load_face_weights
+from artmator.model.faces.tfjs_ops import faces_to_batch, pad_to_square, resize_bilinear_tf
+from artmator.model.faces.weights import load_face_weights
 from tests.model.faces.conftest import assert_strict_loading, best_single_thread_time
 
 ATOL = 5e-6

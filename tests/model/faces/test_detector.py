@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.faces.detector import NUM_ANCHORS, DetectedFace, FaceDetector, detections, non_max_suppression
-from model.faces.tfjs_ops import square_net_input
-from model.faces.weights import load_face_weights
+from artmator.model.faces.detector import NUM_ANCHORS, DetectedFace, FaceDetector, detections, non_max_suppression
+from artmator.model.faces.tfjs_ops import square_net_input
+from artmator.model.faces.weights import load_face_weights
 from tests.model.faces.conftest import assert_load_refused, assert_strict_loading, best_single_thread_time
 
 IMAGES = ["astronaut_gouache", "astronaut_oil", "astronaut_poster", "cameraman_sepia", "astronaut",

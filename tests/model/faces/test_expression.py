@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from model.faces.expression import (
+from artmator.model.faces.expression import (
     EXPRESSIONS,
     FaceExpressionNet,
     classify,
     expression_probabilities,
 )
-from model.faces.tfjs_ops import FaceWeightsError, TfjsWeights, faces_to_batch, pad_to_square, resize_bilinear_tf
-from model.faces.weights import load_face_weights
-from model.weights import WeightsError
+from artmator.model.faces.tfjs_ops import FaceWeightsError, TfjsWeights, faces_to_batch, pad_to_square, resize_bilinear_tf
+from artmator.model.faces.weights import load_face_weights
+from artmator.model.weights import WeightsError
 from tests.model.faces.conftest import assert_load_refused, assert_strict_loading, best_single_thread_time
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.faces.detector import DetectedFace
-from model.faces.landmarks import FaceLandmark68Net, crop_region
-from model.faces.weights import load_face_weights
+from artmator.model.faces.detector import DetectedFace
+from artmator.model.faces.landmarks import FaceLandmark68Net, crop_region
+from artmator.model.faces.weights import load_face_weights
 from tests.model.faces.conftest import assert_strict_loading
 
 WITH_FACES = ["astronaut_gouache", "astronaut_poster", "cameraman_sepia", "astronaut", "astronaut_crop"]

@@ -21,7 +21,7 @@ import skimage.data
 import torch
 from PIL import Image
 
-from model.faces.metrics import (
+from artmator.model.faces.metrics import (
     FACE_FLAGS,
     FaceMetrics,
     FaceMetricThresholds,
@@ -110,7 +110,7 @@ def test_frontal_face_commanded_at_40_degrees_is_a_pose_mismatch(scorer, img):
 
 
 def test_a_head_that_turns_with_the_camera_matches_and_a_frozen_one_does_not(scorer):
-    from model.head_prior import reference_render
+    from artmator.model.head_prior import reference_render
 
     yaws = [-20.0, -10.0, 0.0, 10.0, 20.0]
     frames = [reference_render(y, 64)[0] * 2 - 1 for y in yaws]       # (3, 64, 64) in [-1, 1]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline.gallery import encode_webp
+from artmator.pipeline.gallery import encode_webp
 
 SCREENSHOTS = Path(__file__).parent / "_screenshots"
 XSS_TITLE = '</script><img src=x onerror="window.__pwned=1">'
@@ -141,7 +141,7 @@ class BuiltSite:
 
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> BuiltSite:
-    from pipeline.gallery import build_gallery
+    from artmator.pipeline.gallery import build_gallery
 
     out = tmp_path_factory.mktemp("out")
     for spec in (MONA, XSS, HIDDEN):

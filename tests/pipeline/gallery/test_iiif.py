@@ -7,8 +7,8 @@ import urllib.parse
 import pytest
 from iiif_prezi3 import Collection, Manifest
 
-from pipeline.gallery import build_gallery
-from pipeline.gallery.iiif import PRESENTATION_CONTEXT, iiif_rights, plain_value
+from artmator.pipeline.gallery import build_gallery
+from artmator.pipeline.gallery.iiif import PRESENTATION_CONTEXT, iiif_rights, plain_value
 
 from .conftest import MONA, PaintingSpec, write_painting
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pipeline.gallery import build_gallery
+from artmator.pipeline.gallery import build_gallery
 
 from .conftest import PaintingSpec, write_painting, write_report
 

@@ -7,9 +7,9 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from pipeline.gallery import build_gallery
-from pipeline.gallery.command import gallery
-from pipeline.gallery.pages import json_script
+from artmator.pipeline.gallery import build_gallery
+from artmator.pipeline.gallery.command import gallery
+from artmator.pipeline.gallery.pages import json_script
 
 from .conftest import PaintingSpec, write_painting, write_report
 
@@ -138,8 +138,8 @@ def test_command_builds_default_site(tmp_path):
 def test_viewer_page_shows_face_metrics_and_pose_source():
     import json as _json
 
-    from pipeline.gallery.pages import _face_text, _quality
-    from pipeline.gallery.source import parse_result
+    from artmator.pipeline.gallery.pages import _face_text, _quality
+    from artmator.pipeline.gallery.source import parse_result
 
     doc = {"painting_id": "p", "metadata": {"title": "T"}, "turntable": {"yaw_deg": [0.0], "fps": 12},
            "pose": {"yaw_deg": 12.0, "estimated": True, "source": "landmarks"},

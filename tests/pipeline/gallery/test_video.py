@@ -7,8 +7,8 @@ import av
 import pytest
 from PIL import Image
 
-from pipeline.gallery import encode_mp4, encode_webm, encode_webp, frame_sprite, ping_pong
-from pipeline.gallery.video import encode_sprite, sprite_grid
+from artmator.pipeline.gallery import encode_mp4, encode_webm, encode_webp, frame_sprite, ping_pong
+from artmator.pipeline.gallery.video import encode_sprite, sprite_grid
 
 from .conftest import draw_frames
 
