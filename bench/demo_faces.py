@@ -26,7 +26,10 @@ Measures per painting (FaceAnalyzer's SSD detector, face-api weights):
 * psnr_tune — the pipeline's reference-view PSNR (`metrics["psnr_ref"]`, at the tuning resolution);
   psnr_render — reference render vs the painting's aligned crop at the render resolution.
 * colour_err — |mean RGB| difference (0..255 scale, L2) between the central half of the painting crop and of
-  the reference render: is the painting's palette on the head.
+  the reference render (layout-sensitive: a head smaller than the painted face raises it).
+* palette_w1 — the painting's palette in the render regardless of layout: per RGB channel, the 1-D
+  Wasserstein distance between the pixel values of the painting crop and of the reference render (0..255),
+  averaged over channels.
 * seconds / cpu_s — wall and process CPU time (all threads) of painting_input + tuning + renders per painting;
   `prior_fit_s` / `prior_fit_cpu_s` the head prior fit (once per run); `demo_path_s` / `demo_path_cpu_s` the
   prior fit plus every painting (the detection and expression measurements are not counted). On a shared
@@ -55,7 +58,7 @@ THRESHOLD = 0.5
 LOW = 0.05
 NAME = "demo_faces_cpu"
 METRICS = ("det_rate", "det_rate_native", "conf_mean", "conf_min", "p_happy_smile", "p_happy_neutral",
-           "psnr_tune", "psnr_render", "colour_err", "seconds", "cpu_s")
+           "psnr_tune", "psnr_render", "colour_err", "palette_w1", "seconds", "cpu_s")
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -67,6 +70,14 @@ def upscaled(a: np.ndarray, side: int) -> np.ndarray:
     if a.shape[0] >= side:
         return a
     return np.asarray(Image.fromarray(a).resize((side, side), Image.Resampling.BICUBIC))
+
+
+def palette_w1(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over RGB of the 1-D Wasserstein distance between two images' pixel values: (3, H, W) in [-1, 1]
+    (same size) -> 0..255."""
+    x = ((a.clamp(-1, 1) + 1) * 127.5).flatten(1).sort(dim=1).values
+    y = ((b.clamp(-1, 1) + 1) * 127.5).flatten(1).sort(dim=1).values
+    return float((x - y).abs().mean())
 
 
 def head_box(opacity: torch.Tensor) -> tuple[float, float, float, float] | None:
@@ -156,7 +167,7 @@ def run(args) -> tuple[dict, list[np.ndarray]]:
     rows, sheet = {}, []
     for task in tasks:
         t1, c1 = time.perf_counter(), time.process_time()
-        tune_input, face_input = painting_input(task, resolution, settings.image, faces)
+        tune_input, face_input = painting_input(task, resolution, settings.image, faces, framing=backbone.face_framing)
         [tuned] = tune_paintings(backbone, [tune_input], tune, models.encoders)
         g = apply_delta(backbone, tuned.delta)
         latent = tuned.latent
@@ -179,7 +190,7 @@ def run(args) -> tuple[dict, list[np.ndarray]]:
         ref_a, still_a = upscaled(to_uint8(ref.image[0]), big), upscaled(to_uint8(still.image[0]), big)
         _, ref_box = best_face(detector, ref_a, head_box(ref.opacity))
         _, still_box = best_face(detector, still_a, head_box(still.opacity))
-        target = painting_input(task, render.resolution, settings.image, faces)[0].image
+        target = painting_input(task, render.resolution, settings.image, faces, framing=backbone.face_framing)[0].image
         r = render.resolution
         c = slice(r // 4, r - r // 4)
         mean_t = ((target[0, :, c, c] + 1) * 127.5).mean((1, 2))
@@ -192,6 +203,7 @@ def run(args) -> tuple[dict, list[np.ndarray]]:
             "psnr_tune": tuned.metrics.get("psnr_ref"),
             "psnr_render": float(psnr(ref.image.clamp(-1, 1), target)[0]),
             "colour_err": float((mean_t - mean_r).norm()),
+            "palette_w1": palette_w1(target[0], ref.image[0]),
             "seconds": seconds, "cpu_s": cpu, "yaw_deg": yaw, "face_input": face_input.alignment_source,
             "frame_conf": [round(s, 3) for s in scores],
         }
@@ -242,7 +254,7 @@ def write(label: str, result: dict, sheet: list[np.ndarray], out_dir: Path, name
               "|---|---|" + "---|" * len(labels)]
     ids = list(dict.fromkeys(p for lb in labels for p in data["runs"][lb]["paintings"]))
     for pid in ids:
-        for k in ("det_rate", "conf_mean", "p_happy_smile", "p_happy_neutral", "psnr_render", "colour_err"):
+        for k in ("det_rate", "conf_mean", "p_happy_smile", "p_happy_neutral", "psnr_render", "palette_w1"):
             vals = [data["runs"][lb]["paintings"].get(pid, {}).get(k, "") for lb in labels]
             lines.append(f"| {pid} | {k} | " + " | ".join(_fmt(v) for v in vals) + " |")
     md_path.write_text("\n".join(lines) + "\n")

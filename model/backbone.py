@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from artmator.model.faces.align import FaceFraming
 
 Latent = dict[str, torch.Tensor]  # name -> (B, D) code, e.g. {"z_id", "z_exp", "noise"} for AniFaceGAN
 
@@ -49,6 +53,14 @@ class Backbone(nn.Module, abc.ABC):
         """Module types inside `tunable()` whose layers get no LoRA adapters (e.g. a latent mapping network),
         declared by the tunable module as `ADAPTER_EXCLUSIONS` so that `model.lora` needs no backbone."""
         return tuple(getattr(self.tunable(), "ADAPTER_EXCLUSIONS", ()))
+
+    @property
+    def face_framing(self) -> "FaceFraming":
+        """Where a face's GRAM training crop sits in this backbone's renders (`model.faces.align.FaceFraming`):
+        painting inputs are framed the same way. Default: exactly the crop, as the official weights."""
+        from artmator.model.faces.align import FaceFraming
+
+        return FaceFraming()
 
     @abc.abstractmethod
     def sample_latent(self, batch: int, generator: torch.Generator | None = None) -> Latent:

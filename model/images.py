@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from artmator.model.faces.align import FaceAlignment, warp_aligned
+from artmator.model.faces.align import FaceAlignment, FaceFraming, warp_aligned
 from artmator.model.weights import read_bytes
 
 ERROR_KINDS = ("empty", "not_found", "unreadable", "truncated", "not_an_image", "too_large", "too_small",
@@ -319,7 +319,7 @@ def _stretch(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 def prepare_painting(image: Image.Image, resolution: int, crop: tuple[int, int, int, int] | None = None,
                      config: ImageConfig = ImageConfig(), *, source: str = "<in-memory image>",
-                     alignment: FaceAlignment | None = None) -> torch.Tensor:
+                     alignment: FaceAlignment | None = None, framing: FaceFraming = FaceFraming()) -> torch.Tensor:
     """Crop, fit and normalise an RGB painting into the backbone's input: (1, 3, R, R) float32 in [-1, 1].
 
     crop: (x, y, w, h) in pixels of the upright (EXIF-corrected) image, e.g. a box around the face.
@@ -328,18 +328,41 @@ def prepare_painting(image: Image.Image, resolution: int, crop: tuple[int, int, 
     centred, as in the backbone's training crops.
     alignment: the face's training crop (`model.faces.align`), a rotated square warped upright instead; it
     excludes `crop`.
+    framing: where the backbone renders a face's training crop (`Backbone.face_framing`). Unless it is the
+    crop itself, the face square (the alignment, else the crop box or whole image as a square around its
+    centre) is widened to the window that puts the face there: real painting around it where there is some,
+    else the median colour of the painting's outer border (a plain backdrop the render can match).
     """
     _check_prepare_inputs(image, resolution)
+    if alignment is None and not framing.is_identity:
+        if crop is not None:
+            left, top, right, bottom = _crop_box(crop, image.size, source, config)
+        else:
+            left, top, (right, bottom) = 0, 0, image.size
+        alignment, crop = FaceAlignment((left + right) / 2, (top + bottom) / 2, max(right - left, bottom - top)), None
     if alignment is not None:
         if crop is not None:
             raise ValueError("give a crop box or a face alignment, not both")
-        square = np.asarray(warp_aligned(image, alignment, resolution))  # (R, R, 3) uint8
+        if framing.is_identity:
+            square = np.asarray(warp_aligned(image, alignment, resolution))  # (R, R, 3) uint8
+        else:
+            square = np.asarray(warp_aligned(image, framing.window_for(alignment), resolution,
+                                             fill=border_colour(image)))
     else:
         if crop is not None:
             image = image.crop(_crop_box(crop, image.size, source, config))
         square = _fit_square(image, resolution, config)  # (R, R, 3) uint8
     scaled = square.transpose(2, 0, 1).astype(np.float32) / np.float32(127.5) - np.float32(1.0)  # (3, R, R)
     return torch.from_numpy(np.ascontiguousarray(scaled)).unsqueeze(0)  # (1, 3, R, R)
+
+
+def border_colour(image: Image.Image, width: float = 0.03) -> tuple[int, int, int]:
+    """Median RGB of the outer `width` (fraction of the shorter side, at least 1 px) of an RGB image."""
+    a = np.asarray(image)
+    k = max(1, round(width * min(a.shape[:2])))
+    ring = np.concatenate([a[:k].reshape(-1, 3), a[-k:].reshape(-1, 3), a[:, :k].reshape(-1, 3),
+                           a[:, -k:].reshape(-1, 3)])
+    return tuple(int(v) for v in np.median(ring, axis=0))
 
 
 def _check_prepare_inputs(image: Image.Image, resolution: int) -> None:
@@ -389,10 +412,10 @@ def _fit_square(image: Image.Image, resolution: int, config: ImageConfig) -> np.
 
 def load_painting(uri: str, resolution: int, crop: tuple[int, int, int, int] | None = None,
                   config: ImageConfig = ImageConfig(), storage_options: Mapping | None = None,
-                  alignment: FaceAlignment | None = None) -> torch.Tensor:
+                  alignment: FaceAlignment | None = None, framing: FaceFraming = FaceFraming()) -> torch.Tensor:
     """Read (local path or fsspec URI), decode and prepare one painting: (1, 3, R, R) float32 in [-1, 1]."""
     image = read_painting(uri, config, storage_options)
-    return prepare_painting(image, resolution, crop, config, source=uri, alignment=alignment)
+    return prepare_painting(image, resolution, crop, config, source=uri, alignment=alignment, framing=framing)
 
 
 def read_painting(uri: str, config: ImageConfig = ImageConfig(), storage_options: Mapping | None = None

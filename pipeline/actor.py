@@ -94,7 +94,8 @@ def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, st
             continue
         try:
             tune_input, face = with_retries(lambda: painting_input(task, resolution, settings.image, faces,
-                                                                   spec.storage_options))
+                                                                   spec.storage_options,
+                                                                   models.backbone.face_framing))
             expressions = (default_expressions if task.expressions is None
                            else resolve_expressions(task.expressions, spec.storage_options))
             inputs.append((task, tune_input, expressions, face))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
-from artmator.model.faces.align import FaceAlignment
+from artmator.model.faces.align import FaceAlignment, FaceFraming
 from artmator.model.images import ImageConfig, prepare_painting, read_painting
 from artmator.model.tune import PaintingInput
 from artmator.pipeline.manifest import PaintingTask
@@ -41,10 +41,11 @@ class FaceInput:
 
 
 def painting_input(task: PaintingTask, resolution: int, image_config: ImageConfig,
-                   analyzer: Callable[[], object], storage_options: Mapping | None = None
-                   ) -> tuple[PaintingInput, FaceInput]:
+                   analyzer: Callable[[], object], storage_options: Mapping | None = None,
+                   framing: FaceFraming = FaceFraming()) -> tuple[PaintingInput, FaceInput]:
     """Read the painting and decide its face square and pose. `analyzer()` returns the process's FaceAnalyzer
-    (created on first use: rows with a square and a pose never load the face networks)."""
+    (created on first use: rows with a square and a pose never load the face networks). `framing`: the
+    backbone's (`Backbone.face_framing`); the face square is widened to it for the tuning input."""
     image = read_painting(task.image_uri, image_config, storage_options)
     yaw, pitch = task.yaw_deg, task.pitch_deg
     pose_source = (task.pose_source or "given") if yaw is not None else "search"
@@ -74,7 +75,8 @@ def painting_input(task: PaintingTask, resolution: int, image_config: ImageConfi
                      face_confidence=face.confidence, faces_found=count)
         if yaw is None and face.landmarks_reliable:
             yaw, pitch, pose_source = face.pose.yaw_deg, face.pose.pitch_deg, "landmarks"
-    tensor = prepare_painting(image, resolution, crop, image_config, source=task.image_uri, alignment=alignment)
+    tensor = prepare_painting(image, resolution, crop, image_config, source=task.image_uri, alignment=alignment,
+                              framing=framing)
     used = None if alignment is None else {k: float(v) for k, v in asdict(alignment).items()}
     return (PaintingInput(task.painting_id, tensor, yaw, pitch),
             FaceInput(pose_source=pose_source, alignment=used, **facts))

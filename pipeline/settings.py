@@ -60,10 +60,14 @@ class JobSettings:
 
 
 def quick_settings(preset: str = "tiny") -> JobSettings:
-    """Step counts and sizes for the offline CPU demo (tiny preset, random tiny encoders)."""
+    """Step counts and sizes for the offline CPU demo (tiny preset, random tiny encoders).
+
+    Stage 2's adapters learn at 5e-4 (not the default 2e-3): with the random LPIPS and CLIP of the demo the
+    stage-2 losses mostly reward texture, and at 2e-3 the tiny head prior's face dissolves into noise within
+    30 steps (bench/demo_faces.py: faces detected in no turntable frame)."""
     return JobSettings(
         backbone=BackboneSettings(preset=preset),
-        tune=TuneConfig(stage1=LocalizeConfig(steps=60), stage2=StylizeConfig(steps=30),
+        tune=TuneConfig(stage1=LocalizeConfig(steps=60), stage2=StylizeConfig(steps=30, lr_lora=5e-4),
                         encoders=EncoderConfig(clip=(TINY_CLIP,), lpips=LpipsConfig(net="alex", random_backbone=True)),
                         resolution=64),
         render=RenderConfig(resolution=128, turntable_frames=24),

@@ -72,7 +72,8 @@ def _tune(image, yaw, pitch, box, out_dir, painting_id, settings: JobSettings) -
     resolution = settings.tune.resolution or models.backbone.default_resolution
     task = PaintingTask(row=0, painting_id=painting_id, image_uri=image, yaw_deg=yaw, pitch_deg=pitch,
                         crop=None if box is None else Crop(*box))
-    painting, face = painting_input(task, resolution, settings.image, LazyFaceAnalyzer(settings.device))
+    painting, face = painting_input(task, resolution, settings.image, LazyFaceAnalyzer(settings.device),
+                                 framing=models.backbone.face_framing)
     expressions = resolve_expressions(settings.render.expressions)
     bar = StepBar(settings, enabled=sys.stderr.isatty())
     try:

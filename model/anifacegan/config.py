@@ -44,6 +44,7 @@ class AniFaceGANConfig:
     psi: float = 0.7                      # default truncation when rendering sampled identities
     truncation_samples: int = 10000       # samples used to estimate the average frequencies for truncation
     train_resolution: int = 128           # resolution the checkpoint was trained at (default tuning size)
+    face_framing: tuple[float, float, float] = (1.0, 0.5, 0.5)  # GRAM face crop in the frame: (side, cx, cy)
     render: RenderSettings = field(default_factory=RenderSettings)
 
     @property
@@ -57,8 +58,9 @@ class AniFaceGANConfig:
     def from_dict(cls, d: dict) -> "AniFaceGANConfig":
         d = dict(d)
         render = RenderSettings(**d.pop("render", {}))
-        if "sampler_center" in d:
-            d["sampler_center"] = tuple(d["sampler_center"])
+        for key in ("sampler_center", "face_framing"):
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(**d, render=render)
 
 
@@ -70,6 +72,9 @@ PRESETS: dict[str, AniFaceGANConfig] = {
         siren_hidden=32, siren_layers=4, mapping_hidden=32, sampler_hidden=16,
         deform_hidden=16, deform_layers=2, deform_mapping_hidden=16,
         vae_hidden=32, vae_layers=2, vae_latent=16, truncation_samples=2000, train_resolution=64,
+        # The demo head prior (model/head_prior.py) is a bust: a face's GRAM crop is 0.57 of the frame, centred
+        # slightly high (measured by detecting the procedural head: tests/model/faces/test_align.py).
+        face_framing=(0.57, 0.495, 0.472),
         render=RenderSettings(coarse_samples=16, num_levels=8, chunk_rays=8192),
     ),
 }

@@ -78,6 +78,12 @@ class AniFaceGAN(Backbone):
         return self.config.train_resolution
 
     @property
+    def face_framing(self):
+        from artmator.model.faces.align import FaceFraming
+
+        return FaceFraming(*self.config.face_framing)
+
+    @property
     def device(self) -> torch.device:
         return self.generator.siren.mapping_network.network[0].weight.device
 

@@ -91,6 +91,37 @@ class FaceAlignment:
 
 
 @dataclass(frozen=True)
+class FaceFraming:
+    """Where a face's training crop (the GRAM square `align_face` returns) sits in a backbone's render frame.
+
+    `scale`: the square's side as a fraction of the frame's; `cx`, `cy`: its centre in frame units (x right,
+    y down). Backbones trained on GRAM crops (the official AniFaceGAN) frame a face exactly as the square:
+    (1, 0.5, 0.5). A backbone that renders a smaller head in a wider frame (the demo's bust) declares it, and
+    the painting's window grows to match (`window_for`), so the tuned render and the painting line up.
+    """
+
+    scale: float = 1.0
+    cx: float = 0.5
+    cy: float = 0.5
+
+    def __post_init__(self):
+        if not (0.1 <= self.scale <= 2.0 and 0.0 < self.cx < 1.0 and 0.0 < self.cy < 1.0):
+            raise ValueError(f"a face framing needs scale in [0.1, 2] and a centre inside the frame, got {self}")
+
+    @property
+    def is_identity(self) -> bool:
+        return (self.scale, self.cx, self.cy) == (1.0, 0.5, 0.5)
+
+    def window_for(self, face: FaceAlignment) -> FaceAlignment:
+        """The source square that, warped upright, shows `face`'s training crop where this framing puts it."""
+        side = face.size / self.scale
+        a = math.radians(face.angle_deg)
+        ux, uy = np.array([math.cos(a), -math.sin(a)]), np.array([math.sin(a), math.cos(a)])  # as `corners`
+        centre = np.array([face.cx, face.cy]) + side * ((0.5 - self.cx) * ux + (0.5 - self.cy) * uy)
+        return FaceAlignment(cx=float(centre[0]), cy=float(centre[1]), size=float(side), angle_deg=face.angle_deg)
+
+
+@dataclass(frozen=True)
 class HeadPose:
     """Head pose in the project's degrees (0 = frontal; `model.camera`): yaw, pitch, and the in-image roll."""
 
@@ -219,11 +250,13 @@ def _project(points: np.ndarray, yaw_deg: float, pitch_deg: float, fov_deg: floa
     return np.stack([(ndc[:, 0] + 1) / 2, (1 - ndc[:, 1]) / 2], axis=1)
 
 
-def warp_aligned(image: Image.Image, alignment: FaceAlignment, resolution: int) -> Image.Image:
+def warp_aligned(image: Image.Image, alignment: FaceAlignment, resolution: int,
+                 fill: tuple[int, int, int] | None = None) -> Image.Image:
     """The upright square crop `alignment` of `image`, resampled to (resolution, resolution).
 
     Big downscales are first box-reduced (anti-aliasing, and bounded work for huge scans) to at least 1.5x the
-    output sampling; parts of the square outside the image are filled by mirroring it, as GRAM pads.
+    output sampling; parts of the square outside the image are filled by mirroring it, as GRAM pads, or with
+    the colour `fill` (a wide window around a tight painting would otherwise show mirrored copies of the face).
     Coordinates are continuous pixels: pixel (i, j) covers [i, i+1) x [j, j+1).
     """
     factor = max(1, int(alignment.size / resolution / 1.5))
@@ -233,10 +266,11 @@ def warp_aligned(image: Image.Image, alignment: FaceAlignment, resolution: int) 
     w, h = image.size
     low, high = np.floor(corners.min(0)), np.ceil(corners.max(0))
     pad = int(max(0.0, -low[0], -low[1], high[0] - w, high[1] - h))
-    if pad:
+    if pad and fill is None:
         mode = "reflect" if pad < min(w, h) else "edge"
         image = Image.fromarray(np.pad(np.asarray(image), ((pad, pad), (pad, pad), (0, 0)), mode=mode))
         corners = corners + pad
     tl, tr, br, bl = corners
     quad = (*tl, *bl, *br, *tr)                                        # Pillow's QUAD order: ul, ll, lr, ur
-    return image.transform((resolution, resolution), Image.Transform.QUAD, quad, Image.Resampling.BICUBIC)
+    return image.transform((resolution, resolution), Image.Transform.QUAD, quad, Image.Resampling.BICUBIC,
+                           fillcolor=fill)

@@ -14,7 +14,8 @@ import torch
 from PIL import Image, ImageCms, ImageFile
 
 from artmator.model.images import (
-    ERROR_KINDS, ImageConfig, PaintingImageError, decode_painting, load_painting, prepare_painting, to_pil,
+    ERROR_KINDS, ImageConfig, PaintingImageError, border_colour, decode_painting, load_painting, prepare_painting,
+    to_pil,
     to_png_bytes, to_rgb,
 )
 
@@ -455,3 +456,30 @@ def test_prepare_with_an_alignment_warps_the_rotated_square_upright():
     np.testing.assert_allclose(out[0].permute(1, 2, 0).numpy(), expected, atol=1e-6)
     with pytest.raises(ValueError, match="not both"):
         prepare_painting(img, 64, crop=(0, 0, 100, 100), alignment=al)
+
+
+def test_a_backbone_framing_widens_the_face_square_to_where_the_backbone_renders_faces():
+    """A backbone that renders a face's training crop at 0.5 of its frame gets the painting's face there, with
+    the painting around it: the face square (alignment, or crop box, or whole image) is widened, not shrunk."""
+    from artmator.model.faces.align import FaceAlignment, FaceFraming, warp_aligned
+
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    framing = FaceFraming(scale=0.5, cx=0.5, cy=0.45)
+    al = FaceAlignment(cx=210.0, cy=140.0, size=100.0, angle_deg=-8.0)
+    out = prepare_painting(img, 64, alignment=al, framing=framing)
+    expected = np.asarray(warp_aligned(img, framing.window_for(al), 64, fill=border_colour(img)))
+    np.testing.assert_allclose(out[0].permute(1, 2, 0).numpy(), expected.astype(np.float32) / 127.5 - 1.0, atol=1e-6)
+    # Beyond the painting the window shows its border colour, never a mirrored copy of the face.
+    plain = Image.new("RGB", (100, 100), (200, 40, 10))
+    plain.paste((0, 0, 255), (40, 40, 60, 60))
+    wide = prepare_painting(plain, 64, framing=FaceFraming(scale=0.5))
+    corner = ((wide[0, :, :10, :10] + 1) * 127.5).round()
+    assert torch.all(corner == torch.tensor([200.0, 40.0, 10.0]).view(3, 1, 1))
+    # A crop box is the face square around its centre: the box (x 150..250, y 90..190) lands mid-frame at half size.
+    boxed = prepare_painting(img, 64, crop=(150, 90, 100, 100), framing=FaceFraming(scale=0.5))
+    np.testing.assert_allclose(boxed, prepare_painting(img, 64, alignment=FaceAlignment(200.0, 140.0, 200.0)),
+                               atol=1e-6)     # (this window lies inside the painting: no fill)
+    # The identity framing (official GRAM-cropped weights) leaves every path exactly as it was.
+    np.testing.assert_array_equal(prepare_painting(img, 64, crop=(150, 90, 100, 100), framing=FaceFraming()),
+                                  prepare_painting(img, 64, crop=(150, 90, 100, 100)))

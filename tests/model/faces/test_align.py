@@ -10,8 +10,8 @@ from PIL import Image
 
 from artmator.model.anifacegan import rays
 from artmator.model.camera import degrees_to_official
-from artmator.model.faces.align import (FACE_TEMPLATE_5, PITCH_OFFSET_DEG, FaceAlignment, align_face, five_points,
-                               pose_from_landmarks, warp_aligned)
+from artmator.model.faces.align import (FACE_TEMPLATE_5, PITCH_OFFSET_DEG, FaceAlignment, FaceFraming, align_face,
+                                        five_points, pose_from_landmarks, warp_aligned)
 
 FOV = 12.0
 RES = 256
@@ -142,19 +142,42 @@ def test_warp_mirrors_beyond_the_border_and_bounds_work_for_huge_scans():
 
 
 def test_the_aligned_crop_of_a_backbone_render_is_the_frame_the_backbone_renders():
-    """The demo backbone is fitted to the procedural head, rendered with the backbone's own camera: aligning a
-    render of it at a known pose must give back (about) the render's own frame — the training crop convention
-    and the backbone's framing agree."""
+    """The demo backbone is fitted to the procedural head, rendered with the backbone's own camera: widening the
+    face's training crop by the backbone's declared framing (`Backbone.face_framing`) must give back (about)
+    the render's own frame — so a painting's face lands where the backbone renders faces."""
+    from artmator.model import load_backbone
     from artmator.model.faces.analyzer import FaceAnalysisConfig, FaceAnalyzer
     from artmator.model.head_prior import reference_render
 
+    framing = load_backbone("tiny").face_framing
     analyzer = FaceAnalyzer(FaceAnalysisConfig(min_confidence=0.1))
     for yaw in (-15.0, 0.0, 15.0):
         image, _ = reference_render(yaw, RES)                                        # (3, H, W) in [0, 1]
         pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         faces = analyzer.faces(pixels)
         assert faces, f"no face found in the head render at yaw {yaw}"
-        a = faces[0].alignment
-        assert abs(a.cx - RES / 2) < 0.1 * RES and abs(a.cy - RES / 2) < 0.1 * RES, (yaw, a)
-        assert 0.85 * RES < a.size < 1.15 * RES and abs(a.angle_deg) < 5, (yaw, a)
+        a = framing.window_for(faces[0].alignment)
+        assert abs(a.cx - RES / 2) < 0.05 * RES and abs(a.cy - RES / 2) < 0.05 * RES, (yaw, a)
+        assert 0.92 * RES < a.size < 1.08 * RES and abs(a.angle_deg) < 5, (yaw, a)
         assert np.sign(faces[0].pose.yaw_deg) == np.sign(yaw) or yaw == 0
+
+
+def test_a_framing_widens_the_window_around_the_face_where_it_says():
+    face = FaceAlignment(cx=100.0, cy=200.0, size=50.0, angle_deg=0.0)
+    assert FaceFraming().window_for(face) == face and FaceFraming().is_identity
+    w = FaceFraming(scale=0.5, cx=0.5, cy=0.25).window_for(face)
+    assert (w.size, w.cx, w.cy) == (100.0, 100.0, 225.0)     # the face sits in the upper half of the window
+    # Where the window puts the face, read back through the warp geometry: its centre at (0.5, 0.25) x R.
+    centre = w.to_crop(np.array([[100.0, 200.0]]), 64)[0] + 0.5
+    np.testing.assert_allclose(centre, [32.0, 16.0], atol=1e-9)
+    tilted = FaceAlignment(cx=100.0, cy=200.0, size=50.0, angle_deg=30.0)
+    wt = FaceFraming(scale=0.5, cx=0.3, cy=0.7).window_for(tilted)
+    np.testing.assert_allclose(wt.to_crop(np.array([[100.0, 200.0]]), 64)[0] + 0.5, [0.3 * 64, 0.7 * 64], atol=1e-9)
+    assert wt.angle_deg == 30.0
+
+
+def test_a_framing_outside_the_frame_is_refused():
+    with pytest.raises(ValueError, match="framing"):
+        FaceFraming(scale=0.0)
+    with pytest.raises(ValueError, match="framing"):
+        FaceFraming(cx=1.5)
