@@ -316,6 +316,14 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": 
 
 def init_ray() -> None:
     """Connect to RAY_ADDRESS when set, else start a local Ray sized to this machine."""
+    import sys
+
+    if not os.environ.get("RAY_ADDRESS") and "ray" not in sys.modules:
+        # Ray enables token authentication for a new local cluster when RAY_AUTH_MODE is unset, and warns that it
+        # chose so. The embedded cluster is this process's own: artmator chooses token mode itself (Ray then
+        # creates ~/.ray/auth_token once, quietly). Ray reads the mode when it is imported, so this must come
+        # first; a RAY_AUTH_MODE the user set is kept.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if ray.is_initialized():
@@ -323,10 +331,6 @@ def init_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     else:
-        # Ray enables token authentication for a new local cluster when RAY_AUTH_MODE is unset, and warns that it
-        # chose so. The embedded cluster is this process's own: artmator chooses token mode itself (Ray then
-        # creates ~/.ray/auth_token once, quietly). A RAY_AUTH_MODE the user set is kept.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
         # address="local": always a fresh cluster for this job, never another process's Ray on the same machine.
         ray.init(address="local", include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", **MALLOC_ENV}})
