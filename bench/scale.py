@@ -1,23 +1,20 @@
-"""Scale: validating a large manifest, and the resume scan of a large output on an S3 API (moto on 127.0.0.1).
+"""Scale: validating a large manifest, and planning a large catalog on an S3 API (moto on 127.0.0.1).
 
     python -m bench.scale                          # 10,000 manifest rows and 10,000 committed paintings
-    python -m bench.scale --rows 200 --paintings 50 --no-index-demo    # toy size (smoke test)
+    python -m bench.scale --rows 200 --paintings 50    # toy size (smoke test)
 
 Manifest: a synthetic manifest of `--rows` valid rows (id, s3:// image URI, pose, title) is validated
 (`validate_manifest`), split into tasks (`split_manifest`), and read + validated + split from a Parquet file
 (`load_manifest`, the path `artmator run` takes).
 
-Resume scan: a moto S3 server is started in this process on 127.0.0.1 (fake credentials); `--paintings`
-committed paintings are uploaded under s3://<bucket>/out/paintings/<id>/ (each: `_COMMITTED.json` with a real
-marker, `delta.safetensors` and `result.json`, a few bytes each: the scan's cost is per object, not per byte) with
-one concurrent s3fs `pipe` of all paths. Then timed, each from a cold cache:
-  listing          one recursive listing of paintings/ (`fs.find`, paginated list_objects_v2, 1,000 keys a page)
-  committed_ids()  the listing only (what marks a painting committed: its marker exists)
-  committed()      the listing + every marker read in one batched concurrent `cat` (what `artmator run` uses to
-                   match markers against the run's config hash)
-Index demo (unless `--no-index-demo`): the fix proposed when the scan is too slow — a flat index prefix with one
-empty object per committed painting, keyed `out/_commits/<config_hash>/<painting_id>`, written after the marker.
-Resume then lists one key per painting (not 3+) and reads no markers: the config hash is in the key.
+Plan: a moto S3 server is started in this process; `--paintings` images and committed paintings are uploaded in
+the real layout (`pipeline.layout`: files under paintings/<id>/<version>/, markers under commits/<id>/ named by
+the fingerprints a plan of the same manifest computes). Then timed, each from a cold cache:
+  scan()           one listing of commits/: every painting's fingerprints, no marker read
+  committed()      the listing + every marker read (what the skip decision cost before markers named their
+                   fingerprints)
+  plan             `make_plan` of the whole manifest: manifest read, image stamps (one listing of images/),
+                   scan, decide: all skipped; then with every title changed: all refreshed
 
 moto is not S3: its listing and GET costs per key are much higher than S3's (S3 lists 1,000 keys in ~50-100 ms
 per page). The ratios between the variants, measured side by side here, are the portable result.
@@ -25,6 +22,7 @@ per page). The ratios between the variants, measured side by side here, are the 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import tempfile
@@ -38,7 +36,7 @@ import torch
 
 from bench.common import environment, write_results
 from artmator.pipeline.manifest import load_manifest, split_manifest, validate_manifest
-from artmator.pipeline.storage import MARKER_NAME, OutputStore
+from artmator.pipeline.storage import OutputStore
 
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                     "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -77,18 +75,17 @@ def bench_manifest(rows: int) -> list[dict]:
     return out
 
 
-def marker(pid: str) -> bytes:
-    return json.dumps({"painting_id": pid, "run_id": "bench", "config_hash": CONFIG_HASH,
-                       "committed_at": "2026-01-01T00:00:00+00:00",
-                       "files": {"delta.safetensors": {"bytes": 8, "sha256": "0" * 64},
-                                 "result.json": {"bytes": 2, "sha256": "0" * 64}}}, sort_keys=True).encode()
-
-
-def bench_s3(paintings: int, index_demo: bool) -> tuple[list[dict], dict]:
+def bench_s3(paintings: int) -> tuple[list[dict], dict]:
+    """Commit `paintings` paintings on moto S3 in the real layout (markers named by the fingerprints a plan of
+    the same manifest computes), then time the resume scan and whole plans."""
     from moto.server import ThreadedMotoServer
     import s3fs
 
     import logging
+
+    from artmator.pipeline import changes, layout
+    from artmator.pipeline.job import RunConfig, make_plan
+    from artmator.pipeline.settings import quick_settings
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)   # moto's server logs every request otherwise
     saved = {k: os.environ.get(k) for k in FAKE_CREDENTIALS}
@@ -103,49 +100,65 @@ def bench_s3(paintings: int, index_demo: bool) -> tuple[list[dict], dict]:
         bucket = f"bench-{uuid.uuid4().hex[:10]}"
         fs.mkdir(bucket)
         out = f"s3://{bucket}/out"
-        root = f"{bucket}/out/paintings"
-        ids = [f"painting-{i:06d}" for i in range(paintings)]
-        objects = {}
-        for pid in ids:
-            objects[f"{root}/{pid}/{MARKER_NAME}"] = marker(pid)
-            objects[f"{root}/{pid}/delta.safetensors"] = b"\0" * 8
-            objects[f"{root}/{pid}/result.json"] = b"{}"
+        table = manifest_table(paintings).set_column(
+            1, "image_uri", pa.array([f"s3://{bucket}/images/painting-{i:06d}.png" for i in range(paintings)]))
+        images = {f"{bucket}/images/painting-{i:06d}.png": f"img{i}".encode() for i in range(paintings)}
         start = time.perf_counter()
+        fs.pipe(images)
+        with fs.open(f"{bucket}/manifest.parquet", "wb") as f:
+            pq.write_table(table, f)
+        manifest = f"s3://{bucket}/manifest.parquet"
+        settings = quick_settings()
+        config = RunConfig(manifest_uri=manifest, out_uri=out, settings=settings, storage_options=options)
+        tasks, _ = load_manifest(manifest, options)
+        stamps = changes.image_stamps([t.image_uri for t in tasks], options)
+        decider = changes.Decider(settings, changes.base_identity(settings), stamps, options)
+        objects = {}
+        version = "v000001-abcdef"
+        for task in tasks:
+            inputs, fingerprints = decider.inputs(task)
+            sha = hashlib.sha256(images[task.image_uri[5:]]).hexdigest()
+            fingerprints = fingerprints._replace(image=sha[:16])
+            pid = task.painting_id
+            files = {"delta.safetensors": b"\0" * 8, "result.json": b"{}"}
+            for rel, data in files.items():
+                objects[f"{bucket}/out/paintings/{pid}/{version}/{rel}"] = data
+            doc = {"painting_id": pid, "version": version, "run_id": "bench", "config_hash": CONFIG_HASH,
+                   "inputs": inputs, "fingerprints": fingerprints._asdict(),
+                   "files": {rel: layout.file_entry(f"{version}/{rel}", d).as_json() for rel, d in files.items()}}
+            objects[f"{bucket}/out/commits/{pid}/{layout.marker_name(version, fingerprints)}"] = layout.marker_bytes(doc)
         fs.pipe(objects)
         upload = time.perf_counter() - start
-        info["objects"] = len(objects)
-        rows.append({"what": "upload (one concurrent s3fs pipe)", "n": len(objects), "seconds": upload,
-                     "detail": f"{len(objects) / upload:.0f} objects/s"})
+        info["objects"] = len(objects) + len(images)
+        rows.append({"what": "upload (images, committed paintings; concurrent s3fs pipe)", "n": info["objects"],
+                     "seconds": upload, "detail": f"{info['objects'] / upload:.0f} objects/s"})
 
         store = OutputStore(out, options)
         store.fs.invalidate_cache()
         start = time.perf_counter()
-        listed = store.fs.find(store.paintings_root)
-        rows.append({"what": "listing of paintings/ (fs.find)", "n": len(listed), "seconds": time.perf_counter() - start,
-                     "detail": f"{-(-len(listed) // 1000)} pages"})
+        scan = store.scan()
+        rows.append({"what": "scan(): listing of commits/ (every fingerprint, no marker read)", "n": len(scan.current),
+                     "seconds": time.perf_counter() - start,
+                     "detail": "ok" if len(scan.current) == paintings else f"expected {paintings}"})
+        store.fs.invalidate_cache()
         start = time.perf_counter()
-        got_ids = store.committed_ids()
-        rows.append({"what": "committed_ids() (listing only)", "n": len(got_ids), "seconds": time.perf_counter() - start,
-                     "detail": "ok" if len(got_ids) == paintings else f"expected {paintings}"})
-        start = time.perf_counter()
-        got = store.committed(CONFIG_HASH)
-        rows.append({"what": "committed(config_hash) (listing + marker reads)", "n": len(got),
+        got = store.committed()
+        rows.append({"what": "committed(): listing + every marker read", "n": len(got),
                      "seconds": time.perf_counter() - start,
                      "detail": "ok" if len(got) == paintings else f"expected {paintings}"})
-
-        if index_demo:
-            index = {f"{bucket}/out/_commits/{CONFIG_HASH}/{pid}": b"" for pid in ids}
+        for what, change in (("plan, nothing changed", None), ("plan, every title changed", "title")):
+            if change:
+                changed = table.set_column(table.schema.get_field_index("title"), "title",
+                                           pa.array([f"Retitled {i}" for i in range(paintings)]))
+                with fs.open(f"{bucket}/manifest.parquet", "wb") as f:
+                    pq.write_table(changed, f)
+            store.fs.invalidate_cache()
             start = time.perf_counter()
-            fs.pipe(index)
-            rows.append({"what": "index demo: upload _commits/<hash>/<id>", "n": len(index),
-                         "seconds": time.perf_counter() - start, "detail": "one empty object per painting"})
-            fs.invalidate_cache()
-            start = time.perf_counter()
-            keys = fs.find(f"{bucket}/out/_commits/{CONFIG_HASH}")
-            found = {k.rsplit("/", 1)[1] for k in keys}
-            rows.append({"what": "index demo: resume scan = listing _commits/<hash>/", "n": len(found),
+            counts = make_plan(config, store).counts()
+            expected = "refresh" if change else "skip"
+            rows.append({"what": f"{what} (manifest read, image stamps listed, scan, decide)", "n": paintings,
                          "seconds": time.perf_counter() - start,
-                         "detail": "ok" if len(found) == paintings else f"expected {paintings}"})
+                         "detail": "ok" if counts[expected] == paintings else f"unexpected {counts}"})
     finally:
         server.stop()
         for k, v in saved.items():
@@ -156,11 +169,11 @@ def bench_s3(paintings: int, index_demo: bool) -> tuple[list[dict], dict]:
     return rows, info
 
 
-def run(rows: int, paintings: int, index_demo: bool, out_dir: Path | None = None, name: str = "scale_cpu") -> list[dict]:
+def run(rows: int, paintings: int, out_dir: Path | None = None, name: str = "scale_cpu") -> list[dict]:
     results = bench_manifest(rows)
     for r in results:
         print(r)
-    s3_rows, info = bench_s3(paintings, index_demo)
+    s3_rows, info = bench_s3(paintings)
     for r in s3_rows:
         print(r)
     results += s3_rows
@@ -169,8 +182,8 @@ def run(rows: int, paintings: int, index_demo: bool, out_dir: Path | None = None
 
     env = environment(torch.device("cpu")) | {"manifest_rows": rows, "paintings": paintings,
                                               "moto": moto.__version__, "s3fs": s3fs.__version__, **info}
-    notes = ("Goal: resume scan of 10,000 paintings ≤ 30 s. moto server in this process on 127.0.0.1 (not real "
-             "S3: per-key list/GET costs are far higher); times are one cold call each.")
+    notes = ("Goal: `plan` and the skip decision for 10,000 paintings ≤ 30 s. moto server in this process on "
+             "127.0.0.1 (not real S3: per-key list/GET costs are far higher); times are one cold call each.")
     write_results(name, results, env, ["what", "n", "seconds", "detail"], notes=notes, out_dir=out_dir)
     return results
 
@@ -179,10 +192,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=10_000)
     p.add_argument("--paintings", type=int, default=10_000)
-    p.add_argument("--no-index-demo", action="store_true")
     p.add_argument("--out-dir", type=Path, default=None)
     a = p.parse_args(argv)
-    run(a.rows, a.paintings, not a.no_index_demo, a.out_dir)
+    run(a.rows, a.paintings, a.out_dir)
 
 
 if __name__ == "__main__":

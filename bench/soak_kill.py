@@ -99,7 +99,10 @@ def _catalogue(folder: Path, n: int) -> str:
 
 
 def _markers(out: Path) -> dict[str, bytes]:
-    return {p.parent.name: p.read_bytes() for p in sorted(out.glob("paintings/*/_COMMITTED.json"))}
+    from artmator.pipeline.storage import OutputStore
+
+    store = OutputStore(str(out))
+    return {pid: store.fs.cat_file(ref.path) for pid, ref in sorted(store.scan().current.items())}
 
 
 def _one_round(manifest: str, out: Path, kill_after: float | None, log: Path,

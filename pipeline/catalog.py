@@ -36,7 +36,8 @@ import pyarrow.parquet as pq
 
 from artmator.pipeline.manifest import (KNOWN_COLUMNS, MANIFEST_SCHEMA, ManifestError, manifest_base_dir,
                                read_manifest, resolve_uri)
-from artmator.pipeline.storage import MAX_ID_LENGTH, redact_text, redact_uri
+from artmator.pipeline.layout import MAX_ID_LENGTH
+from artmator.pipeline.storage import redact_text, redact_uri
 
 DEFAULT_MAX_IMAGE_SIZE = 2048
 DEFAULT_TIMEOUT_S = 60.0

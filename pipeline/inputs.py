@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 from artmator.model.faces.align import FaceAlignment, FaceFraming
-from artmator.model.images import ImageConfig, prepare_painting, read_painting
+from artmator.model.images import ImageConfig, decode_painting, prepare_painting, read_painting
 from artmator.model.tune import PaintingInput
 from artmator.pipeline.manifest import PaintingTask
 
@@ -42,11 +42,14 @@ class FaceInput:
 
 def painting_input(task: PaintingTask, resolution: int, image_config: ImageConfig,
                    analyzer: Callable[[], object], storage_options: Mapping | None = None,
-                   framing: FaceFraming = FaceFraming()) -> tuple[PaintingInput, FaceInput]:
-    """Read the painting and decide its face square and pose. `analyzer()` returns the process's FaceAnalyzer
-    (created on first use: rows with a square and a pose never load the face networks). `framing`: the
-    backbone's (`Backbone.face_framing`); the face square is widened to it for the tuning input."""
-    image = read_painting(task.image_uri, image_config, storage_options)
+                   framing: FaceFraming = FaceFraming(), image_bytes: bytes | None = None
+                   ) -> tuple[PaintingInput, FaceInput]:
+    """Read the painting (or decode `image_bytes`, already fetched) and decide its face square and pose.
+    `analyzer()` returns the process's FaceAnalyzer (created on first use: rows with a square and a pose never
+    load the face networks). `framing`: the backbone's (`Backbone.face_framing`); the face square is widened to
+    it for the tuning input."""
+    image = (read_painting(task.image_uri, image_config, storage_options) if image_bytes is None
+             else decode_painting(image_bytes, task.image_uri, image_config))
     yaw, pitch = task.yaw_deg, task.pitch_deg
     pose_source = (task.pose_source or "given") if yaw is not None else "search"
     crop = None

@@ -1,27 +1,38 @@
-"""The catalog job: manifest -> skip committed -> Ray Data map_batches(TuneActor, ActorPoolStrategy) -> report.
+"""The catalog job: manifest -> plan (per row: skip / refresh / render / tune) -> Ray Data phases -> report.
 
-Works on a local Ray started on the fly and on an existing cluster (RAY_ADDRESS). Actors commit paintings to
-storage themselves; the driver only collects report rows, so killing the driver loses nothing committed and a
-rerun skips every painting whose commit marker matches this run's config hash.
+Works on a local Ray started on the fly and on an existing cluster (RAY_ADDRESS). `make_plan` compares each
+row's fingerprints with its painting's current commit (`pipeline.changes`; one listing of the commit markers,
+no model loaded) and picks the cheapest correct action. Then up to three phases run, each a Ray Data
+map_batches: refreshes (plain tasks, no model), re-renders (`RenderActor`: the backbone only) and tunings
+(`TuneActor`). Actors commit paintings to storage themselves; the driver only collects report rows, rewrites the
+partial report periodically and logs progress, so killing the driver loses nothing committed and a rerun
+plans again from what is committed.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import secrets
+import statistics
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from artmator.pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, failed_row
-from artmator.pipeline.report import REPORT_SCHEMA
-from artmator.pipeline.manifest import PaintingTask, load_manifest
-from artmator.pipeline.settings import JobSettings, load_backbone_only, uses_random_models
+from artmator.pipeline import changes
+from artmator.pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, failed_row, wire_plan
+from artmator.pipeline.layout import REPORT_SCHEMA, digest
+from artmator.pipeline.manifest import load_manifest
+from artmator.pipeline.progress import RunProgress
+from artmator.pipeline.recommit import RenderActor, refresh_batch
+from artmator.pipeline.settings import JobSettings, uses_random_models
 from artmator.pipeline.storage import OutputStore, redact_options, redact_uri
+
+log = logging.getLogger("artmator.run")
 
 
 @dataclass(frozen=True)
@@ -39,18 +50,23 @@ class RunConfig:
     retry_failed: bool = False           # also redo paintings that failed deterministically in earlier runs
     max_task_retries: int = 3            # a painting whose actor died this many more times fails (actor_died)
     run_id: str | None = None
+    only: tuple[str, ...] = ()           # process only these painting ids (all when empty)
+    force: bool = False                  # tune every selected row, whatever is committed or failed before
+    progress_every_s: float = 60.0       # seconds between progress log lines and partial reports (0: never)
 
 
 @dataclass
 class RunSummary:
     run_id: str
-    total: int                           # rows in the manifest
-    done: int                            # committed in this run
-    skipped: int                         # already committed (same config) or earlier deterministic failure
-    failed: int
+    total: int                           # rows of the manifest in this run (after --only)
+    done: int                            # tuned and committed in this run
+    skipped: int                         # unchanged since their commit, or earlier deterministic failure
+    failed: int                          # failed or invalid
     seconds: float
     report_path: str
     failures: dict[str, int]             # error_kind -> count
+    rendered: int = 0                    # re-rendered from their stored delta
+    refreshed: int = 0                   # metadata refreshed
 
     @property
     def ok(self) -> bool:
@@ -61,87 +77,179 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def plan(config: RunConfig, store: OutputStore, config_hash: str) -> tuple[list[PaintingTask], list[dict], int]:
-    """(tasks to run, report rows of invalid rows and skipped earlier failures, number already committed)."""
-    tasks, problems = load_manifest(config.manifest_uri, config.storage_options or None)
+# ------------------------------------------------------------------------------------------------ planning
+
+@dataclass
+class Plan:
+    """Every manifest row of a run, decided: valid rows with their action, and the rows that will not run."""
+
+    rows: list[changes.RowPlan]
+    invalid: list[dict]                   # report rows of manifest rows refused by validation
+    failed_before: list[dict]             # report rows of earlier deterministic failures, skipped again
+    config_hash: str
+    rehashed: list[str] = field(default_factory=list)   # images re-read because their stamp moved
+
+    def of(self, action: str) -> list[changes.RowPlan]:
+        return [r for r in self.rows if r.action == action]
+
+    def counts(self) -> dict[str, int]:
+        """What `artmator plan --json` prints."""
+        counts = changes.count_actions(self.rows)
+        return {"tune": counts["tune"], "render": counts["render"], "refresh": counts["refresh"],
+                "skip": counts["skip"], "invalid": len(self.invalid), "failed_before": len(self.failed_before)}
+
+
+def make_plan(config: RunConfig, store: OutputStore | None = None) -> Plan:
+    """Decide every row of the manifest against what is committed; loads no model and starts no Ray."""
+    store = store or OutputStore(config.out_uri, config.storage_options)
+    options = config.storage_options or None
+    tasks, problems = load_manifest(config.manifest_uri, options)
     manifest_level = [p for p in problems if p.row is None]
     if manifest_level:
         raise ValueError("the manifest cannot be used: " + "; ".join(str(p) for p in manifest_level))
-    rows = []
+    only = set(config.only)
+    if only:
+        known = {t.painting_id for t in tasks} | {p.painting_id for p in problems}
+        missing = sorted(only - known)
+        if missing:
+            raise ValueError(f"--only names ids that are not in the manifest: {', '.join(missing[:10])}")
+        tasks = [t for t in tasks if t.painting_id in only]
+    invalid = []
     by_row: dict[int, list] = {}
     for p in problems:
         by_row.setdefault(p.row, []).append(p)
     for row, probs in sorted(by_row.items()):
         pid = probs[0].painting_id or f"row-{row}"
-        rows.append({**failed_row(pid, "manifest", "; ".join(f"{p.column}: {p.reason}" for p in probs)),
-                     "status": "invalid"})
-    committed = store.committed(config_hash)
-    pending = [t for t in tasks if t.painting_id not in committed]
-    if not config.retry_failed:
-        earlier = deterministic_failures(store, config_hash)
-        for t in pending:
-            if t.painting_id in earlier:
-                rows.append({**failed_row(t.painting_id, *earlier[t.painting_id]), "status": "skipped"})
-        pending = [t for t in pending if t.painting_id not in earlier]
-    return pending, rows, len(committed.keys() & {t.painting_id for t in tasks})
+        if not only or pid in only:
+            invalid.append({**failed_row(pid, "manifest", "; ".join(f"{p.column}: {p.reason}" for p in probs)),
+                            "status": "invalid"})
+    base = changes.base_identity(config.settings, options)
+    config_hash = config.settings.result_hash(digest(base))
+    stamps = changes.image_stamps([t.image_uri for t in tasks], options)
+    decider = changes.Decider(config.settings, base, stamps, options, force=config.force)
+    rows = decider.decide(tasks, store.scan().current)
+    failed_before = []
+    if not (config.retry_failed or config.force):
+        earlier = deterministic_failures(store)
+        kept = []
+        for row in rows:
+            before = earlier.get(row.task.painting_id)
+            if row.action in ("tune", "render") and before and before[0] == row.failure_key:
+                failed_before.append({**failed_row(row.task.painting_id, before[1], before[2]), "status": "skipped"})
+            else:
+                kept.append(row)
+        rows = kept
+    return Plan(rows, invalid, failed_before, config_hash, decider.rehashed)
 
 
-def deterministic_failures(store: OutputStore, config_hash: str) -> dict[str, tuple[str, str]]:
-    """painting_id -> (kind, message) of failures in earlier runs with this config that retrying cannot fix."""
+def deterministic_failures(store: OutputStore) -> dict[str, tuple[str, str, str]]:
+    """painting_id -> (fingerprint, kind, message) of paintings whose latest attempt failed in a way retrying
+    cannot fix while their inputs stay the same (the report's `fingerprint`, `changes.RowPlan.failure_key`)."""
     from artmator.pipeline.errors import DETERMINISTIC
 
     reports = store.read_reports()
-    if reports.num_rows == 0 or "config_hash" not in reports.column_names:
+    if reports.num_rows == 0 or "fingerprint" not in reports.column_names:
         return {}
-    out = {}
-    for r in reports.to_pylist():
-        if r.get("config_hash") == config_hash and r.get("status") == "failed" and r.get("error_kind") in DETERMINISTIC:
-            out[r["painting_id"]] = (r["error_kind"], r.get("message") or "")
-    return out
+    latest: dict[str, dict] = {}
+    for r in sorted(reports.to_pylist(), key=lambda r: r.get("run_id") or ""):
+        if r.get("status") not in ("skipped", "pending", None):
+            latest[r["painting_id"]] = r
+    return {pid: (r.get("fingerprint") or "", r["error_kind"], r.get("message") or "") for pid, r in latest.items()
+            if r.get("status") == "failed" and r.get("error_kind") in DETERMINISTIC}
 
+
+def history_estimates(store: OutputStore) -> dict[str, float]:
+    """Median seconds per painting and actor of each action, from every earlier run's report."""
+    reports = store.read_reports()
+    if reports.num_rows == 0 or "seconds_total" not in reports.column_names:
+        return {}
+    seconds: dict[str, list[float]] = {}
+    action_of = {v: k for k, v in changes.STATUS_OF.items()}
+    for r in reports.select(["status", "seconds_total"]).to_pylist():
+        action = action_of.get(r["status"])
+        if action and action != "skip" and isinstance(r["seconds_total"], float) and r["seconds_total"] >= 0:
+            seconds.setdefault(action, []).append(r["seconds_total"])
+    return {a: statistics.median(v) for a, v in seconds.items()}
+
+
+# -------------------------------------------------------------------------------------------------- running
 
 def run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -> RunSummary:
-    """Run the job; returns the summary after writing runs/<run_id>/report.parquet."""
-    import ray
-
+    """Run the job; returns the summary after writing runs/<run_id>/report.parquet (rewritten while it runs)."""
     start = time.perf_counter()
     run_id = config.run_id or new_run_id()
     store = OutputStore(config.out_uri, config.storage_options)
-    backbone = load_backbone_only(replace(config.settings, device="cpu"), config.storage_options)  # hash only
-    config_hash = config.settings.result_hash(backbone.base_hash())
+    plan = make_plan(config, store)
+    counts = plan.counts()
+    log.info("plan: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
     from artmator.pipeline.settings import settings_json
 
     store.write_run_config(run_id, {"run_id": run_id, "manifest": redact_uri(config.manifest_uri),
-                                    "out": store.uri, "config_hash": config_hash,
+                                    "out": store.uri, "config_hash": plan.config_hash, "plan": counts,
+                                    "only": list(config.only), "force": config.force,
                                     "storage_options": redact_options(config.storage_options),
                                     "settings": json.loads(settings_json(config.settings, redact_uri)),
                                     "actors": config.actors, "gpus_per_actor": config.gpus_per_actor,
                                     "cpus_per_actor": config.cpus_per_actor})
-    tasks, rows, already = plan(config, store, config_hash)
-    if tasks:
-        init_ray()
-        spec = ActorSpec(settings_json=json.dumps(config.settings.to_dict()), out_uri=config.out_uri,
-                         storage_options=dict(config.storage_options), run_id=run_id, config_hash=config_hash,
-                         random_models=uses_random_models(config.settings),
-                         threads=config.threads_per_actor or local_threads_per_actor(config, len(tasks)),
-                         max_attempts=config.max_task_retries + 1)
-        rows += list(_execute(tasks, spec, config, progress))
-    attempts = count_attempts(store, run_id)
-    table = report_table(rows, attempts, run_id, config_hash)
-    path = store.write_report(run_id, table)
-    statuses = table.column("status").to_pylist()
+    fingerprints = {r.task.painting_id: r.failure_key for r in plan.rows}
+    fixed = plan.invalid + plan.failed_before + [
+        {**failed_row(r.task.painting_id, "", ""), "status": "skipped", "version": r.current.version}
+        for r in plan.of("skip")]
+    work = {a: len(plan.of(a)) for a in ("refresh", "render", "tune")}
+    pending = [r.task.painting_id for a in work for r in plan.of(a)]
+
+    def write(rows: list[dict], state: str) -> str:
+        done = {r["painting_id"] for r in rows}
+        waiting = [{**failed_row(pid, "", ""), "status": "pending"} for pid in pending if pid not in done]
+        table = report_table(fixed + rows + waiting, count_attempts(store, run_id), run_id, plan.config_hash,
+                             fingerprints)
+        return store.write_report(run_id, table, state)
+
+    tracker = RunProgress(run_id, work, history_estimates(store) if any(work.values()) else {},
+                          config.progress_every_s, on_tick=lambda rows: write(rows, "running"))
+    with tracker:
+        if any(work.values()):
+            write([], "running")
+            init_ray()
+            spec = ActorSpec(settings_json=json.dumps(config.settings.to_dict()), out_uri=config.out_uri,
+                             storage_options=dict(config.storage_options), run_id=run_id,
+                             config_hash=plan.config_hash, random_models=uses_random_models(config.settings),
+                             threads=config.threads_per_actor or local_threads_per_actor(config, work["tune"]
+                                                                                          or work["render"]),
+                             max_attempts=config.max_task_retries + 1)
+            total = sum(work.values())
+            for action in ("refresh", "render", "tune"):
+                items = [{"painting_id": r.task.painting_id, "task": json.dumps(r.task.as_row()),
+                          "plan": json.dumps(wire_plan(r, config.settings))} for r in plan.of(action)]
+                for row in execute_phase(action, items, spec, config, tracker):
+                    tracker.add(action, row)
+                    if progress is not None:
+                        progress(len(tracker.rows), total)
+        rows = tracker.snapshot()
+    path = write(rows, "finished")
+    statuses = [r["status"] for r in fixed + rows]
     failures: dict[str, int] = {}
-    for s, k in zip(statuses, table.column("error_kind").to_pylist()):
-        if s in ("failed", "invalid"):
-            failures[k] = failures.get(k, 0) + 1
-    return RunSummary(run_id=run_id, total=already + len(statuses), done=statuses.count("done"),
-                      skipped=already + statuses.count("skipped"),
-                      failed=statuses.count("failed") + statuses.count("invalid"),
-                      seconds=time.perf_counter() - start, report_path=path, failures=failures)
+    for r in fixed + rows:
+        if r["status"] in ("failed", "invalid"):
+            failures[r["error_kind"]] = failures.get(r["error_kind"], 0) + 1
+    summary = RunSummary(run_id=run_id, total=len(statuses), done=statuses.count("done"),
+                         skipped=statuses.count("skipped"),
+                         failed=statuses.count("failed") + statuses.count("invalid"),
+                         seconds=time.perf_counter() - start, report_path=path, failures=failures,
+                         rendered=statuses.count("rendered"), refreshed=statuses.count("refreshed"))
+    log.info("run %s finished: %d tuned, %d re-rendered, %d refreshed, %d skipped, %d failed in %.0f s", run_id,
+             summary.done, summary.rendered, summary.refreshed, summary.skipped, summary.failed, summary.seconds)
+    return summary
 
 
-def _execute(tasks: list[PaintingTask], spec: ActorSpec, config: RunConfig, progress):
-    """The Ray Data plan; yields report rows as actors finish batches."""
+def execute_phase(action: str, items: list[dict], spec: ActorSpec, config: RunConfig,
+                  tracker: RunProgress | None = None, settings: JobSettings | None = None) -> Iterator[dict]:
+    """One Ray Data plan over `items` ({painting_id, task?, plan} rows); yields report rows as batches finish.
+
+    refresh: plain tasks (no model); render: `RenderActor` pools; tune: `TuneActor` pools, `paintings_per_batch`
+    paintings per optimisation."""
+    if not items:
+        return
     import warnings
 
     import ray
@@ -153,22 +261,29 @@ def _execute(tasks: list[PaintingTask], spec: ActorSpec, config: RunConfig, prog
     # failure: the actor counts the painting's attempts and fails it after `ActorSpec.max_attempts`.
     warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
     ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False
-    size = config.actors or pool_size(config.gpus_per_actor, config.cpus_per_actor)
-    batch = max(1, config.settings.paintings_per_batch)
-    items = [{"painting_id": t.painting_id, "task": json.dumps(t.as_row())} for t in tasks]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / batch)))
-    results = ds.map_batches(
-        TuneActor, fn_constructor_args=(spec,), batch_size=batch, batch_format="numpy",
-        compute=ActorPoolStrategy(size=min(size, len(tasks))),
-        num_gpus=config.gpus_per_actor or None, num_cpus=config.cpus_per_actor,
-        max_restarts=-1, max_task_retries=-1,
-    )
-    done = 0
+    ctx.enable_progress_bars = False      # progress is artmator's own log lines (pipeline.progress)
+    settings = settings or config.settings
+    if action == "refresh":
+        batch = 32
+        ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / batch)))
+        results = ds.map_batches(refresh_batch, fn_kwargs={"spec": spec}, batch_size=batch, batch_format="numpy",
+                                 num_cpus=0.25, max_retries=-1)
+        if tracker is not None:
+            tracker.begin(action, pool_size(0.0, 0.25))
+    else:
+        size = min(config.actors or pool_size(config.gpus_per_actor, config.cpus_per_actor), len(items))
+        batch = max(1, settings.paintings_per_batch) if action == "tune" else 1
+        actor = TuneActor if action == "tune" else RenderActor
+        ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / batch)))
+        results = ds.map_batches(
+            actor, fn_constructor_args=(spec,), batch_size=batch, batch_format="numpy",
+            compute=ActorPoolStrategy(size=size),
+            num_gpus=config.gpus_per_actor or None, num_cpus=config.cpus_per_actor,
+            max_restarts=-1, max_task_retries=-1,
+        )
+        if tracker is not None:
+            tracker.begin(action, size)
     for row in results.iter_rows():
-        done += 1
-        if progress is not None:
-            progress(done, len(tasks))
         yield {c: _plain(row[c]) for c in REPORT_COLUMNS}
 
 
@@ -201,6 +316,14 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": 
 
 def init_ray() -> None:
     """Connect to RAY_ADDRESS when set, else start a local Ray sized to this machine."""
+    import sys
+
+    if not os.environ.get("RAY_ADDRESS") and "ray" not in sys.modules:
+        # Ray enables token authentication for a new local cluster when RAY_AUTH_MODE is unset, and warns that it
+        # chose so. The embedded cluster is this process's own: artmator chooses token mode itself (Ray then
+        # creates ~/.ray/auth_token once, quietly). Ray reads the mode when it is imported, so this must come
+        # first; a RAY_AUTH_MODE the user set is kept.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if ray.is_initialized():
@@ -228,11 +351,9 @@ def count_attempts(store: OutputStore, run_id: str) -> dict[str, int]:
     return counts
 
 
-
-
-
-def report_table(rows: list[dict], attempts: Mapping[str, int], run_id: str, config_hash: str) -> pa.Table:
-    """Rows -> report.parquet table: NaN/empty become nulls, attempts filled in (0 for never-started rows)."""
+def report_table(rows: list[dict], attempts: Mapping[str, int], run_id: str, config_hash: str,
+                 fingerprints: Mapping[str, str] | None = None) -> pa.Table:
+    """Rows -> report.parquet table: NaN/empty become nulls, attempts and plan fingerprints filled in."""
     out = []
     for r in rows:
         r = dict(r)
@@ -240,6 +361,7 @@ def report_table(rows: list[dict], attempts: Mapping[str, int], run_id: str, con
             if (isinstance(v, float) and math.isnan(v)) or v == "" or (k == "delta_bytes" and v == -1):
                 r[k] = None
         r["attempts"] = attempts.get(r["painting_id"], 0)
+        r["fingerprint"] = (fingerprints or {}).get(r["painting_id"], r.get("fingerprint"))
         r["run_id"], r["config_hash"] = run_id, config_hash
         out.append(r)
     return pa.Table.from_pylist(out, schema=REPORT_SCHEMA)
@@ -248,3 +370,80 @@ def report_table(rows: list[dict], attempts: Mapping[str, int], run_id: str, con
 def _plain(v):
     return v.item() if hasattr(v, "item") else v
 
+
+# ------------------------------------------------------------------------------------------------ re-render
+
+def rerender(out_uri: str, storage_options: Mapping | None = None, *, only: tuple[str, ...] = (),
+             frames: int | None = None, resolution: int | None = None, expressions: tuple[str, ...] | None = None,
+             face_metrics: bool | None = None, device: str = "cpu", actors: int | None = None,
+             gpus_per_actor: float = 0.0, cpus_per_actor: float = 1.0, threads_per_actor: int = 0,
+             run_id: str | None = None, progress_every_s: float = 60.0) -> RunSummary:
+    """`artmator render`: re-render committed paintings (all, or `only`) from their stored deltas, with their
+    recorded render settings changed as given; the same `RenderActor` path `run` takes for `rendered` rows.
+
+    Each painting keeps its recorded backbone (preset and weight URIs, from its marker), delta, tuned input
+    and metadata; its renders, face metrics and result.json are new."""
+    from artmator.pipeline.recommit import backbone_settings
+
+    start = time.perf_counter()
+    run_id = run_id or new_run_id()
+    options = dict(storage_options or {})
+    store = OutputStore(out_uri, options)
+    commits = store.commits(set(only) or None)
+    missing = sorted(set(only) - set(commits))
+    if missing:
+        raise ValueError(f"--only names paintings that are not committed in {store.uri}: {', '.join(missing[:10])}")
+    rows: list[dict] = []
+    groups: dict[str, list[dict]] = {}
+    records: dict[str, dict] = {}
+    for pid, commit in sorted(commits.items()):
+        inputs, record = commit.doc.get("inputs"), commit.doc.get("backbone")
+        if not isinstance(inputs, dict) or not isinstance(record, dict) or "render" not in inputs:
+            rows.append(failed_row(pid, "config", "its commit records no render inputs (committed by an older "
+                                                  "artmator?); run `artmator run --force --only` on it instead"))
+            continue
+        render = json.loads(json.dumps(inputs["render"]))
+        if frames is not None:
+            render["render"]["turntable_frames"] = frames
+        if resolution is not None:
+            render["render"]["resolution"] = resolution
+        if expressions is not None:
+            render["expressions"] = list(expressions)
+        if face_metrics is not None:
+            render["face_metrics"] = face_metrics
+        fingerprints = commit.fingerprints._replace(render=digest(render))
+        key = json.dumps(record, sort_keys=True)
+        records[key] = record
+        groups.setdefault(key, []).append({"painting_id": pid, "plan": json.dumps(
+            {"action": "render", "fingerprints": fingerprints._asdict(), "inputs": {**inputs, "render": render},
+             "backbone": record, "current": commit.version})})
+    store.write_run_config(run_id, {"run_id": run_id, "command": "render", "out": store.uri, "only": list(only),
+                                    "frames": frames, "resolution": resolution, "expressions": expressions,
+                                    "face_metrics": face_metrics, "storage_options": redact_options(options)})
+    work = {"render": sum(len(items) for items in groups.values())}
+    tracker = RunProgress(run_id, work, history_estimates(store), progress_every_s,
+                          on_tick=lambda done: store.write_report(run_id, report_table(
+                              rows + done, count_attempts(store, run_id), run_id, ""), "running"))
+    with tracker:
+        for key, items in groups.items():
+            settings = JobSettings(backbone=backbone_settings(records[key]), device=device,
+                                   face_metrics=bool(face_metrics) if face_metrics is not None else True)
+            config = RunConfig(manifest_uri="", out_uri=out_uri, settings=settings, storage_options=options,
+                               actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
+                               threads_per_actor=threads_per_actor)
+            init_ray()
+            spec = ActorSpec(settings_json=json.dumps(settings.to_dict()), out_uri=out_uri, storage_options=options,
+                             run_id=run_id, config_hash="", random_models=uses_random_models(settings),
+                             threads=threads_per_actor or local_threads_per_actor(config, len(items)),
+                             max_attempts=config.max_task_retries + 1)
+            for row in execute_phase("render", items, spec, config, tracker, settings):
+                tracker.add("render", row)
+        rows += tracker.snapshot()
+    path = store.write_report(run_id, report_table(rows, count_attempts(store, run_id), run_id, ""))
+    failures: dict[str, int] = {}
+    for r in rows:
+        if r["status"] == "failed":
+            failures[r["error_kind"]] = failures.get(r["error_kind"], 0) + 1
+    return RunSummary(run_id=run_id, total=len(rows), done=0, skipped=0, failed=sum(failures.values()),
+                      seconds=time.perf_counter() - start, report_path=path, failures=failures,
+                      rendered=sum(r["status"] == "rendered" for r in rows))

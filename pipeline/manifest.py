@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from artmator.pipeline.storage import SAFE_ID_PATTERN, painting_id_problem, redact_text, redact_uri
+from artmator.pipeline.layout import METADATA_COLUMNS, SAFE_ID_PATTERN, URI_METADATA, painting_id_problem
+from artmator.pipeline.storage import redact_text, redact_uri
 
 # Same limits as model.camera (not imported: the pipeline must not pull in torch to read a manifest).
 MAX_ABS_YAW_DEG = 90.0
@@ -34,8 +35,6 @@ CROP_TYPE = pa.struct([("x", pa.int64()), ("y", pa.int64()), ("w", pa.int64()), 
 ALIGN_TYPE = pa.struct([("cx", pa.float64()), ("cy", pa.float64()), ("size", pa.float64()), ("angle_deg", pa.float64())])
 ALIGN_FIELDS = ("cx", "cy", "size", "angle_deg")
 POSE_SOURCES = ("given", "landmarks", "search")
-METADATA_COLUMNS = ("title", "artist", "date", "rights", "credit_line", "source_url")
-URI_METADATA = ("rights", "source_url")
 
 
 def _field(name: str, type_: pa.DataType, doc: str, required: bool = False) -> pa.Field:

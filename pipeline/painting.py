@@ -1,4 +1,5 @@
-"""Pure per-painting functions: a tuned painting -> the files of its output folder (bytes by relative path)."""
+"""Pure per-painting functions: a tuned painting -> the files of its commit (bytes by name), and the render and
+result.json steps on their own (a re-render from a stored delta, a metadata refresh)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,8 @@ from artmator.model.images import to_pil, to_png_bytes
 from artmator.model.render import RenderConfig, render_expressions, render_turntable, render_views, turntable_angles
 from artmator.model.tune import TunedPainting
 from artmator.pipeline.gallery.video import encode_webp
-from artmator.pipeline.manifest import METADATA_COLUMNS
+from artmator.pipeline.layout import (DELTA, INPUT, METADATA_COLUMNS, REFERENCE, RESULT, TURNTABLE_WEBP,
+                                      expression_name, frame_name, plain_json)
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -40,69 +42,119 @@ def quality_flags(tuned: TunedPainting, random_models: bool, pose_source: str | 
 def painting_files(backbone: Backbone, tuned: TunedPainting, render: RenderConfig,
                    expressions: Mapping[str, torch.Tensor], metadata: Mapping[str, object],
                    flags: list[str], face_input: Mapping[str, object] | None = None, face_scorer=None,
-                   painting_face: torch.Tensor | None = None) -> dict[str, bytes]:
-    """Everything a committed painting folder holds except the marker: delta, renders, result.json.
+                   painting_face: torch.Tensor | None = None, extra: Mapping[str, object] | None = None
+                   ) -> dict[str, bytes]:
+    """Everything a committed painting holds except the marker: delta, tuned input, renders, result.json.
 
     face_scorer: a `model.faces.metrics.FaceScorer` (loaded once per process) to score the renders with the
     pretrained face networks (result.json `face`, and flags); painting_face: the tuned (1, 3, R, R) input in
-    [-1, 1], for `likeness`. The quality flags written are `flags` plus the face flags: read them back from
-    result.json (`result_flags`).
+    [-1, 1], kept as input.png and used for `likeness`. The quality flags written are `flags` (the tuning's) plus
+    the face flags: read them back from result.json (`result_flags`). `extra`: pass-through manifest columns.
     """
     if tuned.delta is None:
         raise ValueError(f"{tuned.painting_id}: cannot write outputs of a failed painting ({tuned.error})")
+    files: dict[str, bytes] = {DELTA: encode_delta(tuned.delta.tensors, tuned.delta.metadata)}
+    if painting_face is not None:
+        files[INPUT] = to_png_bytes(painting_face)
+    device = next(backbone.parameters()).device
+    latent = {k: v.to(device) for k, v in tuned.latent.items()}
+    renders, rendered = render_files(apply_delta(backbone, tuned.delta), latent, tuned.yaw_deg, tuned.pitch_deg,
+                                     render, expressions, face_scorer, painting_face)
+    files.update(renders)
+    files[RESULT] = result_document(tuned.painting_id, tune_record(tuned, flags, face_input, len(files[DELTA])),
+                                    rendered, metadata, extra)
+    return files
+
+
+def tune_record(tuned: TunedPainting, flags: list[str], face_input: Mapping[str, object] | None,
+                delta_bytes: int) -> dict:
+    """The parts of result.json that tuning decides (a re-render or a refresh keeps them as they are)."""
+    pose_source = (face_input or {}).get("pose_source") or ("search" if tuned.pose_estimated else "given")
+    return {
+        "pose": {"yaw_deg": tuned.yaw_deg, "pitch_deg": tuned.pitch_deg,
+                 "estimated": tuned.pose_estimated or pose_source != "given", "source": pose_source},
+        "face_input": dict(face_input or {}),
+        "quality": {"lpips_ref": tuned.metrics.get("lpips_ref"), "psnr_ref": tuned.metrics.get("psnr_ref"),
+                    "lpips_stage1": tuned.metrics.get("lpips_stage1"), "psnr_stage1": tuned.metrics.get("psnr_stage1"),
+                    "tune_flags": list(flags)},
+        "timings": tuned.timings,
+        "losses": tuned.losses,
+        "delta_bytes": delta_bytes,
+        "base_sha256": tuned.delta.metadata.base_sha256,
+    }
+
+
+def render_files(g_trn: Backbone, latent, yaw: float, pitch: float, render: RenderConfig,
+                 expressions: Mapping[str, torch.Tensor], face_scorer=None,
+                 painting_face: torch.Tensor | None = None) -> tuple[dict[str, bytes], dict]:
+    """A tuned generator's renders of one painting (latent batch 1, on the generator's device) and the render
+    part of result.json: the one render path of `run` (after tuning, or from a stored delta) and `render`."""
     for name in expressions:
         if not SAFE_NAME.match(name):
             raise ValueError(f"expression name {name!r} is not a safe file name (letters, digits, . _ -)")
-    g_trn = apply_delta(backbone, tuned.delta)
-    device = next(backbone.parameters()).device
-    latent = {k: v.to(device) for k, v in tuned.latent.items()}
-    yaw, pitch = tuned.yaw_deg, tuned.pitch_deg
-    pose_source = (face_input or {}).get("pose_source") or ("search" if tuned.pose_estimated else "given")
-
-    files: dict[str, bytes] = {"delta.safetensors": encode_delta(tuned.delta.tensors, tuned.delta.metadata)}
+    files: dict[str, bytes] = {}
     reference = render_views(g_trn, latent, torch.tensor([yaw]), torch.tensor([pitch]), render)[0]
-    files["reference.png"] = to_png_bytes(reference)
+    files[REFERENCE] = to_png_bytes(reference)
     frames = render_turntable(g_trn, latent, render, yaw, pitch)                     # (N, 3, H, W)
-    pil_frames = [to_pil(f) for f in frames]
     for i, frame in enumerate(frames):
-        files[f"renders/turntable/{i:03d}.png"] = to_png_bytes(frame)
-    files["renders/turntable.webp"] = encode_webp(pil_frames, render.fps)
+        files[frame_name(i)] = to_png_bytes(frame)
+    files[TURNTABLE_WEBP] = encode_webp([to_pil(f) for f in frames], render.fps)
     stills = render_expressions(g_trn, latent, expressions, render, yaw, pitch)
     for name, still in stills.items():
-        files[f"renders/expressions/{name}.png"] = to_png_bytes(still)
+        files[expression_name(name)] = to_png_bytes(still)
     yaws, _ = turntable_angles(render, yaw, pitch)
-    face = None
+    face, flags = None, []
     if face_scorer is not None:
         from artmator.model.faces.metrics import face_flags
 
         metrics = face_scorer.score(list(frames), [float(y) for y in yaws], reference, painting_face, stills)
-        face = metrics.as_dict()
-        flags = [*flags, *(f for f in face_flags(metrics) if f not in flags)]
-    result = {
-        "painting_id": tuned.painting_id,
-        "metadata": {k: metadata.get(k) for k in METADATA_COLUMNS},
-        "pose": {"yaw_deg": yaw, "pitch_deg": pitch, "estimated": tuned.pose_estimated or pose_source != "given",
-                 "source": pose_source},
-        "face_input": dict(face_input or {}),
-        "face": face,
-        "resolution": render.resolution,
-        "turntable": {"frames": len(frames), "yaw_deg": [round(float(y), 4) for y in yaws], "fps": render.fps},
-        "expressions": list(expressions),
-        "quality": {"lpips_ref": tuned.metrics.get("lpips_ref"), "psnr_ref": tuned.metrics.get("psnr_ref"),
-                    "lpips_stage1": tuned.metrics.get("lpips_stage1"), "psnr_stage1": tuned.metrics.get("psnr_stage1"),
-                    "flags": flags},
-        "timings": tuned.timings,
-        "losses": tuned.losses,
-        "delta_bytes": len(files["delta.safetensors"]),
-        "base_sha256": tuned.delta.metadata.base_sha256,
-    }
-    files["result.json"] = json.dumps(result, indent=1, allow_nan=False, default=_json_default).encode()
-    return files
+        face, flags = metrics.as_dict(), face_flags(metrics)
+    record = {"resolution": render.resolution,
+              "turntable": {"frames": len(frames), "yaw_deg": [round(float(y), 4) for y in yaws], "fps": render.fps},
+              "expressions": list(expressions), "face": face, "face_flags": flags}
+    return files, record
+
+
+def result_document(painting_id: str, tuned: Mapping, rendered: Mapping, metadata: Mapping[str, object],
+                    extra: Mapping[str, object] | None = None) -> bytes:
+    """result.json from its three sources: the tuning's record, the renders' record and the catalogue row."""
+    quality = dict(tuned["quality"])
+    tune_flags = list(quality.get("tune_flags") or [])
+    quality["flags"] = [*tune_flags, *(f for f in rendered.get("face_flags") or [] if f not in tune_flags)]
+    doc = {"painting_id": painting_id,
+           "metadata": {k: metadata.get(k) for k in METADATA_COLUMNS},
+           "extra": plain_json(dict(extra or {})),
+           **{k: v for k, v in tuned.items() if k != "quality"},
+           **{k: v for k, v in rendered.items() if k != "face_flags"},
+           "quality": quality}
+    return json.dumps(doc, indent=1, allow_nan=False, default=_json_default).encode()
+
+
+def records_of(result: Mapping) -> tuple[dict, dict]:
+    """(tune record, render record) of a committed result.json, as `result_document` put them together."""
+    tuned = {k: result.get(k) for k in ("pose", "face_input", "timings", "losses", "delta_bytes", "base_sha256")}
+    quality = dict(result.get("quality") or {})
+    tune_flags = list(quality.get("tune_flags") or [])
+    tuned["quality"] = {**{k: v for k, v in quality.items() if k != "flags"}, "tune_flags": tune_flags}
+    rendered = {k: result.get(k) for k in ("resolution", "turntable", "expressions", "face")}
+    rendered["face_flags"] = [f for f in quality.get("flags") or [] if f not in tune_flags]
+    return tuned, rendered
+
+
+def png_tensor(data: bytes) -> torch.Tensor:
+    """A stored PNG (e.g. input.png) back as a (1, 3, H, W) tensor in [-1, 1]: the inverse of `to_png_bytes`."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32)     # (H, W, 3)
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None] / 127.5 - 1.0
 
 
 def result_flags(files: Mapping[str, bytes]) -> list[str]:
     """The quality flags a painting's result.json carries (the one place they are decided)."""
-    return list(json.loads(files["result.json"])["quality"]["flags"])
+    return list(json.loads(files[RESULT])["quality"]["flags"])
 
 
 def _json_default(value):

@@ -1,24 +1,16 @@
-"""Reading run reports back: `artmator status` summaries."""
+"""Reading run reports back: `artmator status` summaries (a running run's partial report included).
+
+The report's schema and statuses are `pipeline.layout`'s (`REPORT_SCHEMA`, `STATUSES`).
+"""
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
 
-import pyarrow as pa
-
+from artmator.pipeline.layout import COMMITTING, REPORT_SCHEMA  # noqa: F401 - REPORT_SCHEMA re-exported for readers
 from artmator.pipeline.storage import OutputStore
 
-# The run report (runs/<run_id>/report.parquet): one row per manifest row of the run; its one definition.
-REPORT_SCHEMA = pa.schema([
-    ("painting_id", pa.string()), ("status", pa.string()), ("error_kind", pa.string()), ("message", pa.string()),
-    ("attempts", pa.int32()), ("seconds_total", pa.float64()), ("seconds_stage1", pa.float64()),
-    ("seconds_stage2", pa.float64()), ("lpips_ref", pa.float64()), ("psnr_ref", pa.float64()),
-    ("lpips_stage1", pa.float64()), ("delta_bytes", pa.int64()), ("pose_estimated", pa.bool_()),
-    ("pose_source", pa.string()), ("face_confidence", pa.float64()), ("face_detected_fraction", pa.float64()),
-    ("face_identity_consistency", pa.float64()), ("face_likeness", pa.float64()),
-    ("face_pose_error_deg", pa.float64()), ("flags", pa.string()),
-    ("run_id", pa.string()), ("config_hash", pa.string()),
-])
+RUN_COUNTS = ("done", "rendered", "refreshed", "skipped", "failed", "invalid", "pending")
 
 
 def status_summary(out_uri: str, storage_options: Mapping | None = None) -> str:
@@ -32,7 +24,7 @@ def status_summary(out_uri: str, storage_options: Mapping | None = None) -> str:
     rows = reports.to_pylist()
     latest: dict[str, dict] = {}
     for r in sorted(rows, key=lambda r: r.get("run_id") or ""):
-        if r.get("status") != "skipped":
+        if r.get("status") not in ("skipped", "pending"):
             latest[r["painting_id"]] = r
     failed = {pid: r for pid, r in latest.items() if r["status"] in ("failed", "invalid") and pid not in committed}
     partial = store.partial_paintings()
@@ -41,13 +33,17 @@ def status_summary(out_uri: str, storage_options: Mapping | None = None) -> str:
     for kind, n in reasons.most_common():
         example = next(r for r in failed.values() if (r.get("error_kind") or "unknown") == kind)
         lines.append(f"  {kind}: {n}  e.g. {example['painting_id']}: {(example.get('message') or '')[:160]}")
-    lines += _face_lines([r for r in latest.values() if r["status"] == "done"])
+    lines += _face_lines([r for r in latest.values() if r["status"] in COMMITTING])
     runs = sorted({r["run_id"] for r in rows if r.get("run_id")})
     for run_id in runs[-5:]:
-        done = [r for r in rows if r.get("run_id") == run_id and r["status"] == "done"]
+        of_run = [r for r in rows if r.get("run_id") == run_id]
+        counts = Counter(r["status"] for r in of_run)
+        done = [r for r in of_run if r["status"] == "done"]
         secs = sum(r.get("seconds_total") or 0 for r in done)
         rate = f", {3600 * len(done) / secs:.1f} paintings/hour per actor" if secs else ""
-        lines.append(f"run {run_id}: {len(done)} done{rate}")
+        others = ", ".join(f"{counts[s]} {s}" for s in RUN_COUNTS[1:] if counts.get(s) and s != "skipped")
+        state = " (running)" if (of_run[0].get("run_state") == "running") else ""
+        lines.append(f"run {run_id}{state}: {counts.get('done', 0)} done{rate}" + (f"; {others}" if others else ""))
     return "\n".join(lines)
 
 

@@ -8,43 +8,73 @@ from pathlib import Path
 import click
 
 from artmator.pipeline.options import model_options, parse_storage_options, storage_options_option
+from artmator.pipeline.progress import logging_options
 from artmator.pipeline.settings import JobSettings
 
 DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "demo" / "manifest.parquet"
 
 
-@click.command("run")
-@click.argument("manifest", required=False, default=None)
-@click.option("--out", "out_uri", default="./artmator-out", show_default=True, help="Output folder or URI.")
-@click.option("--actors", type=click.IntRange(min=1), default=None, help="Actor pool size (default: fits the cluster).")
-@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="GPUs per tuning actor; fractions pack several actors on one GPU.")
-@click.option("--cpus-per-actor", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
-@click.option("--threads-per-actor", type=click.IntRange(min=0), default=0, help="torch threads per actor (0: default).")
-@click.option("--paintings-per-batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Paintings tuned together in one optimisation by an actor.")
-@click.option("--retry-failed", is_flag=True, help="Also retry paintings that failed for good in earlier runs.")
-@click.option("--gallery/--no-gallery", default=True, show_default=True, help="Build the static gallery at OUT/gallery.")
-@storage_options_option
-@model_options
-def run(manifest: str | None, out_uri: str, actors, gpus_per_actor, cpus_per_actor, threads_per_actor,
-        paintings_per_batch, retry_failed, gallery, storage_option, endpoint_url, settings: JobSettings) -> None:
-    """Tune every painting of MANIFEST (Parquet; default: the bundled demo) on Ray and commit outputs to --out.
+def run_options(fn):
+    """The options of `artmator run`, shared with `artmator plan` (a plan is the run it describes)."""
+    for option in reversed([
+        click.argument("manifest", required=False, default=None),
+        click.option("--out", "out_uri", default="./artmator-out", show_default=True, help="Output folder or URI."),
+        click.option("--actors", type=click.IntRange(min=1), default=None,
+                     help="Actor pool size (default: fits the cluster)."),
+        click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="GPUs per tuning actor; fractions pack several actors on one GPU."),
+        click.option("--cpus-per-actor", type=click.FloatRange(min=0.1), default=1.0, show_default=True),
+        click.option("--threads-per-actor", type=click.IntRange(min=0), default=0,
+                     help="torch threads per actor (0: default)."),
+        click.option("--paintings-per-batch", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Paintings tuned together in one optimisation by an actor."),
+        click.option("--retry-failed", is_flag=True, help="Also retry paintings that failed for good in earlier runs."),
+        click.option("--only", "only", multiple=True, metavar="ID[,ID...]",
+                     help="Process only these painting ids (repeatable, or comma-separated)."),
+        click.option("--force", is_flag=True,
+                     help="Tune every selected painting again, whatever is committed or failed before."),
+        storage_options_option,
+        model_options,
+    ]):
+        fn = option(fn)
+    return fn
 
-    Rerunning skips committed paintings; exit code 0 only when every painting is committed.
-    """
+
+def run_config(manifest, out_uri, actors, gpus_per_actor, cpus_per_actor, threads_per_actor, paintings_per_batch,
+               retry_failed, only, force, storage_option, endpoint_url, settings: JobSettings, **extra):
+    """The RunConfig the run options describe (`extra`: RunConfig fields of the command itself)."""
     from dataclasses import replace
 
+    from artmator.pipeline.job import RunConfig
+
+    return RunConfig(manifest_uri=manifest or str(DEMO_MANIFEST), out_uri=out_uri,
+                     settings=replace(settings, paintings_per_batch=paintings_per_batch),
+                     storage_options=parse_storage_options(storage_option, endpoint_url), actors=actors,
+                     gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
+                     threads_per_actor=threads_per_actor, retry_failed=retry_failed,
+                     only=tuple(i.strip() for value in only for i in value.split(",") if i.strip()), force=force,
+                     **extra)
+
+
+@click.command("run")
+@run_options
+@click.option("--gallery/--no-gallery", default=True, show_default=True, help="Build the static gallery at OUT/gallery.")
+@click.option("--progress-every", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
+              help="Seconds between progress log lines and partial report writes (0: none).")
+@logging_options
+def run(gallery, progress_every, log_level, log_format, **options) -> None:
+    """Tune every painting of MANIFEST (Parquet; default: the bundled demo) on Ray and commit outputs to --out.
+
+    Rerunning does per painting the least that is correct: nothing when nothing changed, a metadata refresh,
+    a re-render from the stored delta, or a new tuning. Exit code 0 only when no painting failed.
+    """
     from tqdm import tqdm
 
-    from artmator.pipeline.job import RunConfig, run as run_job
+    from artmator.pipeline.job import run as run_job
+    from artmator.pipeline.progress import configure_logging
 
-    options = parse_storage_options(storage_option, endpoint_url)
-    manifest = manifest or str(DEMO_MANIFEST)
-    settings = replace(settings, paintings_per_batch=paintings_per_batch)
-    config = RunConfig(manifest_uri=manifest, out_uri=out_uri, settings=settings, storage_options=options,
-                       actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
-                       threads_per_actor=threads_per_actor, retry_failed=retry_failed)
+    configure_logging(log_level, log_format)
+    config = run_config(**options, progress_every_s=progress_every)
     bar = tqdm(unit="painting", file=sys.stderr, disable=not sys.stderr.isatty())
 
     def progress(done: int, total: int) -> None:
@@ -64,16 +94,17 @@ def run(manifest: str | None, out_uri: str, actors, gpus_per_actor, cpus_per_act
         raise click.ClickException(f"storage error: {message} (committed paintings are kept; rerun to resume)") from None
     finally:
         bar.close()
-    click.echo(f"run {summary.run_id}: {summary.done} committed, {summary.skipped} skipped (already done), "
-               f"{summary.failed} failed, {summary.seconds:.0f} s")
+    click.echo(f"run {summary.run_id}: {summary.done} committed, {summary.rendered} re-rendered, "
+               f"{summary.refreshed} refreshed, {summary.skipped} skipped (unchanged), {summary.failed} failed, "
+               f"{summary.seconds:.0f} s")
     for kind, n in sorted(summary.failures.items()):
         click.echo(f"  failed ({kind}): {n}")
     click.echo(f"report: {summary.report_path}")
     if gallery:
         from artmator.pipeline.gallery.site import build_gallery
 
-        site = out_uri.rstrip("/") + "/gallery"
-        result = build_gallery(out_uri, site, storage_options=options or None)
+        site = config.out_uri.rstrip("/") + "/gallery"
+        result = build_gallery(config.out_uri, site, storage_options=config.storage_options or None)
         click.echo(f"gallery: {result.index_url}")
     sys.exit(0 if summary.ok else 1)
 

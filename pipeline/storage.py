@@ -1,18 +1,14 @@
-"""The output store: committed per-painting folders and per-run records on any fsspec filesystem.
+"""The output store: committed paintings and per-run records on any fsspec filesystem.
 
-Layout (keys depend only on `painting_id`, so a retry overwrites instead of duplicating)::
-
-    OUT/paintings/<painting_id>/<files...>, _COMMITTED.json   (the marker is written LAST)
-    OUT/runs/<run_id>/config.json, report.parquet
-
-A painting counts as done only when its `_COMMITTED.json` exists; the marker lists the size and sha256 of
-every file, so `verify` can prove the folder intact. Ids and relative paths are validated before they touch a
-path, so nothing can escape the output prefix. `redact_uri` / `redact_options` / `redact_config` keep
-credentials and signed-URL query strings out of configs, reports and logs.
+Where everything lies is `pipeline.layout`'s to say (paintings/<id>/<version>/..., commits/<id>/<marker>,
+runs/<run_id>/...); this module writes and reads it. A commit writes the new files into a fresh version folder,
+then the marker (LAST), then removes what the marker superseded: readers see the old commit until the marker
+exists, and a crash between any two writes leaves either the old commit or the new one, never a mix.
+`redact_uri` / `redact_options` / `redact_config` keep credentials and signed-URL query strings out of
+configs, reports and logs.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -29,14 +25,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-MARKER_NAME = "_COMMITTED.json"
-PAINTINGS_DIR = "paintings"
-RUNS_DIR = "runs"
-MAX_ID_LENGTH = 128
-# The one id rule, shared by the manifest check, painting folders and run folders.
-SAFE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-_SAFE_ID = re.compile(SAFE_ID_PATTERN)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+from artmator.pipeline import layout
+from artmator.pipeline.layout import (Commit, CommitRef, FileEntry, Fingerprints, LayoutError, Scan, check_id,
+                                      check_relpath, painting_id_problem)
+
+StoreError = LayoutError   # the store's errors are the layout's: an unsafe id or path, a malformed marker
+
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 _AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
 # Option names whose values are secrets in s3fs/gcsfs/adlfs/http storage options (matched case-insensitively).
@@ -44,61 +38,6 @@ _SECRET_KEY = re.compile(r"key|secret|token|passw|credential|signature|sas|auth|
                          re.IGNORECASE)
 MASK = "***"
 REDACTED = "<redacted>"
-
-
-class StoreError(ValueError):
-    """An unsafe id or relative path, or a malformed marker; the message says what to change."""
-
-
-# ----------------------------------------------------------------------------------------------- ids and paths
-
-
-def painting_id_problem(painting_id: object) -> str | None:
-    """Why `painting_id` is not a safe folder name, or None when it is (`SAFE_ID_PATTERN`)."""
-    if not isinstance(painting_id, str):
-        return f"must be a string, got {type(painting_id).__name__}"
-    if painting_id == "":
-        return "is empty"
-    if painting_id in (".", ".."):
-        return "names a directory ('.' or '..'), not a painting"
-    if _CONTROL.search(painting_id):
-        return "contains a NUL or control character"
-    if painting_id.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", painting_id):
-        return "looks like an absolute path"
-    if "/" in painting_id or "\\" in painting_id:
-        return "contains a path separator ('/' or '\\')"
-    if len(painting_id) > MAX_ID_LENGTH:
-        return f"is {len(painting_id)} characters long; at most {MAX_ID_LENGTH} are allowed"
-    if not painting_id[0].isascii() or not painting_id[0].isalnum():
-        return "must start with a letter or digit (A-Z, a-z, 0-9)"
-    if not _SAFE_ID.fullmatch(painting_id):
-        bad = sorted({c for c in painting_id if not (c.isascii() and (c.isalnum() or c in "._-"))})
-        return f"contains {''.join(bad)!r}; only A-Z a-z 0-9 . _ - are allowed"
-    return None
-
-
-def check_id(value: object, what: str = "painting_id") -> str:
-    """Return `value` if it is a safe id, else raise StoreError naming the rule."""
-    problem = painting_id_problem(value)
-    if problem:
-        raise StoreError(f"{what} {value!r} {problem} (ids must match {SAFE_ID_PATTERN})")
-    return value  # type: ignore[return-value]
-
-
-def check_relpath(relpath: object) -> str:
-    """A file name inside a painting folder: relative, '/'-separated, no '.'/'..' parts, not the marker."""
-    if not isinstance(relpath, str) or relpath == "":
-        raise StoreError(f"file name {relpath!r} must be a non-empty string")
-    if "\\" in relpath or _CONTROL.search(relpath):
-        raise StoreError(f"file name {relpath!r} contains a backslash or control character; use '/' separators")
-    if relpath.startswith("/") or re.match(r"^[A-Za-z]:", relpath):
-        raise StoreError(f"file name {relpath!r} is absolute; give a path relative to the painting folder")
-    parts = relpath.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise StoreError(f"file name {relpath!r} has an empty, '.' or '..' part")
-    if relpath == MARKER_NAME:
-        raise StoreError(f"{MARKER_NAME} is written by the store itself; do not pass it as a file")
-    return relpath
 
 
 # ------------------------------------------------------------------------------------------------- redaction
@@ -172,14 +111,20 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
 
 
 def file_digest(data: bytes) -> dict[str, Any]:
-    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    entry = layout.file_entry("", data)
+    return {"bytes": entry.size, "sha256": entry.sha256}
+
+
+# ------------------------------------------------------------------------------------------------------- store
+
+
 
 
 # ------------------------------------------------------------------------------------------------------- store
 
 
 class OutputStore:
-    """Per-painting committed outputs and per-run records under one output URI.
+    """Committed paintings and per-run records under one output URI.
 
     Args:
         out_uri: local path, file://, memory://, s3://, gs://, az:// ... (anything `fsspec.core.url_to_fs` opens).
@@ -200,57 +145,133 @@ class OutputStore:
 
     # ---- paths
 
-    def _join(self, *parts: str) -> str:
-        return "/".join([self.root.rstrip("/"), *parts])
-
     @property
     def paintings_root(self) -> str:
-        return self._join(PAINTINGS_DIR)
+        return layout.paintings_root(self.root)
 
     def painting_dir(self, painting_id: str) -> str:
-        """The folder of one painting; raises StoreError for any id that could escape the prefix."""
-        return self._join(PAINTINGS_DIR, check_id(painting_id))
+        """The folder of one painting's versions; raises StoreError for any id that could escape the prefix."""
+        return layout.painting_dir(self.root, painting_id)
+
+    def commit_dir(self, painting_id: str) -> str:
+        return layout.commit_dir(self.root, painting_id)
 
     def run_dir(self, run_id: str) -> str:
-        return self._join(RUNS_DIR, check_id(run_id, "run_id"))
+        return layout.run_dir(self.root, run_id)
 
-    def marker_path(self, painting_id: str) -> str:
-        return f"{self.painting_dir(painting_id)}/{MARKER_NAME}"
+    # ---- reading commits
 
-    # ---- paintings
+    def scan(self) -> Scan:
+        """Every painting's current commit, from one listing of commits/ (no marker read)."""
+        return layout.scan_commits(self.fs, self.root)
 
-    def write_painting(self, painting_id: str, files: Mapping[str, bytes], marker: Mapping[str, Any]) -> dict:
-        """Replace a painting's folder with `files`, then commit it by writing `_COMMITTED.json` last.
+    def committed_ids(self) -> set[str]:
+        return set(self.scan().current)
 
-        `marker` must hold `run_id` and `config_hash` (and may hold more, e.g. timings); the store adds
-        `painting_id`, `committed_at` (if absent) and `files` ({relpath: {bytes, sha256}}). Any earlier attempt
-        (marker first, then its files) is removed before writing, so a crash at any point leaves the painting
-        uncommitted, never half-old half-new under a valid marker. Returns the marker as written.
+    def commits(self, painting_ids: set[str] | None = None) -> dict[str, Commit]:
+        """{painting_id: Commit} of the current commits (of `painting_ids` only, when given): one listing, then
+        the markers in one batched `cat`. Unreadable or foreign markers do not count."""
+        refs = [r for pid, r in self.scan().current.items() if painting_ids is None or pid in painting_ids]
+        return {c.painting_id: c for c in layout.read_commits(self.fs, self.root, refs)[0]}
+
+    def committed(self, config_hash: str | None = None) -> dict[str, dict]:
+        """{painting_id: marker} of every committed painting (optionally only those a run with `config_hash`
+        committed)."""
+        return {pid: c.doc for pid, c in self.commits().items()
+                if config_hash is None or c.config_hash == config_hash}
+
+    def _refs(self, painting_id: str) -> list[CommitRef]:
+        folder = self.commit_dir(painting_id)
+        self.fs.invalidate_cache(folder)
+        try:
+            paths = self.fs.find(folder)
+        except FileNotFoundError:
+            return []
+        refs = [r for p in paths if (r := layout.parse_marker_path(p)) and r.painting_id == painting_id]
+        return sorted(refs, key=lambda r: r.order)
+
+    def read_commit(self, painting_id: str) -> Commit | None:
+        """The painting's current commit, or None when it has none (or an unreadable one)."""
+        refs = self._refs(painting_id)
+        if not refs:
+            return None
+        commits, _ = layout.read_commits(self.fs, self.root, refs[-1:])
+        return commits[0] if commits else None
+
+    def read_marker(self, painting_id: str) -> dict | None:
+        commit = self.read_commit(painting_id)
+        return None if commit is None else commit.doc
+
+    def is_committed(self, painting_id: str, config_hash: str | None = None) -> bool:
+        commit = self.read_commit(painting_id)
+        return commit is not None and (config_hash is None or commit.config_hash == config_hash)
+
+    def read_file(self, painting_id: str, rel: str, commit: Commit | None = None) -> bytes:
+        """A file of the painting's current commit, verified against the marker (IntegrityError otherwise)."""
+        commit = commit or self.read_commit(painting_id)
+        if commit is None:
+            raise layout.IntegrityError(f"{painting_id} is not committed")
+        return layout.read_verified(self.fs, commit, rel)
+
+    # ---- committing
+
+    def commit(self, painting_id: str, files: Mapping[str, bytes], marker: Mapping[str, Any],
+               fingerprints: Fingerprints | None = None, keep: Mapping[str, FileEntry] | None = None) -> dict:
+        """Commit a new version of a painting: `files` go to a fresh version folder, `keep` (entries of the
+        current commit) are referred to where they lie, then the marker is written, then what it supersedes is
+        removed. Returns the marker as written.
+
+        `marker` must hold `run_id` (and may hold more: inputs, seconds, flags); the store adds `painting_id`,
+        `version`, `committed_at` (if absent), `fingerprints` and `files` ({name: {path, bytes, sha256}}).
         """
         folder = self.painting_dir(painting_id)
+        keep = dict(keep or {})
         checked = {check_relpath(rel): data for rel, data in files.items()}
         for rel, data in checked.items():
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise StoreError(f"{painting_id}: file {rel!r} must be bytes, got {type(data).__name__}")
+        for rel in keep:
+            check_relpath(rel)
+            if rel in checked:
+                raise StoreError(f"{painting_id}: {rel!r} is both a new file and a kept one")
+        fingerprints = (fingerprints or Fingerprints.from_dict(marker.get("fingerprints"))).check()
         full = self._complete_marker(painting_id, marker)
-        self._clear(folder)
-        digests = {}
+        # Past every sequence number in use, markers and folders alike: a folder an attempt left behind when it
+        # crashed before its marker is then older than this commit, and removed with what it supersedes.
+        seen = [r.order for r in self._refs(painting_id)]
+        seen += [o for name in self._versions(painting_id) if (o := layout.version_order(name))]
+        seq = max((o[0] for o in seen), default=0) + 1
+        version = layout.new_version(seq)
+        for rel, entry in keep.items():
+            order = layout.version_order(entry.path.split("/", 1)[0])
+            if order is None or order[0] >= seq:
+                raise StoreError(f"{painting_id}: kept file {rel!r} does not lie in an earlier version")
+        entries: dict[str, FileEntry] = {}
         for rel, data in sorted(checked.items()):
             data = bytes(data)
-            atomic_write(self.fs, f"{folder}/{rel}", data)
-            digests[rel] = file_digest(data)
-        full["files"] = digests
-        atomic_write(self.fs, f"{folder}/{MARKER_NAME}", _json_bytes(full))
+            entries[rel] = layout.file_entry(f"{version}/{rel}", data)
+            atomic_write(self.fs, f"{folder}/{entries[rel].path}", data)
+        entries.update(keep)
+        full.update(version=version, fingerprints=fingerprints._asdict(),
+                    files={rel: e.as_json() for rel, e in sorted(entries.items())})
+        atomic_write(self.fs, f"{self.commit_dir(painting_id)}/{layout.marker_name(version, fingerprints)}",
+                     layout.marker_bytes(full))
+        self._collect(painting_id, layout.version_order(version), {e.path for e in entries.values()})
         return full
 
+    def write_painting(self, painting_id: str, files: Mapping[str, bytes], marker: Mapping[str, Any]) -> dict:
+        """Commit a complete new version (every file new); fingerprints from `marker["fingerprints"]` if any."""
+        return self.commit(painting_id, files, {k: v for k, v in marker.items() if k != "fingerprints"},
+                           Fingerprints.from_dict(marker.get("fingerprints")))
+
     def _complete_marker(self, painting_id: str, marker: Mapping[str, Any]) -> dict:
-        missing = [k for k in ("run_id", "config_hash") if not marker.get(k)]
-        if missing:
-            raise StoreError(f"{painting_id}: the commit marker needs {', '.join(missing)}")
+        if not marker.get("run_id"):
+            raise StoreError(f"{painting_id}: the commit marker needs run_id")
         if marker.get("painting_id", painting_id) != painting_id:
             raise StoreError(f"marker painting_id {marker['painting_id']!r} does not match {painting_id!r}")
-        if "files" in marker:
-            raise StoreError("the marker's 'files' entry is computed by the store; do not pass it")
+        for computed in ("files", "version"):
+            if computed in marker:
+                raise StoreError(f"the marker's {computed!r} entry is computed by the store; do not pass it")
         full = {**marker, "painting_id": painting_id}
         full.setdefault("committed_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
         try:
@@ -259,108 +280,73 @@ class OutputStore:
             raise StoreError(f"{painting_id}: the marker must be JSON-serialisable ({exc})") from exc
         return full
 
-    def _clear(self, folder: str) -> None:
-        """Delete an earlier attempt: the marker first (so it is uncommitted from then on), then the rest."""
+    def _collect(self, painting_id: str, committed: tuple[int, str], referenced: set[str]) -> None:
+        """After a commit: remove the markers it superseded, then every file of an earlier sequence number that its
+        marker does not refer to (files of superseded commits, or of attempts that crashed before their marker).
+        Files of the same or a later sequence number (a duplicate task still writing) are left alone."""
+        for ref in self._refs(painting_id):
+            if ref.order < committed:
+                self.fs.rm_file(ref.path)
+        folder = self.painting_dir(painting_id)
         self.fs.invalidate_cache(folder)
         try:
-            existing = self.fs.find(folder)
+            present = self.fs.find(folder)
         except FileNotFoundError:
-            existing = []
-        marker = f"{folder}/{MARKER_NAME}"
-        if marker in existing:
-            self.fs.rm_file(marker)
-        rest = [p for p in existing if p != marker]
-        if rest:
-            self.fs.rm(rest)
-        if is_local(self.fs) and self.fs.exists(folder):
-            self.fs.rm(folder, recursive=True)  # empty sub-folders left behind by the file removals
+            return
+        stale = []
+        for path in present:
+            rel = path[len(folder) + 1:]
+            order = layout.version_order(rel.split("/", 1)[0])
+            if rel not in referenced and (order is None or order[0] < committed[0]):
+                stale.append(path)
+        if stale:
+            self.fs.rm(stale)
+        if is_local(self.fs):   # folders emptied by the removals (object stores have no empty folders)
+            for version, path in self._versions(painting_id).items():
+                if not self.fs.find(path):
+                    self.fs.rm(path, recursive=True)
 
-    def _listing(self) -> list[str]:
-        """Every file under paintings/ in ONE recursive listing (s3fs: one paginated list_objects_v2).
-
-        `glob("paintings/*/...")` would walk one listing per painting folder on object stores.
-        """
-        self.fs.invalidate_cache(self.paintings_root)
+    def _versions(self, painting_id: str) -> dict[str, str]:
+        """{folder name: path} of the entries directly under paintings/<id>/."""
+        folder = self.painting_dir(painting_id)
+        self.fs.invalidate_cache(folder)
         try:
-            return self.fs.find(self.paintings_root)
+            entries = self.fs.ls(folder, detail=False)
         except FileNotFoundError:
-            return []
-
-    def _by_painting(self, paths: list[str]) -> dict[str, list[str]]:
-        prefix = self.paintings_root + "/"
-        out: dict[str, list[str]] = {}
-        for path in paths:
-            if path.startswith(prefix):
-                pid, _, rel = path[len(prefix):].partition("/")
-                if rel:
-                    out.setdefault(pid, []).append(rel)
-        return out
-
-    def committed_ids(self) -> set[str]:
-        """Ids of paintings that have a marker, from the listing alone (no marker reads: cheapest resume check).
-
-        Unlike `committed`, it neither checks the markers' contents nor filters by config hash.
-        """
-        return {pid for pid, rels in self._by_painting(self._listing()).items()
-                if MARKER_NAME in rels and not painting_id_problem(pid)}
-
-    def committed(self, config_hash: str | None = None) -> dict[str, dict]:
-        """{painting_id: marker} of every committed painting (optionally only those of `config_hash`).
-
-        One listing, then all markers fetched in one batched `cat` (concurrent on s3fs). Unreadable markers
-        or markers whose painting_id does not match their folder do not count as committed.
-        """
-        paths = [f"{self.paintings_root}/{pid}/{MARKER_NAME}"
-                 for pid, rels in self._by_painting(self._listing()).items() if MARKER_NAME in rels]
-        if not paths:
             return {}
-        out = {}
-        for path, data in self.fs.cat(paths, on_error="omit").items():
-            pid = posixpath.basename(posixpath.dirname(path))
-            marker = _parse_marker(data)
-            if marker is None or marker.get("painting_id") != pid or painting_id_problem(pid):
-                continue
-            if config_hash is None or marker.get("config_hash") == config_hash:
-                out[pid] = marker
-        return out
+        return {posixpath.basename(p.rstrip("/")): p.rstrip("/") for p in entries}
 
-    def read_marker(self, painting_id: str) -> dict | None:
-        """The painting's commit marker, or None when it has none (or an unreadable one)."""
-        try:
-            return _parse_marker(self.fs.cat_file(self.marker_path(painting_id)))
-        except FileNotFoundError:
-            return None
-
-    def is_committed(self, painting_id: str, config_hash: str | None = None) -> bool:
-        marker = self.read_marker(painting_id)
-        return marker is not None and (config_hash is None or marker.get("config_hash") == config_hash)
+    # ---- checking
 
     def partial_paintings(self) -> list[str]:
-        """Ids of painting folders holding files but no marker (a crashed or running attempt), sorted."""
-        return sorted(pid for pid, rels in self._by_painting(self._listing()).items() if MARKER_NAME not in rels)
+        """Ids of painting folders without any commit (a crashed or running first attempt), sorted."""
+        self.fs.invalidate_cache(self.paintings_root)
+        try:
+            folders = {posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.paintings_root, detail=False)}
+        except FileNotFoundError:
+            return []
+        return sorted(pid for pid in folders - self.committed_ids() if not painting_id_problem(pid))
 
     def verify(self, painting_id: str) -> list[str]:
         """Problems with a committed painting: no marker, missing, resized, altered or unexpected files."""
-        folder = self.painting_dir(painting_id)
-        marker = self.read_marker(painting_id)
-        if marker is None:
-            return [f"{painting_id}: no readable {MARKER_NAME}; the painting is not committed"]
-        expected = marker.get("files") or {}
+        commit = self.read_commit(painting_id)
+        if commit is None:
+            return [f"{painting_id}: no readable commit marker; the painting is not committed"]
         problems = []
-        contents = self.fs.cat([f"{folder}/{rel}" for rel in expected], on_error="return") if expected else {}
-        for rel, want in sorted(expected.items()):
-            data = contents.get(f"{folder}/{rel}")
+        paths = {rel: commit.path_of(rel) for rel in commit.files}
+        contents = self.fs.cat(list(paths.values()), on_error="return") if paths else {}
+        for rel, want in sorted(commit.files.items()):
+            data = contents.get(paths[rel])
             if not isinstance(data, bytes):
                 problems.append(f"{painting_id}/{rel}: missing")
-                continue
-            got = file_digest(data)
-            if got["bytes"] != want.get("bytes"):
-                problems.append(f"{painting_id}/{rel}: {got['bytes']} bytes, marker says {want.get('bytes')}")
-            elif got["sha256"] != want.get("sha256"):
+            elif len(data) != want.size:
+                problems.append(f"{painting_id}/{rel}: {len(data)} bytes, marker says {want.size}")
+            elif layout.file_entry("", data).sha256 != want.sha256:
                 problems.append(f"{painting_id}/{rel}: sha256 differs from the marker (file altered)")
+        folder = self.painting_dir(painting_id)
         self.fs.invalidate_cache(folder)
         present = {p[len(folder) + 1:] for p in self.fs.find(folder)}
-        for rel in sorted(present - set(expected) - {MARKER_NAME}):
+        for rel in sorted(present - {e.path for e in commit.files.values()}):
             problems.append(f"{painting_id}/{rel}: not listed in the marker")
         return problems
 
@@ -369,26 +355,30 @@ class OutputStore:
     def write_run_config(self, run_id: str, config: Mapping[str, Any]) -> dict:
         """Write runs/<run_id>/config.json with secrets masked and URIs redacted; returns what was written."""
         safe = redact_config(dict(config))
-        atomic_write(self.fs, f"{self.run_dir(run_id)}/config.json", _json_bytes(safe))
+        atomic_write(self.fs, f"{self.run_dir(run_id)}/{layout.RUN_CONFIG_NAME}", _json_bytes(safe))
         return safe
 
     def read_run_config(self, run_id: str) -> dict:
-        return json.loads(self.fs.cat_file(f"{self.run_dir(run_id)}/config.json"))
+        return json.loads(self.fs.cat_file(f"{self.run_dir(run_id)}/{layout.RUN_CONFIG_NAME}"))
 
-    def write_report(self, run_id: str, table: pa.Table) -> str:
-        """Write runs/<run_id>/report.parquet (atomically); returns its path."""
+    def write_report(self, run_id: str, table: pa.Table, state: str = "finished") -> str:
+        """Write runs/<run_id>/report.parquet (atomically, so a partial report can be rewritten while the run
+        goes on: `state` "running", then "finished"); returns its path."""
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               layout.REPORT_STATE_KEY: state.encode()})
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        path = f"{self.run_dir(run_id)}/report.parquet"
+        path = f"{self.run_dir(run_id)}/{layout.REPORT_NAME}"
         atomic_write(self.fs, path, buf.getvalue())
         return path
 
     def read_reports(self) -> pa.Table:
-        """All runs' reports concatenated (schemas unified), with a `run_id` column; empty table if none."""
-        runs = self._join(RUNS_DIR)
+        """All runs' reports concatenated (schemas unified), with `run_id` and `run_state` columns; empty table
+        if none."""
+        runs = layout.join(self.root, layout.RUNS_DIR)
         self.fs.invalidate_cache(runs)
         try:
-            paths = sorted(p for p in self.fs.find(runs) if p.endswith("/report.parquet"))
+            paths = sorted(p for p in self.fs.find(runs) if p.endswith("/" + layout.REPORT_NAME))
         except FileNotFoundError:
             paths = []
         tables = []
@@ -397,7 +387,9 @@ class OutputStore:
             if "run_id" not in table.column_names:
                 run_id = posixpath.basename(posixpath.dirname(path))
                 table = table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
-            tables.append(table)
+            state = layout.report_state(table.schema)
+            table = table.append_column("run_state", pa.array([state] * table.num_rows, pa.string()))
+            tables.append(table.replace_schema_metadata(None))
         if not tables:
             return pa.table({"run_id": pa.array([], pa.string())})
         return pa.concat_tables(tables, promote_options="permissive")
@@ -405,11 +397,3 @@ class OutputStore:
 
 def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8")
-
-
-def _parse_marker(data: bytes) -> dict | None:
-    try:
-        marker = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return marker if isinstance(marker, dict) and isinstance(marker.get("files"), dict) else None

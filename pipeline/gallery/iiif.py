@@ -111,6 +111,7 @@ def _metadata(result: PaintingResult) -> list[KeyValueString]:
     if meta.rights and not iiif_rights(meta.rights):
         pairs.append(("Rights", meta.rights))
     pairs.append(("Source", meta.source_url))
+    pairs += list(result.extra)                        # pass-through manifest columns (e.g. accession_number)
     if result.flags:
         pairs.append(("Quality flags", ", ".join(result.flags)))
     return [_pair(label, value) for label, value in pairs if value]

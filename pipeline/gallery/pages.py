@@ -115,7 +115,9 @@ def _metadata_rows(result: PaintingResult) -> str:
         how = {"landmarks": " (estimated from the face's landmarks)", "search": " (estimated by search)"}
         note = how.get(result.pose_source or "", " (estimated)" if result.pose_estimated else "")
         rows.append(("Pose", esc(f"yaw {pose:.0f}\u00b0{note}")))
-    return "\n".join(f'<dt>{label}</dt><dd class="{label.lower()}">{value}</dd>' for label, value in rows if value)
+    lines = [f'<dt>{label}</dt><dd class="{label.lower()}">{value}</dd>' for label, value in rows if value]
+    lines += [f'<dt>{esc(key)}</dt><dd class="extra">{esc(value)}</dd>' for key, value in result.extra]
+    return "\n".join(lines)
 
 
 def _quality(result: PaintingResult) -> str:

@@ -8,9 +8,9 @@ Site layout (`DEST`):
     p/<id>/poster.png thumb.webp sprite.webp turntable.webm turntable.mp4 turntable.webp expr/<i>.png
     p/<id>/_gallery.json        stamp, written last for the painting: keys that decide what to redo
 
-Incremental: a painting's media are re-encoded only when the sha256s of its committed frames/stills (plus
-config hash, fps, expression list and this module's FORMAT) change; its pages only when result.json, the
-base URL or the title change as well. Paintings no longer committed are removed from the site.
+Incremental: a painting's media are re-encoded only when the sha256s of its committed frames/stills (plus fps,
+expression list and this module's FORMAT) change; its pages only when result.json (e.g. a metadata refresh),
+the base URL or the title change as well. Paintings no longer committed are removed from the site.
 """
 from __future__ import annotations
 
@@ -124,8 +124,7 @@ def _image(data: bytes) -> Image.Image:
 def _media_key(painting: CommittedPainting, result: PaintingResult) -> str:
     used = {rel: e.sha256 for rel, e in painting.files.items()
             if rel == "reference.png" or rel.startswith(("renders/turntable", "renders/expressions/"))}
-    return _digest({"format": FORMAT, "files": used, "config": painting.config_hash, "fps": result.fps,
-                    "expressions": result.expressions})
+    return _digest({"format": FORMAT, "files": used, "fps": result.fps, "expressions": result.expressions})
 
 
 def _start_frame(result: PaintingResult, frames: int) -> int:

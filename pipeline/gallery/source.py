@@ -1,66 +1,35 @@
-"""Reading the pipeline's OUT tree: committed paintings, their verified files, and failures from the last run.
+"""Reading the pipeline's OUT tree for the gallery: committed paintings, their verified files, their results,
+and failures from the last run. Where things lie and what a marker holds is `pipeline.layout`'s.
 
 Everything read here is untrusted: ids are re-validated, paths come only from the commit marker's file
 list, every byte read is checked against the marker's sha256, and result strings stay plain data.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 import fsspec
 
-PAINTING_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from artmator.pipeline import layout
+from artmator.pipeline.layout import MAX_TEXT, METADATA_COLUMNS, Commit, IntegrityError, read_verified
+
+PAINTING_ID = re.compile(layout.SAFE_ID_PATTERN)
 EXPRESSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,63}$")
-FRAME_PATH = re.compile(r"^renders/turntable/(\d{1,5})\.png$")
-MARKER = "_COMMITTED.json"
-MAX_TEXT = 2000
-"""Longest metadata string kept (longer ones are cut): pages stay readable whatever the catalogue holds."""
+CommittedPainting = Commit
+"""A painting whose current commit marker names it (`pipeline.layout.Commit`)."""
+__all__ = ["CommittedPainting", "IntegrityError", "Listing", "Metadata", "PaintingResult", "Unavailable",
+           "latest_failures", "list_committed", "parse_result", "read_verified"]
 
-
-class IntegrityError(Exception):
-    """A committed file is missing or differs from what its marker recorded."""
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One file as the commit marker recorded it."""
-
-    size: int
-    sha256: str
-
-
-@dataclass
-class CommittedPainting:
-    """A painting whose `_COMMITTED.json` exists and names it; `root` is its folder in the OUT filesystem."""
-
-    painting_id: str
-    root: str
-    run_id: str
-    config_hash: str
-    files: dict[str, FileEntry]
-
-    def frame_paths(self) -> list[str]:
-        """Turntable frame relpaths in numeric order (only those the marker lists)."""
-        numbered = [(int(m.group(1)), rel) for rel in self.files if (m := FRAME_PATH.match(rel))]
-        return [rel for _, rel in sorted(numbered)]
-
-
-@dataclass(frozen=True)
-class Metadata:
-    """Catalogue metadata from result.json; every field is an untrusted string or None."""
-
-    title: str | None = None
-    artist: str | None = None
-    date: str | None = None
-    rights: str | None = None
-    credit_line: str | None = None
-    source_url: str | None = None
+Metadata = make_dataclass("Metadata", [(k, "str | None", field(default=None)) for k in METADATA_COLUMNS],
+                          frozen=True)
+Metadata.__doc__ = "Catalogue metadata from result.json (`layout.METADATA_COLUMNS`); untrusted strings or None."
+MAX_EXTRA = 50
+"""Pass-through columns shown at most (in the order of result.json "extra")."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +48,7 @@ class PaintingResult:
     psnr_ref: float | None
     face: dict[str, float] = field(default_factory=dict)   # result.json "face": the face-aware metrics
     pose_source: str | None = None
+    extra: list[tuple[str, str]] = field(default_factory=list)   # pass-through manifest columns, as text
 
 
 FACE_METRICS = ("detected_fraction", "identity_consistency", "likeness", "pose_error_deg")
@@ -113,53 +83,15 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _parse_marker(raw: bytes, painting_id: str, root: str) -> CommittedPainting:
-    marker = json.loads(raw)
-    if not isinstance(marker, dict) or marker.get("painting_id") != painting_id:
-        raise ValueError("marker does not name this painting")
-    files: dict[str, FileEntry] = {}
-    for rel, entry in (marker.get("files") or {}).items():
-        # Relative, normalised paths only: the marker decides what we read, so it must not point outside.
-        if not isinstance(rel, str) or rel.startswith("/") or posixpath.normpath(rel) != rel or rel.startswith(".."):
-            raise ValueError(f"unsafe path in marker: {rel!r}")
-        files[rel] = FileEntry(int(entry["bytes"]), str(entry["sha256"]).lower())
-    return CommittedPainting(painting_id, root, str(marker.get("run_id", "")),
-                             str(marker.get("config_hash", "")), files)
-
-
 def list_committed(fs: fsspec.AbstractFileSystem, out_path: str) -> Listing:
-    """Committed paintings under OUT, from ONE glob of `paintings/*/_COMMITTED.json` and one bulk read."""
-    listing = Listing()
-    markers = sorted(fs.glob(posixpath.join(out_path, "paintings", "*", MARKER)))
-    raw_by_path = fs.cat(markers, on_error="return") if markers else {}
-    for path in markers:
-        root = posixpath.dirname(path)
-        painting_id = posixpath.basename(root)
-        if not PAINTING_ID.match(painting_id):
-            listing.rejected.append(Unavailable(painting_id[:128], "invalid painting id"))
-            continue
-        raw = raw_by_path.get(path)
-        try:
-            if isinstance(raw, BaseException) or raw is None:
-                raise ValueError(f"unreadable marker: {raw!r}")
-            listing.committed.append(_parse_marker(raw, painting_id, root))
-        except (ValueError, KeyError, TypeError) as err:
-            listing.rejected.append(Unavailable(painting_id, f"bad commit marker: {err}"))
+    """Committed paintings under OUT, from ONE listing of the commit markers and one bulk read of them."""
+    scan = layout.scan_commits(fs, out_path)
+    commits, bad = layout.read_commits(fs, out_path, sorted(scan.current.values(), key=lambda r: r.painting_id))
+    listing = Listing(committed=commits, rejected=[Unavailable(b.painting_id, b.reason) for b in bad])
+    for path in scan.foreign:
+        name = posixpath.basename(posixpath.dirname(path))[:128]
+        listing.rejected.append(Unavailable(name, "not a commit marker"))
     return listing
-
-
-def read_verified(fs: fsspec.AbstractFileSystem, painting: CommittedPainting, rel: str) -> bytes:
-    """A committed file's bytes, after checking size and sha256 against the marker."""
-    entry = painting.files.get(rel)
-    if entry is None:
-        raise IntegrityError(f"{rel} is not in the commit marker")
-    try:
-        data = fs.cat_file(posixpath.join(painting.root, rel))
-    except FileNotFoundError as err:
-        raise IntegrityError(f"{rel} is missing") from err
-    if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
-        raise IntegrityError(f"{rel} changed after commit")
-    return data
 
 
 def parse_result(raw: bytes, painting_id: str) -> PaintingResult:
@@ -172,6 +104,7 @@ def parse_result(raw: bytes, painting_id: str) -> PaintingResult:
     pose = doc.get("pose") if isinstance(doc.get("pose"), dict) else {}
     quality = doc.get("quality") if isinstance(doc.get("quality"), dict) else {}
     face = doc.get("face") if isinstance(doc.get("face"), dict) else {}
+    extra = doc.get("extra") if isinstance(doc.get("extra"), dict) else {}
     fps = _number(turntable.get("fps"))
     yaws = turntable.get("yaw_deg") if isinstance(turntable.get("yaw_deg"), list) else []
     expressions = doc.get("expressions") if isinstance(doc.get("expressions"), list) else []
@@ -189,6 +122,8 @@ def parse_result(raw: bytes, painting_id: str) -> PaintingResult:
         psnr_ref=_number(quality.get("psnr_ref")),
         face={k: v for k in FACE_METRICS if (v := _number(face.get(k))) is not None},
         pose_source=_text(pose.get("source")) if pose.get("source") in ("given", "landmarks", "search") else None,
+        extra=[(key[:200], text) for key, value in list(extra.items())[:MAX_EXTRA]
+               if isinstance(key, str) and (text := _text(value)) is not None],
     )
 
 
@@ -203,7 +138,7 @@ def latest_failures(fs: fsspec.AbstractFileSystem, out_path: str) -> list[Unavai
     """Failed paintings of the most recent run (newest `runs/*/report.parquet`, ties broken by run id)."""
     import pyarrow.parquet as pq
 
-    reports = fs.glob(posixpath.join(out_path, "runs", "*", "report.parquet"))
+    reports = fs.glob(posixpath.join(out_path, layout.RUNS_DIR, "*", layout.REPORT_NAME))
     if not reports:
         return []
     latest = max(reports, key=lambda p: (_modified(fs, p), p))

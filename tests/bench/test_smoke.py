@@ -107,9 +107,10 @@ def test_scale_smoke(tmp_path):
     scale.main(["--rows", "200", "--paintings", "20", "--out-dir", str(tmp_path)])
     rows = {r["what"]: r for r in _written(tmp_path, "scale_cpu")["rows"]}
     assert rows["validate_manifest"]["detail"] == "0 problems"
-    assert rows["committed_ids() (listing only)"]["n"] == 20
-    assert rows["committed(config_hash) (listing + marker reads)"]["n"] == 20
-    assert rows["index demo: resume scan = listing _commits/<hash>/"]["n"] == 20
+    assert rows["scan(): listing of commits/ (every fingerprint, no marker read)"]["detail"] == "ok"
+    assert rows["committed(): listing + every marker read"]["n"] == 20
+    assert rows["plan, nothing changed (manifest read, image stamps listed, scan, decide)"]["detail"] == "ok"
+    assert rows["plan, every title changed (manifest read, image stamps listed, scan, decide)"]["detail"] == "ok"
 
 
 @pytest.mark.timeout(240)

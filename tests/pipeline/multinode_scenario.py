@@ -35,9 +35,9 @@ def main(out: str, manifest: str) -> None:
 
     def remove_a_busy_node() -> None:
         deadline = time.time() + 240
-        while time.time() < deadline and not list(Path(out).glob("paintings/*/_COMMITTED.json")):
+        while time.time() < deadline and not list(Path(out).glob("commits/*/*.json")):
             time.sleep(0.05)
-        events["committed_before_removal"] = len(list(Path(out).glob("paintings/*/_COMMITTED.json")))
+        events["committed_before_removal"] = len(list(Path(out).glob("commits/*/*.json")))
         alive = [a["Address"]["NodeID"] for a in tuning_actors() if a.get("State") == "ALIVE"]
         victims = [n for n in alive if n in gpu_nodes]
         if victims:

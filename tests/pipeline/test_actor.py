@@ -1,6 +1,7 @@
 """The tuning actor without Ray: `tune_and_commit` per-painting failures, commits, the attempt guard, `TuneActor`."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -44,7 +45,7 @@ def _task(row: int, pid: str, image: Path, **kw) -> PaintingTask:
 @pytest.mark.timeout(120)
 def test_one_bad_painting_never_fails_the_batch(models, images, tmp_path):
     store = OutputStore(str(tmp_path))
-    tasks = [_task(0, "good", images / "g0.png", title="A title"),
+    tasks = [_task(0, "good", images / "g0.png", title="A title", extra={"accession_number": "1923.4"}),
              _task(1, "text-file", images / "notes.png"),
              _task(2, "bad-expression", images / "g1.png", expressions=("no_such_expression",)),
              _task(3, "good-2", images / "g2.png", expressions=())]
@@ -60,11 +61,16 @@ def test_one_bad_painting_never_fails_the_batch(models, images, tmp_path):
     assert "no_such_expression" in by_id["bad-expression"]["message"]
     assert set(store.committed("c0ffee")) == {"good", "good-2"}
     assert store.verify("good") == [] and store.verify("good-2") == []
-    result = json.loads(store.fs.cat_file(f"{store.painting_dir('good')}/result.json"))
+    result = json.loads(store.read_file("good", "result.json"))
     assert result["metadata"]["title"] == "A title" and result["expressions"] == ["happiness"]
-    assert "random_weights" in store.read_marker("good")["flags"]
+    assert result["extra"] == {"accession_number": "1923.4"}          # pass-through columns reach result.json
+    marker = store.read_marker("good")
+    assert "random_weights" in marker["flags"] and marker["action"] == "done"
+    assert marker["inputs"]["image"]["sha256"] == hashlib.sha256((images / "g0.png").read_bytes()).hexdigest()
+    assert marker["fingerprints"]["image"] == marker["inputs"]["image"]["sha256"][:16]
+    assert {"delta.safetensors", "input.png", "reference.png", "result.json"} <= set(marker["files"])
     # an explicit empty expression list renders no stills
-    assert not store.fs.exists(f"{store.painting_dir('good-2')}/renders/expressions")
+    assert not any(rel.startswith("renders/expressions/") for rel in store.read_marker("good-2")["files"])
     assert count_attempts(store, "r1") == {"good": 1, "text-file": 1, "bad-expression": 1, "good-2": 1}
 
 
@@ -125,13 +131,13 @@ def test_whole_painting_is_aligned_and_face_metrics_reach_result_report_and_mark
     assert "no_face" in rows["land"]["message"]
     row = rows["whole"]
     assert row["status"] == "done" and row["pose_source"] == "landmarks" and row["face_confidence"] > 0.5
-    doc = json.loads((tmp_path / "out" / "paintings" / "whole" / "result.json").read_text())
+    doc = json.loads(store.read_file("whole", "result.json"))
     face = doc["face"]
     assert set(face) >= {"detected_fraction", "identity_consistency", "likeness", "pose_error_deg", "expressions"}
     assert row["face_detected_fraction"] == pytest.approx(face["detected_fraction"])
     # A random tiny backbone renders no face: the scorer says so, and the flag is everywhere.
     assert face["detected_fraction"] < 0.5 and "no_face_in_renders" in doc["quality"]["flags"]
     assert "no_face_in_renders" in row["flags"].split(",")
-    marker = json.loads((tmp_path / "out" / "paintings" / "whole" / "_COMMITTED.json").read_text())
+    marker = store.read_marker("whole")
     assert "no_face_in_renders" in marker["flags"] and "pose_estimated" in marker["flags"]
     assert set(REPORT_COLUMNS) <= set(row)

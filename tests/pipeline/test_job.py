@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from artmator.pipeline.job import RunConfig, count_attempts, run
-from artmator.pipeline.report import REPORT_SCHEMA
-from artmator.pipeline.storage import MARKER_NAME, OutputStore
+from artmator.pipeline.layout import REPORT_SCHEMA
+from artmator.pipeline.storage import OutputStore
 from tests.pipeline.ray_fixtures import tiny_settings, write_images, write_manifest
 
 GOOD = ("fixed-a", "fixed-b", "searched")
@@ -35,8 +35,10 @@ def catalog(tmp_path_factory) -> Path:
     return folder
 
 
-def _marker_paths(out: Path) -> list[Path]:
-    return sorted((out / "paintings").glob(f"*/{MARKER_NAME}"))
+def _markers(out: Path) -> dict[str, bytes]:
+    """The current commit marker of each painting, as bytes."""
+    store = OutputStore(str(out))
+    return {pid: store.fs.cat_file(ref.path) for pid, ref in sorted(store.scan().current.items())}
 
 
 def _report(summary) -> dict[str, dict]:
@@ -80,7 +82,7 @@ def test_run_rerun_retry_and_changed_settings(ray_local, catalog, tmp_path):
     store = OutputStore(str(out))
     committed = store.committed(report["fixed-a"]["config_hash"])
     assert set(committed) == set(GOOD) and store.committed_ids() == set(GOOD)
-    assert [p.parent.name for p in _marker_paths(out)] == sorted(GOOD)
+    assert list(_markers(out)) == sorted(GOOD)
     for pid in GOOD:
         assert store.verify(pid) == []
         assert committed[pid]["run_id"] == "run-1"
@@ -89,18 +91,19 @@ def test_run_rerun_retry_and_changed_settings(ray_local, catalog, tmp_path):
     run_config = json.loads((out / "runs" / "run-1" / "config.json").read_text())
     assert run_config["config_hash"] == report["fixed-a"]["config_hash"]
     assert run_config["settings"]["tune"]["stage2"]["steps"] == 2
-    marker_bytes = {p: p.read_bytes() for p in _marker_paths(out)}
+    marker_bytes = _markers(out)
 
     # -- rerun, same settings: nothing tuned again, the deterministic failure is skipped with its reason
     s2 = run(replace(config, run_id="run-2"))
     assert (s2.total, s2.done, s2.skipped, s2.failed) == (5, 0, 4, 1)
     assert s2.failures == {"manifest": 1} and not s2.ok
     report2 = _report(s2)
-    assert set(report2) == {"empty-image", "bad-yaw"}
+    assert set(report2) == {*GOOD, "empty-image", "bad-yaw"}          # one row per manifest row
+    assert all(report2[pid]["status"] == "skipped" and report2[pid]["error_kind"] is None for pid in GOOD)
     assert report2["empty-image"]["status"] == "skipped" and report2["empty-image"]["error_kind"] == "image"
     assert report2["empty-image"]["message"] == bad["message"]
     assert count_attempts(store, "run-2") == {}
-    assert {p: p.read_bytes() for p in _marker_paths(out)} == marker_bytes     # markers untouched
+    assert _markers(out) == marker_bytes     # markers untouched
 
     # -- --retry-failed: the failed painting is tried again (and fails again), committed ones still skipped
     s3 = run(replace(config, run_id="run-3", retry_failed=True))
@@ -120,7 +123,7 @@ def test_run_rerun_retry_and_changed_settings(ray_local, catalog, tmp_path):
     new = store.committed(report4["fixed-a"]["config_hash"])
     assert set(new) == set(GOOD) and all(m["run_id"] == "run-4" for m in new.values())
     assert store.committed(report["fixed-a"]["config_hash"]) == {}
-    assert len(_marker_paths(out)) == 3 and all(store.verify(pid) == [] for pid in GOOD)
+    assert len(_markers(out)) == 3 and all(store.verify(pid) == [] for pid in GOOD)
 
 
 SECRET = "artmator-FAKE-SECRET-5b7c2e91"
@@ -154,6 +157,7 @@ def test_run_on_s3_commits_and_writes_no_credentials(ray_local, s3_endpoint, s3_
     report = store.read_reports().to_pylist()
     assert sorted((r["painting_id"], r["status"]) for r in report) == [("s3-a", "done"), ("s3-b", "done"),
                                                                         ("s3-c", "done")]
+    assert {r["run_state"] for r in report} == {"finished"}
     assert all(r["attempts"] >= 1 for r in report)
     written = store.read_run_config("s3-run")
     assert written["storage_options"]["secret"] == "***" and written["storage_options"]["key"] == "***"
@@ -164,7 +168,7 @@ def test_run_on_s3_commits_and_writes_no_credentials(ray_local, s3_endpoint, s3_
     objects = fs.find(s3_bucket)
     outputs = [p for p in objects if p.startswith(f"{s3_bucket[5:]}/out/")]
     assert any(p.endswith("/report.parquet") for p in outputs) and any(p.endswith("/config.json") for p in outputs)
-    assert sum(p.endswith(MARKER_NAME) for p in outputs) == 3
+    assert sum("/out/commits/" in p for p in outputs) == 3
     for path, data in fs.cat(objects).items():
         for secret in (SECRET, KEY_ID, TOKEN):
             assert secret.encode() not in data, f"{secret} written to s3://{path}"

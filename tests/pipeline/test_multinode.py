@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from artmator.pipeline.storage import MARKER_NAME, OutputStore
+from artmator.pipeline.storage import OutputStore
 from tests.pipeline.ray_fixtures import good_rows, write_images, write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def test_node_removed_mid_run_every_painting_committed_once(tmp_path):
     store = OutputStore(str(out))
     ids = {r["painting_id"] for r in rows}
     assert set(store.committed()) == ids
-    assert len(list(out.glob(f"paintings/*/{MARKER_NAME}"))) == N
+    assert len(OutputStore(str(out)).scan().current) == N
     assert all(store.verify(pid) == [] for pid in ids) and store.partial_paintings() == []
     report = pq.read_table(events["summary"]["report"]).to_pylist()
     assert sorted(r["painting_id"] for r in report) == sorted(ids)      # one row each: no duplicates, none lost

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from artmator.pipeline.actor import failed_row
 from artmator.pipeline.job import report_table
-from artmator.pipeline.report import REPORT_SCHEMA
+from artmator.pipeline.layout import REPORT_SCHEMA
 from artmator.pipeline.report import status_summary
 from artmator.pipeline.storage import OutputStore
 
@@ -25,8 +25,8 @@ def build_out_folder(out: Path) -> OutputStore:
     for pid, run_id in (("p1", "20260101T000000Z-aaaaaa"), ("p2", "20260102T000000Z-bbbbbb")):
         store.write_painting(pid, {"delta.safetensors": b"d", "reference.png": b"png"},
                              {"run_id": run_id, "config_hash": "h1"})
-    (out / "paintings" / "p5").mkdir(parents=True)
-    (out / "paintings" / "p5" / "delta.safetensors").write_bytes(b"half")
+    (out / "paintings" / "p5" / "v000001-abcdef").mkdir(parents=True)
+    (out / "paintings" / "p5" / "v000001-abcdef" / "delta.safetensors").write_bytes(b"half")
     store.write_report("20260101T000000Z-aaaaaa", report_table([
         done_row("p1", 30.0),
         failed_row("p2", "storage", "ConnectionError: reset by peer"),
@@ -64,8 +64,22 @@ def test_status_summary_counts_and_groups_failures(tmp_path):
     assert sorted(line.split(":")[0].strip() for line in reasons) == ["image", "manifest"]
     assert any("e.g. p3: empty: p3.png" in line for line in reasons)
     assert not any("storage" in line for line in lines)   # p2's storage failure was fixed by the later run
-    assert "run 20260101T000000Z-aaaaaa: 1 done, 120.0 paintings/hour per actor" in lines
-    assert "run 20260102T000000Z-bbbbbb: 1 done, 60.0 paintings/hour per actor" in lines
+    assert "run 20260101T000000Z-aaaaaa: 1 done, 120.0 paintings/hour per actor; 2 failed, 1 invalid" in lines
+    assert "run 20260102T000000Z-bbbbbb: 1 done, 60.0 paintings/hour per actor; 1 invalid" in lines
+
+
+def test_status_reads_a_running_runs_partial_report(tmp_path):
+    """A run rewrites its report while it goes on (state "running", unfinished rows "pending"): status shows it."""
+    store = build_out_folder(tmp_path)
+    rows = [done_row("p6", 10.0), {**done_row("p1", 0.5), "status": "refreshed"},
+            {**done_row("p2", 2.0), "status": "rendered"}, {**failed_row("p7", "", ""), "status": "pending"},
+            {**failed_row("p8", "", ""), "status": "pending"}]
+    store.write_report("20260103T000000Z-cccccc", report_table(rows, {"p6": 1}, "20260103T000000Z-cccccc", "h1"),
+                       "running")
+    lines = status_summary(str(tmp_path)).splitlines()
+    assert ("run 20260103T000000Z-cccccc (running): 1 done, 360.0 paintings/hour per actor; 1 rendered, "
+            "1 refreshed, 2 pending") in lines
+    assert lines[1] == "2 failed (latest attempt), 1 partial (no marker; redone on rerun)"   # pending is no failure
 
 
 def test_status_of_an_empty_folder(tmp_path):

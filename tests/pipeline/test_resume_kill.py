@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from bench.proctree import alive, descendants
 from artmator.pipeline.cli import main
-from artmator.pipeline.storage import MARKER_NAME, OutputStore
+from artmator.pipeline.storage import OutputStore
 from tests.pipeline.ray_fixtures import good_rows, write_images, write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,8 @@ main(sys.argv[2:])
 
 
 def _markers(out: Path) -> dict[str, bytes]:
-    return {p.parent.name: p.read_bytes() for p in sorted(out.glob(f"paintings/*/{MARKER_NAME}"))}
+    store = OutputStore(str(out))
+    return {pid: store.fs.cat_file(ref.path) for pid, ref in sorted(store.scan().current.items())}
 
 
 @pytest.mark.timeout(400)
@@ -83,19 +84,23 @@ def test_sigkilled_driver_then_rerun_commits_each_painting_once(ray_local, tmp_p
     store = OutputStore(str(out))
     before = _markers(out)
     assert 1 <= len(before) < N, f"killed too late to test resuming: {sorted(before)}"
-    assert not list(out.glob("runs/*/report.parquet"))             # the killed driver wrote no report
+    killed = [pq.read_table(p) for p in out.glob("runs/*/report.parquet")]   # a partial report, if any
+    assert all(t.schema.metadata[b"artmator.state"] == b"running" for t in killed)
     assert set(store.committed()) == set(before)                   # a partial folder never counts as committed
 
     result = CliRunner().invoke(main, ["run", manifest, "--out", str(out), *RUN_ARGS])
     assert result.exit_code == 0, result.output
-    assert f"{N - len(before)} committed, {len(before)} skipped" in result.output, result.output
+    assert f"{N - len(before)} committed, 0 re-rendered, 0 refreshed, {len(before)} skipped" in result.output, \
+        result.output
 
     after = _markers(out)
     assert sorted(after) == sorted(r["painting_id"] for r in rows)
     assert {pid: after[pid] for pid in before} == before            # finished work was not redone
     assert all(store.verify(pid) == [] for pid in after) and store.partial_paintings() == []
-    reports = list(out.glob("runs/*/report.parquet"))
+    reports = [t for p in out.glob("runs/*/report.parquet")
+               if (t := pq.read_table(p)).schema.metadata[b"artmator.state"] == b"finished"]
     assert len(reports) == 1
-    report = pq.read_table(reports[0]).to_pylist()
-    assert sorted(r["painting_id"] for r in report) == sorted(set(after) - set(before))
-    assert all(r["status"] == "done" and r["attempts"] == 1 for r in report)
+    report = {r["painting_id"]: r for r in reports[0].to_pylist()}
+    assert sorted(pid for pid, r in report.items() if r["status"] == "done") == sorted(set(after) - set(before))
+    assert all(report[pid]["status"] == "skipped" for pid in before)
+    assert all(r["attempts"] == 1 for r in report.values() if r["status"] == "done")

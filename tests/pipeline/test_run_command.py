@@ -78,9 +78,11 @@ def test_run_command_exit_codes(ray_local, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["run", manifest, "--out", str(out), *QUICK])
     assert result.exit_code == 1, result.output                     # something failed: exit 1
-    assert "1 committed, 0 skipped (already done), 1 failed" in result.output
+    assert "1 committed, 0 re-rendered, 0 refreshed, 0 skipped (unchanged), 1 failed" in result.output
     assert "  failed (image): 1" in result.output and "report: " in result.output
-    assert (out / "paintings" / "a" / "_COMMITTED.json").exists()
+    from artmator.pipeline.storage import OutputStore
+
+    assert OutputStore(str(out)).committed_ids() == {"a"}
 
     pq.write_table(pa.table({"painting_id": ["a"]}), tmp_path / "broken.parquet")
     result = CliRunner().invoke(main, ["run", str(tmp_path / "broken.parquet"), "--out", str(out), *QUICK])

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.proctree import alive, descendants  # noqa: F401 - re-exported to the tests
-from artmator.pipeline.actor import ActorSpec, tune_and_commit
-from artmator.pipeline.job import RunConfig, count_attempts, plan, report_table
+from artmator.pipeline.actor import ActorSpec, failed_row, tune_and_commit, wire_plan
+from artmator.pipeline.job import RunConfig, count_attempts, make_plan, report_table
 from artmator.pipeline.settings import JobSettings, load_models, resolve_expressions
-from artmator.pipeline.storage import MARKER_NAME, OutputStore
+from artmator.pipeline.storage import OutputStore
 from tests.pipeline.conftest import ray_local, s3_bucket, s3_endpoint, s3_options  # noqa: F401  (fixtures)
 from tests.pipeline.ray_fixtures import png_bytes, tiny_settings
 
@@ -71,7 +71,7 @@ def good_row(folder: Path, painting_id: str = GOOD_ID, seed: int = 1) -> dict:
 
 def inline_run(manifest_uri: str, out_uri: str, settings: JobSettings, models, run_id: str = "run-inline",
                storage_options: dict | None = None) -> tuple[dict[str, list[dict]], OutputStore]:
-    """What `pipeline.job.run` does, minus Ray: plan, ONE tune_and_commit batch of every task, report.
+    """What `pipeline.job.run` does, minus Ray: plan, ONE tune_and_commit batch of every row to tune, report.
 
     Every valid painting is tuned in the same batch (paintings_per_batch = number of tasks), so a bad painting
     really runs alongside the good one. Returns (painting_id -> report rows, store).
@@ -79,15 +79,19 @@ def inline_run(manifest_uri: str, out_uri: str, settings: JobSettings, models, r
     storage_options = dict(storage_options or {})
     store = OutputStore(out_uri, storage_options)
     config = RunConfig(manifest_uri=manifest_uri, out_uri=out_uri, settings=settings, storage_options=storage_options)
-    config_hash = settings.result_hash(models.backbone.base_hash())
-    tasks, rows, _ = plan(config, store, config_hash)
-    if tasks:
+    plan = make_plan(config, store)
+    rows = plan.invalid + plan.failed_before
+    todo = plan.of("tune")
+    if todo:
         spec = ActorSpec(settings_json=json.dumps(settings.to_dict()), out_uri=out_uri,
-                         storage_options=storage_options, run_id=run_id, config_hash=config_hash,
+                         storage_options=storage_options, run_id=run_id, config_hash=plan.config_hash,
                          random_models=True, max_attempts=4)
-        rows += tune_and_commit(tasks, models, settings, store, spec,
-                                resolve_expressions(settings.render.expressions, storage_options))
-    table = report_table(rows, count_attempts(store, run_id), run_id, config_hash)
+        rows += tune_and_commit([r.task for r in todo], models, settings, store, spec,
+                                resolve_expressions(settings.render.expressions, storage_options),
+                                plans=[wire_plan(r, settings) for r in todo])
+    rows += [{**failed_row(r.task.painting_id, "", ""), "status": "skipped"} for r in plan.of("skip")]
+    table = report_table(rows, count_attempts(store, run_id), run_id, plan.config_hash,
+                         {r.task.painting_id: r.failure_key for r in plan.rows})
     store.write_report(run_id, table)
     by_id: dict[str, list[dict]] = {}
     for r in table.to_pylist():
@@ -96,7 +100,8 @@ def inline_run(manifest_uri: str, out_uri: str, settings: JobSettings, models, r
 
 
 def markers(out: Path) -> dict[str, bytes]:
-    return {p.parent.name: p.read_bytes() for p in sorted(out.glob(f"paintings/*/{MARKER_NAME}"))}
+    store = OutputStore(str(out))
+    return {pid: store.fs.cat_file(ref.path) for pid, ref in sorted(store.scan().current.items())}
 
 
 # ---------------------------------------------------------------------------------------- processes

@@ -141,7 +141,7 @@ def moto(monkeypatch):
 def _s3_markers(fs, root: str) -> dict[str, bytes]:
     fs.invalidate_cache()
     try:
-        paths = [p for p in fs.find(f"{root}/paintings") if p.endswith("/_COMMITTED.json")]
+        paths = fs.find(f"{root}/commits")
     except FileNotFoundError:
         return {}
     return {p.split("/")[-2]: fs.cat_file(p) for p in paths}

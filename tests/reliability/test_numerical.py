@@ -64,7 +64,7 @@ def _assert_only_good_committed(rows, store: OutputStore, fragment: str) -> None
     assert store.committed_ids() == {GOOD}
     assert store.partial_paintings() == [], "the diverged painting left files behind"
     assert store.verify(GOOD) == []
-    _assert_finite(load_delta(f"{store.painting_dir(GOOD)}/delta.safetensors"))
+    _assert_finite(load_delta(store.read_commit(GOOD).path_of("delta.safetensors")))
 
 
 def _assert_finite(delta: Delta) -> None:

@@ -28,7 +28,8 @@ import torch
 from click.testing import CliRunner
 
 from artmator.pipeline.job import RunConfig, run
-from artmator.pipeline.storage import MARKER_NAME, OutputStore, StoreError
+from artmator.pipeline.layout import marker_name, Fingerprints
+from artmator.pipeline.storage import OutputStore, StoreError
 from tests.pipeline.ray_fixtures import png_bytes
 from tests.reliability.conftest import ROOT, manifest_table, supervise, write_table
 
@@ -51,27 +52,38 @@ def test_output_store_refuses_ids_that_could_escape(tmp_path, painting_id):
     before = _tree(tmp_path)
     marker = {"run_id": "r1", "config_hash": "h"}
     for call in (lambda: store.write_painting(painting_id, {"a.txt": b"x"}, marker),
-                 lambda: store.painting_dir(painting_id), lambda: store.marker_path(painting_id),
+                 lambda: store.painting_dir(painting_id), lambda: store.commit_dir(painting_id),
                  lambda: store.read_marker(painting_id), lambda: store.verify(painting_id),
                  lambda: store.run_dir(painting_id), lambda: store.write_report(painting_id, pa.table({"a": [1]}))):
         with pytest.raises(StoreError):
             call()
-    for rel in ("../x", "/etc/x", "a/../../x", "a\\b", MARKER_NAME, "", "a//b"):
+    for rel in ("../x", "/etc/x", "a/../../x", "a\\b", "", "a//b"):
         with pytest.raises(StoreError):
             store.write_painting("fine-id", {rel: b"x"}, marker)
     assert _tree(tmp_path) == before, "a refused id or file name still created something"
 
 
 def test_folders_with_unsafe_names_never_count_as_committed(tmp_path):
-    """A folder that appeared under paintings/ by other means (not through the store) is never trusted."""
+    """Folders that appeared under paintings/ or commits/ by other means (not through the store) are never
+    trusted: an unsafe id, or a marker whose files point out of its painting."""
     store = OutputStore(str(tmp_path / "out"))
     store.write_painting("ok", {"a.txt": b"x"}, {"run_id": "r1", "config_hash": "h"})
-    sneaky = tmp_path / "out" / "paintings" / "has space"
-    sneaky.mkdir()
+    version = "v000001-abcdef"
+    sneaky = tmp_path / "out" / "paintings" / "has space" / version
+    sneaky.mkdir(parents=True)
     (sneaky / "a.txt").write_bytes(b"x")
-    (sneaky / MARKER_NAME).write_text(json.dumps({"painting_id": "has space", "run_id": "r1", "config_hash": "h",
-                                                  "files": {"a.txt": {"bytes": 1}}}))
-    assert set(store.committed()) == {"ok"} and store.committed_ids() == {"ok"}
+    markers = tmp_path / "out" / "commits" / "has space"
+    markers.mkdir(parents=True)
+    (markers / marker_name(version, Fingerprints())).write_text(json.dumps(
+        {"painting_id": "has space", "version": version, "run_id": "r1", "config_hash": "h",
+         "files": {"a.txt": {"path": f"{version}/a.txt", "bytes": 1, "sha256": "0" * 64}}}))
+    escape = tmp_path / "out" / "commits" / "escape"
+    escape.mkdir()
+    (escape / marker_name(version, Fingerprints())).write_text(json.dumps(
+        {"painting_id": "escape", "version": version, "run_id": "r1", "config_hash": "h",
+         "files": {"a.txt": {"path": f"{version}/../../ok/a.txt", "bytes": 1, "sha256": "0" * 64}}}))
+    assert set(store.committed()) == {"ok"} and store.committed_ids() == {"ok", "escape"}
+    assert store.read_commit("escape") is None
 
 
 # ------------------------------------------------------------------------------------------- pickled code

@@ -1,7 +1,6 @@
 """Fixtures for the gallery tests: a synthetic OUT tree written by hand, and one headless Chromium."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -62,11 +61,15 @@ class PaintingSpec:
     with_webp: bool = False
     run_id: str = "run-1"
     config_hash: str = "cfg-a"
+    extra: dict = field(default_factory=dict)
 
 
 def write_painting(out: Path, spec: PaintingSpec) -> Path:
-    """Write a painting folder following the OUT layout; the commit marker goes last (if `commit`)."""
-    root = out / "paintings" / spec.painting_id
+    """Write a painting through the output store (the layout's one home): files in a new version folder, then
+    the commit marker (if `commit`; else the files only, as a crashed attempt leaves them). Returns the folder
+    of the painting's versions."""
+    from artmator.pipeline.storage import OutputStore
+
     files: dict[str, bytes] = {}
     frames = draw_frames(spec.frames, spec.size, spec.hue)
     for i, frame in enumerate(frames):
@@ -83,6 +86,7 @@ def write_painting(out: Path, spec: PaintingSpec) -> Path:
     result = {"painting_id": spec.painting_id,
               "metadata": {k: spec.metadata.get(k) for k in
                            ("title", "artist", "date", "rights", "credit_line", "source_url")},
+              "extra": dict(spec.extra),
               "pose": {"yaw_deg": yaws[spec.frames // 3], "pitch_deg": 0.0, "estimated": True},
               "resolution": spec.size,
               "turntable": {"frames": spec.frames, "yaw_deg": yaws, "fps": 12.0},
@@ -90,16 +94,22 @@ def write_painting(out: Path, spec: PaintingSpec) -> Path:
               "quality": {"lpips_ref": 0.21, "psnr_ref": 24.5, "flags": ["low_psnr"] if spec.hue else []},
               "timings": {"total_s": 1.0}, "losses": {"final": 0.1}}
     files["result.json"] = json.dumps(result).encode()
-    for rel, data in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
+    store = OutputStore(str(out))
     if spec.commit:
-        marker = {"painting_id": spec.painting_id, "run_id": spec.run_id, "config_hash": spec.config_hash,
-                  "committed_at": "2025-01-01T00:00:00Z",
-                  "files": {rel: {"bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-                            for rel, d in files.items()}}
-        (root / "_COMMITTED.json").write_text(json.dumps(marker))
-    return root
+        store.write_painting(spec.painting_id, files, {"run_id": spec.run_id, "config_hash": spec.config_hash,
+                                                       "committed_at": "2025-01-01T00:00:00Z"})
+    else:
+        root = out / "paintings" / spec.painting_id / "v000001-abcdef"
+        for rel, data in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
+    return out / "paintings" / spec.painting_id
+
+
+def marker_file(out: Path, painting_id: str) -> Path:
+    """The current commit marker of a painting written by `write_painting`."""
+    [path] = sorted((out / "commits" / painting_id).glob("*.json"))
+    return path
 
 
 def write_report(out: Path, run_id: str, rows: list[dict]) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -10,8 +11,9 @@ from click.testing import CliRunner
 from artmator.pipeline.gallery import build_gallery
 from artmator.pipeline.gallery.command import gallery
 from artmator.pipeline.gallery.pages import json_script
+from artmator.pipeline.storage import OutputStore
 
-from .conftest import PaintingSpec, write_painting, write_report
+from .conftest import PaintingSpec, marker_file, write_painting, write_report
 
 SMALL = {"frames": 8, "size": 48}
 
@@ -33,7 +35,7 @@ def test_summary_of_session_site(built_site):
         assert (mona / name).is_file(), name
     # The committed turntable.webp was copied, not re-encoded.
     assert (mona / "turntable.webp").read_bytes() == \
-        (built_site.out / "paintings" / "mona.lisa" / "renders" / "turntable.webp").read_bytes()
+        OutputStore(str(built_site.out)).read_file("mona.lisa", "renders/turntable.webp")
     assert not list(built_site.site.rglob("*.tmp"))
 
 
@@ -66,7 +68,7 @@ def test_incremental_rebuild_adds_without_reencoding(tmp_path):
     assert build_gallery(str(out), str(site)).encoded == ["a"]
 
     # Decommitted: removed from the site and the index.
-    (out / "paintings" / "b" / "_COMMITTED.json").unlink()
+    marker_file(out, "b").unlink()
     fourth = build_gallery(str(out), str(site))
     assert fourth.removed == ["b"] and not (site / "p" / "b").exists()
 
@@ -77,20 +79,21 @@ def test_untrusted_layout_is_refused(tmp_path):
     write_painting(out, PaintingSpec("good", {"title": "Good"}, **SMALL))
     # Files changed after commit: not shown (never broken), reported as skipped.
     write_painting(out, PaintingSpec("tampered", {"title": "T"}, **SMALL))
-    (out / "paintings" / "tampered" / "renders" / "turntable" / "003.png").write_bytes(b"not a png")
+    Path(OutputStore(str(out)).read_commit("tampered").path_of("renders/turntable/003.png")).write_bytes(b"not png")
     # A marker naming another painting, and one pointing outside its folder.
     write_painting(out, PaintingSpec("liar", {"title": "L"}, **SMALL))
-    marker = out / "paintings" / "liar" / "_COMMITTED.json"
+    marker = marker_file(out, "liar")
     marker.write_text(marker.read_text().replace('"painting_id": "liar"', '"painting_id": "good"'))
     write_painting(out, PaintingSpec("escape", {"title": "E"}, **SMALL))
-    marker = out / "paintings" / "escape" / "_COMMITTED.json"
+    marker = marker_file(out, "escape")
     doc = json.loads(marker.read_text())
-    doc["files"]["../good/result.json"] = {"bytes": 1, "sha256": "0" * 64}
+    doc["files"]["result.json"]["path"] = "../good/" + doc["files"]["result.json"]["path"]
     marker.write_text(json.dumps(doc))
     # An id the contract forbids.
-    bad = out / "paintings" / "-bad id"
+    bad = out / "commits" / "-bad id"
     bad.mkdir(parents=True)
-    (bad / "_COMMITTED.json").write_text("{}")
+    (bad / "v000001-abcdef.0000000000000000.0000000000000000.0000000000000000.0000000000000000.0000000000000000"
+           ".json").write_text("{}")
     summary = build_gallery(str(out), str(site))
     assert summary.paintings == ["good"]
     assert {u.painting_id for u in summary.skipped} == {"tampered", "liar", "escape", "-bad id"}
