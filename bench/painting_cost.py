@@ -86,6 +86,14 @@ def measure(settings: JobSettings, models, k: int, s1: int, s2: int, expressions
 def run(args) -> None:
     device = torch.device(args.device)
     settings = replace(PRESET_SETTINGS[args.settings](args.preset), device=args.device)
+    render = settings.render
+    if args.frames:
+        render = replace(render, turntable_frames=args.frames)
+    if args.render_resolution:
+        render = replace(render, resolution=args.render_resolution)
+    settings = replace(settings, render=render)
+    if args.resolution:
+        settings = replace(settings, tune=replace(settings.tune, resolution=args.resolution))
     if args.random_encoders:
         # Same architectures, random weights: the same FLOPs and time, where the pretrained files are absent.
         enc = settings.tune.encoders
@@ -151,6 +159,9 @@ def main(argv=None) -> None:
                    help="run this many steps and scale each stage to the settings' counts")
     p.add_argument("--flops", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--resolution", type=int, default=None, help="tuning resolution (default: the settings')")
+    p.add_argument("--render-resolution", type=int, default=None)
+    p.add_argument("--frames", type=int, default=None, help="turntable frames (default: the settings')")
     p.add_argument("--random-encoders", action="store_true",
                    help="CLIP and LPIPS of the settings' architectures with random weights (cost only)")
     p.add_argument("--autocast", action="store_true", help="renders in bf16/fp16 autocast (CUDA only)")

@@ -93,6 +93,18 @@ def test_tuning_smoke(tmp_path):
     assert rows[-1]["ratio"] < 0.01                     # the official preset's default delta is < 1 % of G
 
 
+def test_painting_cost_smoke(tmp_path):
+    from bench import painting_cost
+
+    painting_cost.main(["--ks", "1", "2", "--measure-steps", "1", "1", "--resolution", "32", "--frames", "2",
+                        "--render-resolution", "32", "--no-warmup", "--out-dir", str(tmp_path), "--name", "c"])
+    rows = json.loads((tmp_path / "c.json").read_text())["tables"]["per painting"]
+    assert [r["k"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["total_s"] == pytest.approx(r["stage1_s"] + r["stage2_s"] + r["renders_s"])
+        assert r["tflop_per_painting"] > 0 and r["night_8"] == pytest.approx(8 * r["night_1"], abs=8)
+
+
 def test_render_smoke(tmp_path):
     from bench import render
 
