@@ -137,6 +137,8 @@ def run(args) -> tuple[dict, list[np.ndarray]]:
         tune = replace(tune, stage1=replace(tune.stage1, steps=args.stage1_steps))
     if args.stage2_steps is not None:
         tune = replace(tune, stage2=replace(tune.stage2, steps=args.stage2_steps))
+    if args.resolution is not None:
+        tune = replace(tune, resolution=args.resolution)
     render = settings.render if args.frames is None else replace(settings.render, turntable_frames=args.frames)
     settings = replace(settings, tune=tune, render=render)
 
@@ -272,6 +274,7 @@ def main(argv=None) -> None:
     ap.add_argument("--frames", type=int, default=None)
     ap.add_argument("--stage1-steps", type=int, default=None)
     ap.add_argument("--stage2-steps", type=int, default=None)
+    ap.add_argument("--resolution", type=int, default=None, help="tuning resolution (default: quick settings')")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--name", default=NAME)
     args = ap.parse_args(argv)

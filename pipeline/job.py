@@ -182,7 +182,12 @@ def run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -
     plan = make_plan(config, store)
     counts = plan.counts()
     log.info("plan: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
-    from artmator.pipeline.settings import settings_json
+    from artmator.pipeline.settings import load_backbone_only, settings_json
+
+    if plan.of("render") or plan.of("tune"):
+        # Validate at the edge: a bad preset or weight file stops the run with one error before anything is
+        # written, instead of failing every painting in the actors.
+        load_backbone_only(config.settings, config.storage_options)
 
     store.write_run_config(run_id, {"run_id": run_id, "manifest": redact_uri(config.manifest_uri),
                                     "out": store.uri, "config_hash": plan.config_hash, "plan": counts,

@@ -28,7 +28,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from artmator.model.delta import DeltaError, apply_delta, load_delta
+from artmator.model.delta import DeltaError, apply_delta, decode_delta
 from artmator.pipeline.errors import classify
 from artmator.pipeline.job import RunConfig, run
 from artmator.pipeline.manifest import CROP_TYPE
@@ -266,7 +266,7 @@ def baseline(tmp_path_factory, rel_settings, rel_models):
     out = folder / "out"
     rows, store = inline_run(manifest, str(out), rel_settings, rel_models, run_id="baseline")
     assert rows[GOOD_ID][0]["status"] == "done", rows
-    return {"out": out, "delta": load_delta(str(out / "paintings" / GOOD_ID / "delta.safetensors"))}
+    return {"out": out, "delta": _committed_delta(store)}
 
 
 def _same_delta(a, b) -> bool:
@@ -275,13 +275,18 @@ def _same_delta(a, b) -> bool:
             and all(torch.equal(a.metadata.latent[k], b.metadata.latent[k]) for k in a.metadata.latent))
 
 
+def _committed_delta(store: OutputStore):
+    """The good painting's delta as its current commit lists it (read and verified through the layout)."""
+    return decode_delta(store.read_file(GOOD_ID, "delta.safetensors"))
+
+
 def _assert_good_committed(store: OutputStore, out: Path, baseline, alone: bool) -> None:
     """Committed and intact; when the bad input never reached tuning (`alone`), bit-identical to the baseline.
 
     (A painting tuned in a batch of two draws other stage-2 views than alone, so only `alone` compares tensors.)
     """
     assert store.is_committed(GOOD_ID) and store.verify(GOOD_ID) == []
-    delta = load_delta(str(out / "paintings" / GOOD_ID / "delta.safetensors"))
+    delta = _committed_delta(store)
     if alone:
         assert _same_delta(delta, baseline["delta"]), "the good painting's result changed beside the bad input"
     assert all(torch.isfinite(t.float()).all() for t in delta.tensors.values())
@@ -332,7 +337,7 @@ def test_bad_painting_beside_a_good_one(case: Case, tmp_path, rel_settings, rel_
     else:
         assert folders == [GOOD_ID], f"a failed input left a folder behind: {folders}"
     # a path-like id never reached the filesystem anywhere (neither in nor beside the output)
-    assert sorted(p.name for p in out.iterdir()) == ["paintings", "runs"]
+    assert sorted(p.name for p in out.iterdir()) == ["commits", "paintings", "runs"]
     assert store.partial_paintings() == []
 
 
