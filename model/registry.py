@@ -1,12 +1,13 @@
 """Backbone registry: preset name -> builder. `load_backbone`, the CLI and the settings read it; nothing else names
 a concrete backbone.
 
-A builder takes (weights: {part: URI}, seed, storage_options) and returns a Backbone on the CPU in eval mode. A
-backbone package registers its presets when imported; `model/__init__.py` imports the shipped ones.
+A builder takes a seed and returns a freshly initialised Backbone on the CPU (`load_backbone` then loads weight
+parts through the backbone's own `load_weights`). A backbone package registers its presets when imported;
+`model/__init__.py` imports the shipped ones.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from artmator.model.backbone import Backbone
@@ -14,11 +15,15 @@ from artmator.model.backbone import Backbone
 
 @dataclass(frozen=True)
 class BackboneEntry:
-    """One preset: how to build it and which weight parts a user may give it."""
+    """One preset: how to build it and what the CLI and settings may know before building it."""
 
-    build: Callable[[Mapping[str, str], int, Mapping | None], Backbone]
-    parts: tuple[str, ...]
-    description: str
+    build: Callable[[int], Backbone]      # seed -> a seeded, freshly initialised backbone (CPU)
+    parts: tuple[str, ...]                # the weight parts a user may give (`Backbone.WEIGHT_PARTS`)
+    description: str                      # one line for `--preset` help
+    demo: bool = False                    # a small preset for CPU demos and tests: runs default to quick settings
+    # A checkout of the official release (local path or fsspec URI) -> {part: URI}, for `--official-root`; None
+    # when the preset has no such layout.
+    weights_from_root: Callable[[str], dict[str, str]] | None = None
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}

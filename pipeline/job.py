@@ -29,7 +29,7 @@ from artmator.pipeline.layout import REPORT_SCHEMA, digest
 from artmator.pipeline.manifest import load_manifest
 from artmator.pipeline.progress import RunProgress
 from artmator.pipeline.recommit import RenderActor, refresh_batch
-from artmator.pipeline.settings import JobSettings, uses_random_models
+from artmator.pipeline.settings import JobSettings, check_run_expressions, uses_random_models
 from artmator.pipeline.storage import OutputStore, redact_options, redact_uri
 
 log = logging.getLogger("artmator.run")
@@ -179,6 +179,7 @@ def run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -
     start = time.perf_counter()
     run_id = config.run_id or new_run_id()
     store = OutputStore(config.out_uri, config.storage_options)
+    check_run_expressions(config.settings, config.storage_options)        # before any work: a clear error
     plan = make_plan(config, store)
     counts = plan.counts()
     log.info("plan: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -10,14 +10,15 @@ from torch.utils.checkpoint import checkpoint
 
 from artmator.model.anifacegan import PARTS
 from artmator.model.anifacegan import rays as R
+from artmator.model.anifacegan.checkpoints import read_part
 from artmator.model.anifacegan.config import AniFaceGANConfig
 from artmator.model.anifacegan.deform import ExpressionDeformation
+from artmator.model.anifacegan.expressions import load_expression
 from artmator.model.anifacegan.radiance import ManifoldSampler, RadianceGenerator, RadianceSiren
 from artmator.model.anifacegan.renderer import composite, intersect_manifolds
 from artmator.model.anifacegan.vae import CoefficientVAE
-from artmator.model.backbone import Backbone, Latent, RenderResult
+from artmator.model.backbone import Backbone, ExpressionError, Latent, RenderResult
 from artmator.model.camera import as_batch, degrees_to_official
-from artmator.model.weights import load_strict, sha256_state_dict
 
 
 def build_parts(config: AniFaceGANConfig) -> dict[str, nn.Module]:
@@ -52,14 +53,22 @@ class AniFaceGAN(Backbone):
         self._avg_modulation: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ---- parts and weights -------------------------------------------------------------------------------
-    def part(self, name: str) -> nn.Module:
-        if name not in self.PARTS:
-            raise ValueError(f"unknown AniFaceGAN part {name!r}; parts are {list(self.PARTS)}")
-        return getattr(self, name)
+    def read_part(self, name: str, uri: str, storage_options: Mapping | None = None) -> dict[str, torch.Tensor]:
+        """Also reads the official torch_ema files (`ema.pth`: the averaged tensors in parameter order)."""
+        names = [n for n, _ in self.part(name).named_parameters()]
+        return read_part(name, uri, names, storage_options)
 
     def load_part(self, name: str, state: Mapping[str, torch.Tensor], source: str) -> None:
-        load_strict(self.part(name), state, part=name, source=source)
+        super().load_part(name, state, source)
         self._avg_modulation = None
+
+    def demo_prior(self):
+        """The tiny preset's procedural 3D head (`model.head_prior`), fitted once and cached."""
+        if self.preset != "tiny":
+            return None
+        from artmator.model.head_prior import tiny_head_weights
+
+        return tiny_head_weights
 
     def tunable(self) -> RadianceGenerator:
         return self.generator
@@ -68,10 +77,6 @@ class AniFaceGAN(Backbone):
         parts = {"generator": module, "deform": self.deform, "vae_id": self.vae_id, "vae_exp": self.vae_exp}
         other = AniFaceGAN(self.config, parts, self.preset)
         return other
-
-    def base_hash(self) -> str:
-        """sha256 of the tunable generator's weights: what a delta is bound to."""
-        return sha256_state_dict(self.generator.state_dict())
 
     @property
     def default_resolution(self) -> int:
@@ -96,6 +101,14 @@ class AniFaceGAN(Backbone):
     def supports_expressions(self) -> bool:
         return True
 
+    @property
+    def default_expressions(self) -> tuple[str, ...]:
+        return ("happiness",)
+
+    def load_expression(self, spec: str, storage_options: Mapping | None = None) -> torch.Tensor:
+        """`neutral`, `happiness` or a Deep3DFaceRecon `.mat` path/URI -> (64,) 3DMM expression coefficients."""
+        return load_expression(spec, storage_options)
+
     def sample_latent(self, batch: int, generator: torch.Generator | None = None) -> Latent:
         """Identity from the identity VAE, neutral expression (zero coefficients), Gaussian noise."""
         with torch.no_grad():
@@ -112,7 +125,7 @@ class AniFaceGAN(Backbone):
     def with_expression(self, latent: Latent, expression: torch.Tensor) -> Latent:
         exp = torch.as_tensor(expression, dtype=torch.float32, device=self.device)
         if exp.shape[-1] != self.config.exp_dim:
-            raise ValueError(f"expression codes have {self.config.exp_dim} coefficients, got shape {tuple(exp.shape)}")
+            raise ExpressionError(f"expression codes have {self.config.exp_dim} coefficients, got shape {tuple(exp.shape)}")
         batch = latent["z_id"].shape[0]
         return {**latent, "z_exp": exp.reshape(-1, self.config.exp_dim).expand(batch, -1)}
 
