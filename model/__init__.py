@@ -11,6 +11,7 @@ from artmator.model.anifacegan.checkpoints import official_weights
 from artmator.model.anifacegan.config import PRESETS, AniFaceGANConfig, RenderSettings
 from artmator.model.anifacegan.expressions import load_expression
 from artmator.model.anifacegan.model import AniFaceGAN
+from artmator.model import triplane  # noqa: F401  (registers "triplane-tiny")
 from artmator.model.backbone import Backbone, Latent, RenderResult
 from artmator.model.registry import backbone_entry, backbone_names
 from artmator.model.weights import WeightsError

@@ -269,6 +269,17 @@ class BatchedLoRAConv2d(BatchedLoRA):
                 f"adapters={self.num_adapters}, rank={self.rank}, scale={self.scale:g}")
 
 
+def effective_weight(layer: nn.Module) -> torch.Tensor:
+    """The weight each batch element sees: (K, *weight.shape), W + scale · B_k A_k for an adapted layer and
+    W[None] for a plain one. For modules that compute something from a layer's weight besides applying it (a
+    modulated convolution's demodulation), so that adapted, merged and fully tuned generators agree."""
+    if not isinstance(layer, BatchedLoRA):
+        return layer.weight.unsqueeze(0)
+    K, r = layer.num_adapters, layer.rank
+    delta = layer.scale * torch.bmm(layer.lora_B, layer.lora_A.reshape(K, r, -1))  # (K, out, fan_in)
+    return layer.weight.unsqueeze(0) + delta.reshape(K, *layer.weight.shape)
+
+
 # The layer kinds LoRA can adapt, and the adapter layer for each.
 ADAPTER_LAYERS: dict[type[nn.Module], type[BatchedLoRA]] = {nn.Linear: BatchedLoRALinear, nn.Conv2d: BatchedLoRAConv2d}
 
@@ -483,6 +494,6 @@ def _few(items: list[str], n: int = 4) -> str:
 
 __all__ = [
     "ADAPTER_LAYERS", "BatchedLoRA", "BatchedLoRAConv2d", "BatchedLoRALinear", "DeltaConfig", "adapter_state",
-    "adapter_targets", "attach_adapters", "load_adapter", "lora_layers", "merged_state_dict", "num_adapters",
+    "adapter_targets", "attach_adapters", "effective_weight", "load_adapter", "lora_layers", "merged_state_dict", "num_adapters",
     "target_layers", "trainable_parameters",
 ]
