@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from artmator.model.lora import (BatchedLoRAConv2d, BatchedLoRALinear, DeltaConfig, adapter_state, attach_adapters, load_adapter, lora_layers,
-                        merged_state_dict, target_layers, trainable_parameters)
+from artmator.model.lora import (BatchedLoRAConv2d, BatchedLoRALinear, DeltaConfig, adapter_state, attach_adapters,
+                                 effective_weight, load_adapter, lora_layers, merged_state_dict, target_layers,
+                                 trainable_parameters)
 
 RES = 16  # render resolution for the tiny backbone
 
@@ -311,3 +312,15 @@ def test_the_backbone_declares_its_adapter_exclusions(tiny_backbone):
     from artmator.model.anifacegan.film import MappingNetwork
 
     assert tiny_backbone.adapter_exclusions == (MappingNetwork,)
+
+
+def test_effective_weight_is_what_each_batch_element_applies():
+    layer = _conv_layer(k=2)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    weights = effective_weight(layer)                                      # (K, out, in, kh, kw)
+    assert weights.shape == (2, *layer.weight.shape)
+    for k in range(2):
+        torch.testing.assert_close(weights[k], layer.weight + layer.delta_weight(k))
+    plain = nn.Linear(3, 2)
+    assert torch.equal(effective_weight(plain), plain.weight[None])
