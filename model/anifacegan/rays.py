@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from artmator.model.camera import (Rays, camera_ray_directions, camera_to_world, make_rays,  # noqa: F401 (re-exported)
+from artmator.model.camera import (Rays, camera_ray_directions, camera_to_world, make_rays,  # re-exported
                                    project_points, sample_along_rays)
 
 
@@ -16,3 +16,7 @@ def intersect_plane_z(rays: Rays, plane_z: float, ray_slice: slice = slice(None)
     d = rays.directions[:, ray_slice]
     t = (plane_z - rays.origins[:, None, 2:3]) / d[..., 2:3]
     return (rays.origins[:, None, :] + d * t).unsqueeze(2)
+
+
+__all__ = ["Rays", "camera_ray_directions", "camera_to_world", "intersect_plane_z", "make_rays", "project_points",
+           "sample_along_rays"]

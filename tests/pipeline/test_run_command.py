@@ -1,12 +1,19 @@
 """`artmator validate`, `artmator status` and `artmator run` as a user calls them (click), exit codes and output."""
 from __future__ import annotations
 
+import json
+
 import click
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from click.testing import CliRunner
+from PIL import Image
 
+from artmator.model import load_backbone
+from artmator.model.delta import apply_delta, delta_latent, load_delta
 from artmator.pipeline.cli import main
 from artmator.pipeline.run_command import DEMO_MANIFEST, parse_storage_options
 from tests.pipeline.ray_fixtures import write_images, write_manifest
@@ -87,3 +94,54 @@ def test_run_command_exit_codes(ray_local, tmp_path):
     pq.write_table(pa.table({"painting_id": ["a"]}), tmp_path / "broken.parquet")
     result = CliRunner().invoke(main, ["run", str(tmp_path / "broken.parquet"), "--out", str(out), *QUICK])
     assert result.exit_code == 1 and "Error: the manifest cannot be used" in result.output
+
+
+TRIPLANE = ["--preset", "triplane-tiny", "--stage1-steps", "3", "--stage2-steps", "2", "--frames", "3",
+            "--render-resolution", "32", "--resolution", "32", "--no-find-faces", "--no-face-metrics"]
+
+
+def test_run_refuses_expressions_for_a_backbone_without_them_before_starting(tmp_path):
+    write_images(str(tmp_path), {"a.png": 1})
+    manifest = write_manifest(str(tmp_path / "m.parquet"), [{"painting_id": "a", "image_uri": "a.png"}])
+    result = CliRunner().invoke(main, ["run", manifest, "--out", str(tmp_path / "out"), *TRIPLANE,
+                                       "--expressions", "happiness", "--no-gallery"])
+    assert result.exit_code == 1 and "Error: the triplane-tiny backbone has no expression codes" in result.output
+    assert "leave --expressions out" in result.output and not (tmp_path / "out" / "paintings").exists()
+
+
+@pytest.mark.timeout(420)
+def test_run_with_the_triplane_backbone_commits_paintings_and_a_gallery(ray_local, tmp_path):
+    """A second, differently built backbone through the same stages, deltas, renders, Ray job and gallery."""
+    write_images(str(tmp_path), {"a.png": 1, "b.png": 2})
+    manifest = str(tmp_path / "m.parquet")
+    pq.write_table(pa.table({"painting_id": ["a", "b", "smiling"], "image_uri": ["a.png", "b.png", "a.png"],
+                             "yaw_deg": [0.0, 15.0, 0.0], "pitch_deg": [0.0, 0.0, 0.0],
+                             "expressions": [None, None, ["happiness"]]}), manifest)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", manifest, "--out", str(out), *TRIPLANE])
+    assert result.exit_code == 1, result.output              # the row asking for a smile fails, alone
+    assert "2 committed, 0 skipped (already done), 1 failed" in result.output
+    assert "  failed (expression): 1" in result.output and "gallery: " in result.output
+    report = pq.read_table(next(out.glob("runs/*/report.parquet"))).to_pylist()
+    smiling = next(r for r in report if r["painting_id"] == "smiling")
+    assert "triplane-tiny backbone has no expression codes" in smiling["message"]
+    for pid in ("a", "b"):
+        folder = out / "paintings" / pid
+        assert (folder / "_COMMITTED.json").is_file() and not (folder / "renders" / "expressions").exists()
+        assert sorted(p.name for p in (folder / "renders" / "turntable").iterdir()) == ["000.png", "001.png", "002.png"]
+        doc = json.loads((folder / "result.json").read_text())
+        assert doc["expressions"] == [] and doc["resolution"] == 32 and "random_weights" in doc["quality"]["flags"]
+        delta = load_delta(str(folder / "delta.safetensors"))
+        assert delta.metadata.preset == "triplane-tiny" and set(delta.metadata.latent) == {"w"}
+        assert any(n.endswith(".conv.lora_A") for n in delta.tensors), "the convolutions were not adapted"
+        backbone = load_backbone("triplane-tiny", seed=0)
+        assert delta.metadata.base_sha256 == backbone.base_hash()
+        with torch.no_grad():                                # the delta alone re-renders the committed reference
+            again = apply_delta(backbone, delta).render_latent(delta_latent(delta), delta.metadata.yaw_deg,
+                                                               delta.metadata.pitch_deg, 32).image
+        committed = np.asarray(Image.open(folder / "reference.png").convert("RGB"), dtype=np.float32)
+        rendered = ((again[0].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
+        assert np.abs(committed - rendered).max() <= 1.0 + 1e-3
+    site = out / "gallery"
+    assert "a" in (site / "index.html").read_text() and (site / "p" / "b" / "turntable.webm").is_file()
+    assert not (site / "p" / "smiling").exists()
