@@ -171,14 +171,18 @@ def uses_random_models(settings: JobSettings) -> bool:
         c.pretrained is None and not c.checkpoint_uri for c in enc.clip)
 
 
-def resolve_expressions(backbone: Backbone, names: Sequence[str] | None,
-                        storage_options: Mapping | None = None) -> dict[str, torch.Tensor]:
+def resolve_expressions(backbone: Backbone, names: Sequence[str] | None, storage_options: Mapping | None = None,
+                        *, unsupported: str = "error") -> dict[str, torch.Tensor]:
     """Expression names or files -> {display name: the backbone's code}; a file is named by its stem.
 
     None: the backbone's default stills (`Backbone.default_expressions`; none for a backbone without expression
-    codes). Naming any on such a backbone raises `ExpressionError` saying so: callers resolve at the edge.
+    codes). Names on such a backbone: `unsupported="error"` raises `ExpressionError` saying so (what a run's own
+    `--expressions` gets, at the edge); `"skip"` gives none (a manifest row's wish: the painting is still tuned
+    and rendered, flagged `expressions_unsupported`).
     """
     names = backbone.default_expressions if names is None else names
+    if names and not backbone.supports_expressions and unsupported == "skip":
+        return {}
     out = {}
     for spec in names:
         name = spec.rsplit("/", 1)[-1].rsplit(".", 1)[0] if ("/" in spec or "." in spec) else spec
