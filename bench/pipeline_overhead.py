@@ -86,7 +86,8 @@ def inprocess(manifest: str, settings: JobSettings, out: str, config_hash: str, 
     for task in tasks:
         crop = None if task.crop is None else (task.crop.x, task.crop.y, task.crop.w, task.crop.h)
         image = load_painting(task.image_uri, resolution, crop, settings.image)
-        expressions = default_expressions if task.expressions is None else resolve_expressions(models.backbone, task.expressions)
+        expressions = (default_expressions if task.expressions is None
+                       else resolve_expressions(models.backbone, task.expressions, unsupported="skip"))
         tuned = tune_paintings(models.backbone, [PaintingInput(task.painting_id, image, task.yaw_deg, task.pitch_deg)],
                                settings.tune, models.encoders)[0]
         flags = quality_flags(tuned, random_models)

@@ -300,7 +300,8 @@ def target_layers(generator: nn.Module, config: DeltaConfig) -> list[str]:
         if not (isinstance(kind, type) and issubclass(kind, tuple(ADAPTER_LAYERS))):
             raise ValueError(f"{type(generator).__name__} declares adapter target {getattr(kind, '__name__', kind)!r}, "
                              f"but LoRA adapters exist for {_kind_names(tuple(ADAPTER_LAYERS))} only; declare the "
-                             "plain layers it is built from, or tune it with DeltaConfig(mode='full') (--delta-mode full)")
+                             "plain layers it is built from, or tune it with DeltaConfig(mode='full') "
+                             "(--delta-mode full)")
     exclude = tuple(getattr(generator, "ADAPTER_EXCLUSIONS", ()))
     skip: list[str] = []
     names = []
@@ -327,7 +328,8 @@ def _adapter_layer(name: str, module: nn.Module) -> type[BatchedLoRA]:
                                  "forward; a LoRA adapter would bypass it. Build it around a plain "
                                  f"{_kind_names((kind,))}, or tune with --delta-mode full.")
             return adapter
-    raise ValueError(f"{name} ({type(module).__name__}) has no LoRA adapter; kinds: {_kind_names(tuple(ADAPTER_LAYERS))}")
+    raise ValueError(f"{name} ({type(module).__name__}) has no LoRA adapter; kinds: "
+                     f"{_kind_names(tuple(ADAPTER_LAYERS))}")
 
 
 def _kind_names(kinds: tuple[type, ...]) -> str:
@@ -494,6 +496,6 @@ def _few(items: list[str], n: int = 4) -> str:
 
 __all__ = [
     "ADAPTER_LAYERS", "BatchedLoRA", "BatchedLoRAConv2d", "BatchedLoRALinear", "DeltaConfig", "adapter_state",
-    "adapter_targets", "attach_adapters", "effective_weight", "load_adapter", "lora_layers", "merged_state_dict", "num_adapters",
-    "target_layers", "trainable_parameters",
+    "adapter_targets", "attach_adapters", "effective_weight", "load_adapter", "lora_layers", "merged_state_dict",
+    "num_adapters", "target_layers", "trainable_parameters",
 ]

@@ -121,7 +121,8 @@ class PlaneDecoder(nn.Module):
         self.hidden = nn.Linear(plane_channels, hidden)
         self.out = nn.Linear(hidden, 1 + 3)
 
-    def reset_parameters(self, density_gain: float = 18.0, empty_density: float = -3.0, color_gain: float = 2.0) -> None:
+    def reset_parameters(self, density_gain: float = 18.0, empty_density: float = -3.0,
+                         color_gain: float = 2.0) -> None:
         """Kaiming init, then a contrasty density and saturated colours, so that even random weights render solid
         3D blobs that turn with the camera instead of a flat fog: the density row is scaled by `density_gain` and
         its bias set so that a zero feature (outside the box) has raw density `empty_density` (clear air) and a

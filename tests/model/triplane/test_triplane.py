@@ -63,7 +63,7 @@ def test_random_weights_render_a_solid_subject_that_turns():
     latent = b.sample_latent(1, torch.Generator().manual_seed(0))
     with torch.no_grad():
         front, side = (b.render_latent(latent, y, 0.0, 32) for y in (0.0, 45.0))
-    assert 0.1 < float(front.opacity.mean()) < 0.95, "neither empty air nor a wall: a subject in front of the background"
+    assert 0.1 < float(front.opacity.mean()) < 0.95, "neither empty air nor a wall: a subject before a background"
     assert (front.image - side.image).abs().mean() > 0.05
     assert float(front.depth.min()) > b.config.render.ray_start and float(front.depth.max()) <= b.config.render.ray_end
 
