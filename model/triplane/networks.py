@@ -104,7 +104,7 @@ class PlaneSynthesis(nn.Module):
             m.reset_parameters()
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        x = self.const.expand(w.shape[0], *self.const.shape)                     # (B, ch, 4, 4)
+        x = self.const.repeat(w.shape[0], 1, 1, 1)                               # (B, ch, 4, 4)
         for i, conv in enumerate(self.convs):
             if i:
                 x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
