@@ -11,10 +11,12 @@ centre and field of view. Each backbone keeps its own near/far bounds and sampli
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 MAX_ABS_YAW_DEG = 90.0
 MAX_ABS_PITCH_DEG = 60.0
@@ -118,3 +120,27 @@ def project_points(points: torch.Tensor, yaw: torch.Tensor, pitch: torch.Tensor,
     x = (ndc[:, 0] + 1.0) / step + 0.5
     y = (1.0 - ndc[:, 1]) / step + 0.5
     return torch.stack([x, y], dim=-1)
+
+
+def render_ray_chunks(render_rays: Callable[..., tuple[torch.Tensor, ...]], fixed: tuple, rays: Rays,
+                      chunk: int | None, default_chunk: int) -> tuple[torch.Tensor, ...]:
+    """`render_rays(*fixed, origins, directions)` over chunks of rays, outputs joined along the rays: (B, R, C) each.
+
+    Without gradients `chunk` (default `default_chunk`) rays go at a time, which bounds memory; with gradients all
+    rays go at once unless `chunk` is given, and each chunk is then checkpointed (recomputed in the backward pass).
+    """
+    n_rays = rays.directions.shape[1]
+    chunk = chunk or (n_rays if torch.is_grad_enabled() else default_chunk)
+    outs = []
+    for start in range(0, n_rays, chunk):
+        args = (*fixed, rays.origins, rays.directions[:, start:start + chunk])
+        if torch.is_grad_enabled() and chunk < n_rays:
+            outs.append(checkpoint(render_rays, *args, use_reentrant=False))
+        else:
+            outs.append(render_rays(*args))
+    return tuple(torch.cat(t, dim=1) for t in zip(*outs))
+
+
+def rays_to_image(values: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Per-ray values (B, H·W, C) in row-major pixel order -> images (B, C, H, W)."""
+    return values.reshape(values.shape[0], resolution, resolution, -1).permute(0, 3, 1, 2)

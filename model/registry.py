@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 from artmator.model.backbone import Backbone
 
 
@@ -44,6 +46,17 @@ def backbone_entry(name: str) -> BackboneEntry:
 
 def backbone_names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def seeded(make: Callable[[], Backbone]) -> Callable[[int], Backbone]:
+    """A builder from a constructor that draws its initial weights from torch's global generator: seeds it with
+    the builder's seed (restoring its state afterwards), so the weights are a function of the seed alone."""
+    def build(seed: int) -> Backbone:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return make()
+
+    return build
 
 
 def weight_parts() -> list[str]:

@@ -4,24 +4,20 @@ Importing this package registers its presets ("anifacegan", "tiny") in `model.re
 """
 from __future__ import annotations
 
-import torch
-
-from artmator.model.registry import BackboneEntry, register_backbone
+from artmator.model.registry import BackboneEntry, register_backbone, seeded
 
 PARTS = ("generator", "deform", "vae_id", "vae_exp")
 
 
 def _builder(preset: str):
-    def build(seed: int):
+    def make():
         from artmator.model.anifacegan.config import preset_config
         from artmator.model.anifacegan.model import AniFaceGAN, build_parts
 
         config = preset_config(preset)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return AniFaceGAN(config, build_parts(config), preset=preset)
+        return AniFaceGAN(config, build_parts(config), preset=preset)
 
-    return build
+    return seeded(make)
 
 
 def _official(root: str) -> dict[str, str]:

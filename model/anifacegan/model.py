@@ -6,7 +6,6 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from artmator.model.anifacegan import PARTS
 from artmator.model.anifacegan import rays as R
@@ -18,7 +17,7 @@ from artmator.model.anifacegan.radiance import ManifoldSampler, RadianceGenerato
 from artmator.model.anifacegan.renderer import composite, intersect_manifolds
 from artmator.model.anifacegan.vae import CoefficientVAE
 from artmator.model.backbone import Backbone, ExpressionError, Latent, RenderResult
-from artmator.model.camera import as_batch, degrees_to_official
+from artmator.model.camera import as_batch, degrees_to_official, rays_to_image, render_ray_chunks
 
 
 def build_parts(config: AniFaceGANConfig) -> dict[str, nn.Module]:
@@ -175,26 +174,13 @@ class AniFaceGAN(Backbone):
                         psi: float = 1.0, chunk_rays: int | None = None) -> RenderResult:
         """Render at official radians: yaw, pitch (B,) with pi/2 frontal."""
         rs = self.config.render
-        batch = z_id.shape[0]
         freq, phase = self.truncate(*self.modulation(z_id, noise), psi)          # (B, (L+1)·H) each
         d_freq, d_phase = self.deform.modulation(z_id, z_exp)                   # (B, layers·H_d) each
         rays = R.make_rays(yaw, pitch, resolution, rs.fov_deg)
-        n_rays = resolution * resolution
-        chunk = chunk_rays or (n_rays if torch.is_grad_enabled() else rs.chunk_rays)
-        outs = []
-        for start in range(0, n_rays, chunk):
-            sl = slice(start, min(start + chunk, n_rays))
-            args = (freq, phase, d_freq, d_phase, rays.origins, rays.directions[:, sl])
-            if torch.is_grad_enabled() and chunk < n_rays:
-                outs.append(checkpoint(self._render_rays, *args, use_reentrant=False))
-            else:
-                outs.append(self._render_rays(*args))
-        color, depth, opacity = (torch.cat(t, dim=1) for t in zip(*outs))      # (B, R, C)
-
-        def to_image(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(batch, resolution, resolution, -1).permute(0, 3, 1, 2)
-
-        return RenderResult(image=to_image(color) * 2 - 1, depth=to_image(depth), opacity=to_image(opacity))
+        color, depth, opacity = render_ray_chunks(self._render_rays, (freq, phase, d_freq, d_phase), rays,
+                                                  chunk_rays, rs.chunk_rays)           # (B, R, C) each
+        return RenderResult(image=rays_to_image(color, resolution) * 2 - 1, depth=rays_to_image(depth, resolution),
+                            opacity=rays_to_image(opacity, resolution))
 
     def _render_rays(self, freq, phase, d_freq, d_phase, origins, directions):
         """One chunk of rays: directions (B, R, 3) -> colour (B, R, 3) in [0, 1], depth, opacity (B, R, 1)."""

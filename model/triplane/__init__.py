@@ -6,24 +6,20 @@ Importing this package registers its preset ("triplane-tiny") in `model.registry
 """
 from __future__ import annotations
 
-import torch
-
-from artmator.model.registry import BackboneEntry, register_backbone
+from artmator.model.registry import BackboneEntry, register_backbone, seeded
 
 PARTS = ("mapping", "generator")
 
 
 def _builder(preset: str):
-    def build(seed: int):
+    def make():
         from artmator.model.triplane.config import preset_config
         from artmator.model.triplane.model import TriplaneGAN, build_parts
 
         config = preset_config(preset)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return TriplaneGAN(config, build_parts(config), preset=preset)
+        return TriplaneGAN(config, build_parts(config), preset=preset)
 
-    return build
+    return seeded(make)
 
 
 register_backbone("triplane-tiny", BackboneEntry(

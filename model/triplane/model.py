@@ -9,10 +9,9 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from artmator.model.backbone import Backbone, Latent, RenderResult
-from artmator.model.camera import as_batch, degrees_to_official, make_rays
+from artmator.model.camera import as_batch, degrees_to_official, make_rays, rays_to_image, render_ray_chunks
 from artmator.model.triplane import PARTS
 from artmator.model.triplane.config import TriplaneConfig
 from artmator.model.triplane.networks import MappingNetwork, PlaneDecoder, PlaneSynthesis, TriplaneGenerator
@@ -77,21 +76,10 @@ class TriplaneGAN(Backbone):
         yaw = degrees_to_official(as_batch(yaw_deg, batch, w.device))
         pitch = degrees_to_official(as_batch(pitch_deg, batch, w.device))
         rays = make_rays(yaw, pitch, resolution, rs.fov_deg, rs.radius, rs.look_at)
-        n_rays = resolution * resolution
-        chunk = chunk_rays or (n_rays if torch.is_grad_enabled() else rs.chunk_rays)
-        outs = []
-        for start in range(0, n_rays, chunk):
-            args = (planes, rays.origins, rays.directions[:, start:start + chunk])
-            if torch.is_grad_enabled() and chunk < n_rays:
-                outs.append(checkpoint(self._render_rays, *args, use_reentrant=False))
-            else:
-                outs.append(self._render_rays(*args))
-        image, depth, opacity = (torch.cat(t, dim=1) for t in zip(*outs))       # (B, R, C)
-
-        def to_image(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(batch, resolution, resolution, -1).permute(0, 3, 1, 2)
-
-        return RenderResult(image=to_image(image), depth=to_image(depth), opacity=to_image(opacity))
+        image, depth, opacity = render_ray_chunks(self._render_rays, (planes,), rays, chunk_rays,
+                                                  rs.chunk_rays)                        # (B, R, C) each
+        return RenderResult(image=rays_to_image(image, resolution), depth=rays_to_image(depth, resolution),
+                            opacity=rays_to_image(opacity, resolution))
 
     def _render_rays(self, planes: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor):
         """One chunk of rays: directions (B, R, 3) -> image (B, R, 3) in [-1, 1], depth, opacity (B, R, 1)."""
