@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
+from artmator.model.render import RenderConfig
 from artmator.pipeline import changes
 from artmator.pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, failed_row, wire_plan
 from artmator.pipeline.layout import REPORT_SCHEMA, digest
@@ -418,6 +419,9 @@ def rerender(out_uri: str, storage_options: Mapping | None = None, *, only: tupl
         groups.setdefault(key, []).append({"painting_id": pid, "plan": json.dumps(
             {"action": "render", "fingerprints": fingerprints._asdict(), "inputs": {**inputs, "render": render},
              "backbone": record, "current": commit.version})})
+    for record in records.values() if expressions else ():   # stills a backbone cannot make: refused before any work
+        check_run_expressions(JobSettings(backbone=backbone_settings(record),
+                                          render=RenderConfig(expressions=tuple(expressions))), options)
     store.write_run_config(run_id, {"run_id": run_id, "command": "render", "out": store.uri, "only": list(only),
                                     "frames": frames, "resolution": resolution, "expressions": expressions,
                                     "face_metrics": face_metrics, "storage_options": redact_options(options)})

@@ -96,7 +96,8 @@ def render_and_commit(painting_id: str, plan: dict, backbone, settings: JobSetti
                 if INPUT in commit.files else None)
         render_inputs = plan["inputs"]["render"]
         render = render_config(render_inputs, settings.render)
-        expressions = resolve_expressions(backbone, render_inputs["expressions"], spec.storage_options)
+        expressions = resolve_expressions(backbone, render_inputs["expressions"], spec.storage_options,
+                                          unsupported="skip")     # a run's own were checked before it started
         device = next(backbone.parameters()).device
         latent = {k: v.to(device) for k, v in delta_latent(delta).items()}
         pose = result.get("pose") or {}
