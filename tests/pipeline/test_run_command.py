@@ -1,6 +1,7 @@
 """`artmator validate`, `artmator status` and `artmator run` as a user calls them (click), exit codes and output."""
 from __future__ import annotations
 
+import io
 import json
 
 import click
@@ -13,9 +14,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from artmator.model import load_backbone
-from artmator.model.delta import apply_delta, delta_latent, load_delta
+from artmator.model.delta import apply_delta, decode_delta, delta_latent
 from artmator.pipeline.cli import main
 from artmator.pipeline.run_command import DEMO_MANIFEST, parse_storage_options
+from artmator.pipeline.storage import OutputStore
 from tests.pipeline.ray_fixtures import write_images, write_manifest
 from tests.pipeline.test_report import build_out_folder
 
@@ -123,27 +125,42 @@ def test_run_with_the_triplane_backbone_commits_paintings_and_a_gallery(ray_loca
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["run", manifest, "--out", str(out), *TRIPLANE])
     assert result.exit_code == 0, result.output
-    assert "3 committed, 0 skipped (already done), 0 failed" in result.output and "gallery: " in result.output
-    smiling = json.loads((out / "paintings" / "smiling" / "result.json").read_text())
-    assert smiling["expressions"] == [] and "expressions_unsupported" in smiling["quality"]["flags"]
+    assert "3 committed, 0 re-rendered, 0 refreshed, 0 skipped (unchanged), 0 failed" in result.output
+    assert "gallery: " in result.output
+    store = OutputStore(str(out))
+    commits = store.commits()
+    assert set(commits) == {"a", "b", "smiling"}
+
+    def result_of(pid: str) -> dict:
+        return json.loads(store.read_file(pid, "result.json", commits[pid]))
+
+    assert result_of("smiling")["expressions"] == [] and "expressions_unsupported" in result_of("smiling")["quality"]["flags"]
+    backbone = load_backbone("triplane-tiny", seed=0)
     for pid in ("a", "b"):
-        folder = out / "paintings" / pid
-        assert "expressions_unsupported" not in json.loads((folder / "result.json").read_text())["quality"]["flags"]
-        assert (folder / "_COMMITTED.json").is_file() and not (folder / "renders" / "expressions").exists()
-        assert sorted(p.name for p in (folder / "renders" / "turntable").iterdir()) == ["000.png", "001.png", "002.png"]
-        doc = json.loads((folder / "result.json").read_text())
+        files, doc = commits[pid].files, result_of(pid)
+        assert "expressions_unsupported" not in doc["quality"]["flags"]
+        assert not any(f.startswith("renders/expressions/") for f in files)
+        assert sorted(f for f in files if f.startswith("renders/turntable/")) == [
+            f"renders/turntable/{i:03d}.png" for i in range(3)]
         assert doc["expressions"] == [] and doc["resolution"] == 32 and "random_weights" in doc["quality"]["flags"]
-        delta = load_delta(str(folder / "delta.safetensors"))
+        delta = decode_delta(store.read_file(pid, "delta.safetensors", commits[pid]))
         assert delta.metadata.preset == "triplane-tiny" and set(delta.metadata.latent) == {"w"}
         assert any(n.endswith(".conv.lora_A") for n in delta.tensors), "the convolutions were not adapted"
-        backbone = load_backbone("triplane-tiny", seed=0)
         assert delta.metadata.base_sha256 == backbone.base_hash()
         with torch.no_grad():                                # the delta alone re-renders the committed reference
             again = apply_delta(backbone, delta).render_latent(delta_latent(delta), delta.metadata.yaw_deg,
                                                                delta.metadata.pitch_deg, 32).image
-        committed = np.asarray(Image.open(folder / "reference.png").convert("RGB"), dtype=np.float32)
+        reference = store.read_file(pid, "reference.png", commits[pid])
+        committed = np.asarray(Image.open(io.BytesIO(reference)).convert("RGB"), dtype=np.float32)
         rendered = ((again[0].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
         assert np.abs(committed - rendered).max() <= 1.0 + 1e-3
     site = out / "gallery"
     assert "a" in (site / "index.html").read_text() and (site / "p" / "b" / "turntable.webm").is_file()
     assert not list((site / "p" / "smiling").glob("expr/*"))
+    # Re-rendering committed tri-plane paintings from their deltas: new frames fine, stills refused before any work.
+    refused = CliRunner().invoke(main, ["render", str(out), "--expressions", "happiness", "--no-gallery"])
+    assert refused.exit_code == 1 and "the triplane-tiny backbone has no expression codes" in refused.output
+    again = CliRunner().invoke(main, ["render", str(out), "--only", "b,smiling", "--frames", "4", "--no-gallery"])
+    assert again.exit_code == 0 and "2 re-rendered, 0 failed" in again.output, again.output
+    turntable = [f for f in store.commits({"b"})["b"].files if f.startswith("renders/turntable/")]
+    assert len(turntable) == 4
