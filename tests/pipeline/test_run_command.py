@@ -134,7 +134,8 @@ def test_run_with_the_triplane_backbone_commits_paintings_and_a_gallery(ray_loca
     def result_of(pid: str) -> dict:
         return json.loads(store.read_file(pid, "result.json", commits[pid]))
 
-    assert result_of("smiling")["expressions"] == [] and "expressions_unsupported" in result_of("smiling")["quality"]["flags"]
+    smiling = result_of("smiling")
+    assert smiling["expressions"] == [] and "expressions_unsupported" in smiling["quality"]["flags"]
     backbone = load_backbone("triplane-tiny", seed=0)
     for pid in ("a", "b"):
         files, doc = commits[pid].files, result_of(pid)
