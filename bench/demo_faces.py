@@ -156,7 +156,7 @@ def run(args) -> tuple[dict, list[np.ndarray]]:
             os.environ["ARTMATOR_CACHE"] = old_cache
     prior_s, prior_cpu = time.perf_counter() - t0, time.process_time() - c0
     backbone = models.backbone
-    expressions = resolve_expressions(render.expressions)
+    expressions = resolve_expressions(backbone, render.expressions)
     smile = expressions["happiness"]
     tasks, problems = load_manifest(str(DEMO_MANIFEST))
     assert not problems, problems

@@ -105,7 +105,7 @@ def run(args) -> None:
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     models = load_models(settings)
-    expressions = resolve_expressions(settings.render.expressions)
+    expressions = resolve_expressions(models.backbone, settings.render.expressions)
     s1 = args.measure_steps[0] if args.measure_steps else settings.tune.stage1.steps
     s2 = args.measure_steps[1] if args.measure_steps else settings.tune.stage2.steps
     matmul = matmul_flops_per_second(device)

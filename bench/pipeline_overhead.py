@@ -76,7 +76,7 @@ def inprocess(manifest: str, settings: JobSettings, out: str, config_hash: str, 
     """(model load seconds, loop seconds): the pipeline's per-painting work without Ray."""
     t0 = time.perf_counter()
     models = models or load_models(settings)
-    default_expressions = resolve_expressions(settings.render.expressions)
+    default_expressions = resolve_expressions(models.backbone, settings.render.expressions)
     t1 = time.perf_counter()
     tasks, problems = load_manifest(manifest)
     assert not problems, problems
@@ -86,7 +86,8 @@ def inprocess(manifest: str, settings: JobSettings, out: str, config_hash: str, 
     for task in tasks:
         crop = None if task.crop is None else (task.crop.x, task.crop.y, task.crop.w, task.crop.h)
         image = load_painting(task.image_uri, resolution, crop, settings.image)
-        expressions = default_expressions if task.expressions is None else resolve_expressions(task.expressions)
+        expressions = (default_expressions if task.expressions is None
+                       else resolve_expressions(models.backbone, task.expressions, unsupported="skip"))
         tuned = tune_paintings(models.backbone, [PaintingInput(task.painting_id, image, task.yaw_deg, task.pitch_deg)],
                                settings.tune, models.encoders)[0]
         flags = quality_flags(tuned, random_models)

@@ -1,25 +1,34 @@
-"""The Backbone interface: what the tuning stages, deltas and renderers need from a 3D-aware GAN.
+"""The Backbone interface: what the tuning stages, deltas, renderers and the pipeline need from a 3D-aware GAN.
 
-AniFaceGAN implements it (`model.anifacegan`); another 3D-aware generator (e.g. a cat-face model) is one more
-module implementing these methods. Latents are named codes so each backbone can have its own.
+AniFaceGAN (`model.anifacegan`) and a tri-plane generator (`model.triplane`) implement it; another 3D-aware
+generator is one more package implementing these methods and registering its presets (`model.registry`).
+Latents are named codes so each backbone can have its own.
 """
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from artmator.model.lora import adapter_targets
+from artmator.model.weights import load_strict, read_state_dict, sha256_state_dict
+
 if TYPE_CHECKING:
     from artmator.model.faces.align import FaceFraming
 
-Latent = dict[str, torch.Tensor]  # name -> (B, D) code, e.g. {"z_id", "z_exp", "noise"} for AniFaceGAN
+Latent = dict[str, torch.Tensor]  # name -> (B, D) code: {"z_id", "z_exp", "noise"} for AniFaceGAN, {"w"} tri-plane
+
+# A demo prior: () -> {part: URI} of weights that give a weightless demo preset something to show.
+DemoPrior = Callable[[], Mapping[str, str]]
 
 
 class ExpressionError(ValueError):
-    """An expression that cannot be used (unreadable file, wrong length, non-finite values, unknown name)."""
+    """An expression that cannot be used (unreadable file, wrong length, non-finite values, unknown name, or a
+    backbone without expression codes)."""
 
 
 @dataclass(frozen=True)
@@ -34,19 +43,61 @@ class Backbone(nn.Module, abc.ABC):
 
     Everything generic code (stages, deltas, pipeline) needs from a backbone is declared here; generic code never
     imports a concrete backbone package (it finds builders in `model.registry`).
+
+    Weights: `WEIGHT_PARTS` names the parts a user may give files for; each is a submodule of that name
+    (`part`), read by `read_part` (safetensors, or .pth with weights_only) and loaded strictly.
+    Adapters: the tunable module declares the layer kinds that take LoRA adapters (`ADAPTER_TARGETS`, default
+    nn.Linear) and the module types left out (`ADAPTER_EXCLUSIONS`); `model.lora` reads them from it.
     """
 
     preset: str
     WEIGHT_PARTS: tuple[str, ...] = ()   # names of the weight files a user can give (`load_backbone(weights=...)`)
 
-    @abc.abstractmethod
+    # ---- weights -----------------------------------------------------------------------------------------
+    def part(self, name: str) -> nn.Module:
+        """The submodule a weight part loads into."""
+        if name not in self.WEIGHT_PARTS:
+            raise ValueError(f"unknown weight part {name!r} of the {self.preset} backbone; parts are "
+                             f"{list(self.WEIGHT_PARTS)}")
+        return getattr(self, name)
+
+    def read_part(self, name: str, uri: str, storage_options: Mapping | None = None) -> dict[str, torch.Tensor]:
+        """One part's state dict from a file (safetensors, or a .pth read with weights_only). A backbone whose
+        official files hold more (AniFaceGAN's torch_ema files) overrides this."""
+        return read_state_dict(uri, part=name, storage_options=storage_options)
+
+    def load_part(self, name: str, state: Mapping[str, torch.Tensor], source: str) -> None:
+        """Load a part strictly (every key, every shape) with an error naming the part and the file."""
+        load_strict(self.part(name), state, part=name, source=source)
+
+    def load_weights(self, weights: Mapping[str, str], storage_options: Mapping | None = None) -> None:
+        """Load the given parts ({part: local path or fsspec URI}); parts not given keep their weights."""
+        unknown = sorted(set(weights) - set(self.WEIGHT_PARTS))
+        if unknown:
+            raise ValueError(f"unknown weight parts {unknown}; parts of {self.preset!r} are {list(self.WEIGHT_PARTS)}")
+        for name, uri in weights.items():
+            self.load_part(name, self.read_part(name, str(uri), storage_options), source=str(uri))
+
     def base_hash(self) -> str:
         """sha256 of the tunable part's weights: what a delta is bound to and resume hashes cover."""
+        return sha256_state_dict(self.tunable().state_dict())
+
+    def demo_prior(self) -> DemoPrior | None:
+        """For a demo preset run without weights: a callable giving {part: URI} of weights to start from
+        (`load_backbone(..., demo_prior=True)`), or None when the preset has none (random weights)."""
+        return None
 
     @property
     @abc.abstractmethod
     def default_resolution(self) -> int:
         """Render size the weights were trained at: the default tuning resolution."""
+
+    # ---- adapters ----------------------------------------------------------------------------------------
+    @property
+    def adapter_targets(self) -> tuple[type[nn.Module], ...]:
+        """Layer kinds inside `tunable()` that get LoRA adapters (nn.Linear, nn.Conv2d), declared by the tunable
+        module as `ADAPTER_TARGETS` (default: nn.Linear)."""
+        return adapter_targets(self.tunable())
 
     @property
     def adapter_exclusions(self) -> tuple[type[nn.Module], ...]:
@@ -54,6 +105,7 @@ class Backbone(nn.Module, abc.ABC):
         declared by the tunable module as `ADAPTER_EXCLUSIONS` so that `model.lora` needs no backbone."""
         return tuple(getattr(self.tunable(), "ADAPTER_EXCLUSIONS", ()))
 
+    # ---- framing -----------------------------------------------------------------------------------------
     @property
     def face_framing(self) -> "FaceFraming":
         """Where a face's GRAM training crop sits in this backbone's renders (`model.faces.align.FaceFraming`):
@@ -62,6 +114,7 @@ class Backbone(nn.Module, abc.ABC):
 
         return FaceFraming()
 
+    # ---- latents and rendering ---------------------------------------------------------------------------
     @abc.abstractmethod
     def sample_latent(self, batch: int, generator: torch.Generator | None = None) -> Latent:
         """Random latents from the backbone's prior (the random init of stage 1)."""
@@ -84,10 +137,25 @@ class Backbone(nn.Module, abc.ABC):
     def with_tunable(self, module: nn.Module) -> "Backbone":
         """A backbone sharing every fixed part with this one but using `module` as its tunable part."""
 
+    # ---- expressions -------------------------------------------------------------------------------------
     @property
     def supports_expressions(self) -> bool:
+        """Whether latents carry an expression code that `with_expression` can replace."""
         return False
+
+    @property
+    def default_expressions(self) -> tuple[str, ...]:
+        """Expression stills rendered for every painting when a run names none (`RenderConfig.expressions`)."""
+        return ()
+
+    def load_expression(self, spec: str, storage_options: Mapping | None = None) -> torch.Tensor:
+        """A named built-in or a file URI -> this backbone's expression code (D,); `ExpressionError` if unusable."""
+        raise ExpressionError(self._no_expressions(spec))
 
     def with_expression(self, latent: Latent, expression: torch.Tensor) -> Latent:
         """`latent` with its expression code replaced by `expression` (B, D) or (D,)."""
-        raise NotImplementedError(f"the {self.preset} backbone has no expression codes")
+        raise ExpressionError(self._no_expressions("an expression code"))
+
+    def _no_expressions(self, what: str) -> str:
+        return (f"the {self.preset} backbone has no expression codes, so it cannot render {what}; run it without "
+                "expressions (leave --expressions out, or give --expressions '', and no manifest expressions)")

@@ -2,23 +2,30 @@
 
 Stage 2 of 3DArtmator tunes the generator G so that it reproduces one painting. Tuning a full copy per painting
 costs the whole generator (7.7 MB for the official preset) per painting in memory and on disk. Here every
-targeted `nn.Linear` is wrapped in a `BatchedLoRALinear` that keeps the base weight W shared and frozen and adds
-K independent low-rank updates, one per painting in the batch:
+targeted layer is wrapped in a `BatchedLoRA` layer that keeps the base weight W shared and frozen and adds K
+independent low-rank updates, one per painting in the batch:
 
-    y_k = W x_k + b + scale · B_k (A_k x_k)        A_k: (r, in), B_k: (out, r), scale = alpha / rank
+    nn.Linear:  y_k = W x_k + b + scale · B_k (A_k x_k)          A_k: (r, in), B_k: (out, r)
+    nn.Conv2d:  y_k = W * x_k + b + scale · B_k · (A_k * x_k)    A_k: (r, in, kh, kw) with W's stride, padding
+                and dilation; B_k: (out, r), a 1×1 conv; their composition is the conv with weight B_k A_k
+    scale = alpha / rank; B_k starts at zero, so a fresh adapter is an exact no-op.
 
 Batch element k of every input goes through adapter k, so K paintings are tuned (or rendered) in one forward
 pass without a Python loop. `attach_adapters` builds such a generator from a plain one; `adapter_state` /
 `load_adapter` move one painting's adapter in and out; `merged_state_dict` folds it back into plain weights.
 Persistence (files, metadata, base binding) lives in `model.delta`.
 
-Include rule (which linears get adapters), by isinstance only:
-  * every `nn.Linear` in the generator, in `named_modules` order;
-  * except those inside the module types the tunable module declares in `ADAPTER_EXCLUSIONS` (AniFaceGAN: its
-    mapping network; `Backbone.adapter_exclusions`) unless `DeltaConfig.include_mapping`.
-A tunable module without any such linear is an error (never an empty optimizer).
-Each adapter's rank is min(rank, in_features, out_features): at that rank B·A can already express any update of
-the layer, so the clamp loses nothing and keeps narrow heads (256 -> 1 density, 256 -> 3 colour) cheap.
+Include rule (which layers get adapters), by isinstance only; the tunable module declares both sets, so this
+module knows no backbone (`Backbone.adapter_targets`, `Backbone.adapter_exclusions`):
+  * every module of a kind in the tunable module's `ADAPTER_TARGETS` (default: `nn.Linear`), in
+    `named_modules` order. LoRA layers exist for `nn.Linear` and `nn.Conv2d` (groups 1, zero padding) that
+    keep their class's forward; a declared kind without one is an error, never a silent skip. A modulated
+    convolution adapts through the plain `nn.Conv2d` it holds (its demodulation reads the base weight);
+  * except those inside the module types it declares in `ADAPTER_EXCLUSIONS` (AniFaceGAN: its mapping network)
+    unless `DeltaConfig.include_mapping`.
+A tunable module without any such layer is an error (never an empty optimizer).
+Each adapter's rank is min(rank, fan_in, out) (fan_in = in · kh · kw for a conv): at that rank B·A can already
+express any update of the layer, so the clamp loses nothing and keeps narrow heads (256 -> 1 density) cheap.
 """
 from __future__ import annotations
 
@@ -104,19 +111,18 @@ class DeltaConfig:
         return cls(**data)
 
 
-class BatchedLoRALinear(nn.Module):
-    """A frozen shared `nn.Linear` plus K independent low-rank adapters; adapter k serves batch element k.
+class BatchedLoRA(nn.Module):
+    """A frozen shared layer plus K independent low-rank adapters; adapter k serves batch element k.
 
-    lora_A: (K, r, in), small uniform random (seeded per adapter); lora_B: (K, out, r), zero, so a fresh
-    adapter is an exact no-op. The base layer is held, not copied: its parameters are whatever tensors the
-    given `nn.Linear` holds (`attach_adapters` gives it frozen views of the original generator's storage).
+    lora_A: (K, r, *fan_in_shape), small uniform random (seeded per adapter); lora_B: (K, out, r), zero, so a
+    fresh adapter is an exact no-op. The base layer is held, not copied: its parameters are whatever tensors it
+    holds (`attach_adapters` gives it frozen views of the original generator's storage). Subclasses say how the
+    update enters the forward pass; `delta_weight` (the dense update in the base weight's shape) is common.
     """
 
-    def __init__(self, base: nn.Linear, num_adapters: int, rank: int, scale: float,
-                 seeds: Sequence[int] | None = None):
+    def __init__(self, base: nn.Module, num_adapters: int, rank: int, scale: float, seeds: Sequence[int] | None,
+                 fan_in_shape: tuple[int, ...], out_features: int):
         super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise TypeError(f"BatchedLoRALinear wraps an nn.Linear, got {type(base).__name__}")
         if num_adapters < 1:
             raise ValueError(f"num_adapters must be >= 1, got {num_adapters}")
         seeds = list(range(num_adapters)) if seeds is None else [int(s) for s in seeds]
@@ -124,11 +130,11 @@ class BatchedLoRALinear(nn.Module):
             raise ValueError(f"need one seed per adapter: {num_adapters} adapters, {len(seeds)} seeds")
         self.base = base
         self.scale = float(scale)
-        self.rank = max(1, min(int(rank), base.in_features, base.out_features))
-        w = base.weight
-        like = {"device": w.device, "dtype": w.dtype}
-        self.lora_A = nn.Parameter(torch.empty(num_adapters, self.rank, base.in_features, **like))   # (K, r, in)
-        self.lora_B = nn.Parameter(torch.zeros(num_adapters, base.out_features, self.rank, **like))  # (K, out, r)
+        self.fan_in = math.prod(fan_in_shape)
+        self.rank = max(1, min(int(rank), self.fan_in, out_features))
+        like = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(num_adapters, self.rank, *fan_in_shape, **like))   # (K, r, *fan_in)
+        self.lora_B = nn.Parameter(torch.zeros(num_adapters, out_features, self.rank, **like))   # (K, out, r)
         for k, seed in enumerate(seeds):
             self.reset_adapter(k, seed)
 
@@ -142,25 +148,48 @@ class BatchedLoRALinear(nn.Module):
         return self.base.bias
 
     @property
+    def num_adapters(self) -> int:
+        return self.lora_A.shape[0]
+
+    def reset_adapter(self, index: int, seed: int) -> None:
+        """Re-initialise adapter `index`: A ~ U(±1/sqrt(fan_in)) from `seed`, B = 0 (an exact no-op again)."""
+        g = torch.Generator().manual_seed(int(seed))
+        bound = 1.0 / math.sqrt(self.fan_in)
+        a = torch.rand(self.rank, self.fan_in, generator=g, dtype=torch.float64) * (2 * bound) - bound
+        with torch.no_grad():
+            self.lora_A[index].copy_(a.reshape(self.lora_A.shape[1:]).to(self.lora_A.dtype))
+            self.lora_B[index].zero_()
+
+    def delta_weight(self, index: int) -> torch.Tensor:
+        """The dense update adapter `index` adds to the base weight: scale · B_k A_k in the weight's shape."""
+        a = self.lora_A[index].reshape(self.rank, -1)                              # (r, fan_in)
+        return (self.scale * (self.lora_B[index] @ a)).reshape(self.base.weight.shape)
+
+    def _check_batch(self, x: torch.Tensor, min_dim: int) -> None:
+        K = self.num_adapters
+        if x.dim() < min_dim or x.shape[0] != K:
+            raise ValueError(
+                f"this layer holds {K} adapters (one per painting) but got input of shape {tuple(x.shape)}; "
+                f"its first dimension must be {K}, one batch element per adapter. Render or tune exactly {K} "
+                "latents at once, or attach a single adapter (it broadcasts over any batch).")
+
+
+class BatchedLoRALinear(BatchedLoRA):
+    """LoRA over an `nn.Linear`: lora_A (K, r, in), lora_B (K, out, r)."""
+
+    def __init__(self, base: nn.Linear, num_adapters: int, rank: int, scale: float,
+                 seeds: Sequence[int] | None = None):
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"BatchedLoRALinear wraps an nn.Linear, got {type(base).__name__}")
+        super().__init__(base, num_adapters, rank, scale, seeds, (base.in_features,), base.out_features)
+
+    @property
     def in_features(self) -> int:
         return self.base.in_features
 
     @property
     def out_features(self) -> int:
         return self.base.out_features
-
-    @property
-    def num_adapters(self) -> int:
-        return self.lora_A.shape[0]
-
-    def reset_adapter(self, index: int, seed: int) -> None:
-        """Re-initialise adapter `index`: A ~ U(±1/sqrt(in)) from `seed`, B = 0 (an exact no-op again)."""
-        g = torch.Generator().manual_seed(int(seed))
-        bound = 1.0 / math.sqrt(self.in_features)
-        a = torch.rand(self.rank, self.in_features, generator=g, dtype=torch.float64) * (2 * bound) - bound
-        with torch.no_grad():
-            self.lora_A[index].copy_(a.to(self.lora_A.dtype))
-            self.lora_B[index].zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """W x + b + scale · B_k A_k x for batch element k: (K, ..., in) -> (K, ..., out).
@@ -176,46 +205,135 @@ class BatchedLoRALinear(nn.Module):
             out = torch.addmm(base.reshape(-1, self.out_features), hidden, self.lora_B[0].transpose(0, 1),
                               alpha=self.scale)                                   # (M, out)
             return out.reshape(*lead, self.out_features)
-        if x.dim() < 2 or x.shape[0] != K:
-            raise ValueError(
-                f"this layer holds {K} adapters (one per painting) but got input of shape {tuple(x.shape)}; "
-                f"its first dimension must be {K}, one batch element per adapter. Render or tune exactly {K} "
-                "latents at once, or attach a single adapter (it broadcasts over any batch).")
+        self._check_batch(x, 2)
         flat = x.reshape(K, -1, self.in_features)                                 # (K, M, in)
         hidden = torch.bmm(flat, self.lora_A.transpose(1, 2))                    # (K, M, r)
         out = torch.baddbmm(base.reshape(K, -1, self.out_features), hidden, self.lora_B.transpose(1, 2),
                             alpha=self.scale)                                     # (K, M, out)
         return out.reshape(*lead, self.out_features)
 
-    def delta_weight(self, index: int) -> torch.Tensor:
-        """The dense update adapter `index` adds to the base weight: scale · B_k A_k, (out, in)."""
-        return self.scale * (self.lora_B[index] @ self.lora_A[index])
-
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, adapters={self.num_adapters}, "
                 f"rank={self.rank}, scale={self.scale:g}")
 
 
-# ---- selecting and wrapping targets ------------------------------------------------------------------------
-def target_linears(generator: nn.Module, config: DeltaConfig) -> list[str]:
-    """Names (relative to `generator`) of the linears that get adapters, by the module docstring's rule.
+class BatchedLoRAConv2d(BatchedLoRA):
+    """LoRA over an `nn.Conv2d` (groups 1, zero padding): lora_A (K, r, in, kh, kw), lora_B (K, out, r).
 
-    The tunable module declares what to leave out in its `ADAPTER_EXCLUSIONS` (module types), so this generic code
-    knows no backbone."""
+    The down projection A_k is a conv with the base's kernel size, stride, padding and dilation; the up
+    projection B_k a 1×1 conv. K > 1 adapters run as one grouped convolution over the batch laid side by side.
+    """
+
+    def __init__(self, base: nn.Conv2d, num_adapters: int, rank: int, scale: float,
+                 seeds: Sequence[int] | None = None):
+        if not isinstance(base, nn.Conv2d):
+            raise TypeError(f"BatchedLoRAConv2d wraps an nn.Conv2d, got {type(base).__name__}")
+        if base.groups != 1 or base.padding_mode != "zeros":
+            raise ValueError(f"LoRA adapters need a plain convolution (groups=1, padding_mode='zeros'); this one "
+                             f"has groups={base.groups}, padding_mode={base.padding_mode!r}. Tune it with "
+                             "--delta-mode full or leave it out of the backbone's ADAPTER_TARGETS.")
+        kh, kw = base.kernel_size
+        super().__init__(base, num_adapters, rank, scale, seeds, (base.in_channels, kh, kw), base.out_channels)
+
+    @property
+    def in_channels(self) -> int:
+        return self.base.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.base.out_channels
+
+    def _down(self, x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
+        b = self.base
+        return F.conv2d(x, weight, None, b.stride, b.padding, b.dilation, groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """conv(x, W) + b + scale · conv1x1(conv(x, A_k), B_k) for batch element k: (K, in, H, W) -> (K, out, H', W').
+
+        With a single adapter (K == 1) the batch may have any size N: it broadcasts.
+        """
+        K, r = self.num_adapters, self.rank
+        base = self.base(x)                                                       # (N, out, H', W')
+        if K == 1:
+            hidden = self._down(x, self.lora_A[0], 1)                             # (N, r, H', W')
+            return base + self.scale * torch.einsum("or,nrhw->nohw", self.lora_B[0], hidden)
+        self._check_batch(x, 4)
+        _, c, h, w = x.shape
+        side_by_side = x.reshape(1, K * c, h, w)                                  # (1, K·in, H, W)
+        hidden = self._down(side_by_side, self.lora_A.reshape(K * r, *self.lora_A.shape[2:]), K)  # (1, K·r, H', W')
+        hidden = hidden.reshape(K, r, *hidden.shape[2:])                          # (K, r, H', W')
+        return base + self.scale * torch.einsum("kor,krhw->kohw", self.lora_B, hidden)
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_channels}, out={self.out_channels}, kernel={tuple(self.base.kernel_size)}, "
+                f"adapters={self.num_adapters}, rank={self.rank}, scale={self.scale:g}")
+
+
+def effective_weight(layer: nn.Module) -> torch.Tensor:
+    """The weight each batch element sees: (K, *weight.shape), W + scale · B_k A_k for an adapted layer and
+    W[None] for a plain one. For modules that compute something from a layer's weight besides applying it (a
+    modulated convolution's demodulation), so that adapted, merged and fully tuned generators agree."""
+    if not isinstance(layer, BatchedLoRA):
+        return layer.weight.unsqueeze(0)
+    K, r = layer.num_adapters, layer.rank
+    delta = layer.scale * torch.bmm(layer.lora_B, layer.lora_A.reshape(K, r, -1))  # (K, out, fan_in)
+    return layer.weight.unsqueeze(0) + delta.reshape(K, *layer.weight.shape)
+
+
+# The layer kinds LoRA can adapt, and the adapter layer for each.
+ADAPTER_LAYERS: dict[type[nn.Module], type[BatchedLoRA]] = {nn.Linear: BatchedLoRALinear, nn.Conv2d: BatchedLoRAConv2d}
+
+
+# ---- selecting and wrapping targets ------------------------------------------------------------------------
+def adapter_targets(generator: nn.Module) -> tuple[type[nn.Module], ...]:
+    """The layer kinds the tunable module declares in `ADAPTER_TARGETS` (default: nn.Linear)."""
+    return tuple(getattr(generator, "ADAPTER_TARGETS", (nn.Linear,)))
+
+
+def target_layers(generator: nn.Module, config: DeltaConfig) -> list[str]:
+    """Names (relative to `generator`) of the layers that get adapters, by the module docstring's rule.
+
+    The tunable module declares what to adapt (`ADAPTER_TARGETS`) and what to leave out (`ADAPTER_EXCLUSIONS`,
+    module types), so this generic code knows no backbone."""
+    targets = adapter_targets(generator)
+    for kind in targets:
+        if not (isinstance(kind, type) and issubclass(kind, tuple(ADAPTER_LAYERS))):
+            raise ValueError(f"{type(generator).__name__} declares adapter target {getattr(kind, '__name__', kind)!r}, "
+                             f"but LoRA adapters exist for {_kind_names(tuple(ADAPTER_LAYERS))} only; declare the "
+                             "plain layers it is built from, or tune it with DeltaConfig(mode='full') "
+                             "(--delta-mode full)")
     exclude = tuple(getattr(generator, "ADAPTER_EXCLUSIONS", ()))
     skip: list[str] = []
     names = []
     for name, module in generator.named_modules():
-        if isinstance(module, BatchedLoRALinear):
+        if isinstance(module, BatchedLoRA):
             raise ValueError(f"{name or 'the module'} already has adapters; attach adapters to the plain generator "
                              "(e.g. backbone.tunable() of a backbone loaded without a delta)")
         if not config.include_mapping and exclude and isinstance(module, exclude):
             skip.append(name + ".")
-        elif isinstance(module, nn.Linear) and not any(name.startswith(s) for s in skip):
+        elif targets and isinstance(module, targets) and not any(name.startswith(s) for s in skip):
             if not name:
-                raise ValueError("attach_adapters needs a module containing linears, not a bare nn.Linear")
+                raise ValueError("attach_adapters needs a module containing target layers, not a bare layer")
+            _adapter_layer(name, module)
             names.append(name)
     return names
+
+
+def _adapter_layer(name: str, module: nn.Module) -> type[BatchedLoRA]:
+    """The adapter class for a target layer; refuses subclasses whose own forward LoRA would bypass."""
+    for kind, adapter in ADAPTER_LAYERS.items():
+        if isinstance(module, kind):
+            if type(module).forward is not kind.forward:
+                raise ValueError(f"{name} is a {type(module).__name__}, an {_kind_names((kind,))} with its own "
+                                 "forward; a LoRA adapter would bypass it. Build it around a plain "
+                                 f"{_kind_names((kind,))}, or tune with --delta-mode full.")
+            return adapter
+    raise ValueError(f"{name} ({type(module).__name__}) has no LoRA adapter; kinds: "
+                     f"{_kind_names(tuple(ADAPTER_LAYERS))}")
+
+
+def _kind_names(kinds: tuple[type, ...]) -> str:
+    return " or ".join(f"nn.{k.__name__}" if k.__module__.startswith("torch.nn") else k.__name__ for k in kinds)
 
 
 def attach_adapters(generator: nn.Module, config: DeltaConfig, num_adapters: int,
@@ -223,7 +341,7 @@ def attach_adapters(generator: nn.Module, config: DeltaConfig, num_adapters: int
     """A new generator tree for stage 2; `generator` itself is left untouched and stays usable as G_ori.
 
     lora: every module is a copy, but every parameter is a frozen `nn.Parameter` sharing storage with the
-        original's (no weight copy); targeted linears become `BatchedLoRALinear` with `num_adapters` adapters.
+        original's (no weight copy); targeted layers become `BatchedLoRA` layers with `num_adapters` adapters.
         Only adapter parameters require grad. `seed` is one int per adapter, or an int s giving adapter k the
         seed s + k. Each adapter's initialisation depends only on its own seed and the layer names, so a
         painting starts from the same adapter whether it is tuned alone or in a batch.
@@ -238,18 +356,21 @@ def attach_adapters(generator: nn.Module, config: DeltaConfig, num_adapters: int
         tuned = copy.deepcopy(generator)
         tuned.requires_grad_(True)
         return tuned
-    targets = target_linears(generator, config)
+    targets = target_layers(generator, config)
     if not targets:
+        kinds = adapter_targets(generator)
         excluded = [t.__name__ for t in getattr(generator, "ADAPTER_EXCLUSIONS", ())]
-        raise ValueError(f"{type(generator).__name__} has no nn.Linear layer outside {excluded} "
-                         "to put LoRA adapters on; tune it with DeltaConfig(mode='full') (--delta-mode full)")
+        what = (f"no {_kind_names(kinds)} layer outside {excluded}" if kinds
+                else "an empty ADAPTER_TARGETS (no layer kind)")
+        raise ValueError(f"{type(generator).__name__} has {what} to put LoRA adapters on; tune it with "
+                         "DeltaConfig(mode='full') (--delta-mode full)")
     adapted = _frozen_structural_copy(generator)
     for name in targets:
         parent_name, _, child = name.rpartition(".")
         parent = adapted.get_submodule(parent_name)
+        layer = getattr(parent, child)
         layer_seeds = [_layer_seed(s, name) for s in seeds]
-        setattr(parent, child, BatchedLoRALinear(getattr(parent, child), num_adapters, config.rank, config.scale,
-                                                 layer_seeds))
+        setattr(parent, child, _adapter_layer(name, layer)(layer, num_adapters, config.rank, config.scale, layer_seeds))
     return adapted
 
 
@@ -281,9 +402,9 @@ def _frozen_structural_copy(module: nn.Module) -> nn.Module:
 
 
 # ---- one painting's adapter in and out ---------------------------------------------------------------------
-def lora_layers(module: nn.Module) -> dict[str, BatchedLoRALinear]:
+def lora_layers(module: nn.Module) -> dict[str, BatchedLoRA]:
     """name -> adapter layer, in `named_modules` order (empty for a plain or full-mode generator)."""
-    return {n: m for n, m in module.named_modules() if isinstance(m, BatchedLoRALinear)}
+    return {n: m for n, m in module.named_modules() if isinstance(m, BatchedLoRA)}
 
 
 def num_adapters(module: nn.Module) -> int:
@@ -295,7 +416,7 @@ def num_adapters(module: nn.Module) -> int:
 def adapter_state(module: nn.Module, index: int) -> dict[str, torch.Tensor]:
     """One painting's delta tensors (detached copies), named relative to the generator.
 
-    Adapted generator: `<layer>.lora_A` (r, in) and `<layer>.lora_B` (out, r) for adapter `index`,
+    Adapted generator: `<layer>.lora_A` (r, in) or (r, in, kh, kw) and `<layer>.lora_B` (out, r) for adapter `index`,
     e.g. `siren.network.3.layer.lora_A`. A generator without adapters (full mode) is one painting: index must
     be 0 and the result is its whole state dict.
     """
@@ -374,6 +495,7 @@ def _few(items: list[str], n: int = 4) -> str:
 
 
 __all__ = [
-    "BatchedLoRALinear", "DeltaConfig", "adapter_state", "attach_adapters", "load_adapter",
-    "lora_layers", "merged_state_dict", "num_adapters", "target_linears", "trainable_parameters",
+    "ADAPTER_LAYERS", "BatchedLoRA", "BatchedLoRAConv2d", "BatchedLoRALinear", "DeltaConfig", "adapter_state",
+    "adapter_targets", "attach_adapters", "effective_weight", "load_adapter", "lora_layers", "merged_state_dict",
+    "num_adapters", "target_layers", "trainable_parameters",
 ]

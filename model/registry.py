@@ -1,24 +1,31 @@
 """Backbone registry: preset name -> builder. `load_backbone`, the CLI and the settings read it; nothing else names
 a concrete backbone.
 
-A builder takes (weights: {part: URI}, seed, storage_options) and returns a Backbone on the CPU in eval mode. A
-backbone package registers its presets when imported; `model/__init__.py` imports the shipped ones.
+A builder takes a seed and returns a freshly initialised Backbone on the CPU (`load_backbone` then loads weight
+parts through the backbone's own `load_weights`). A backbone package registers its presets when imported;
+`model/__init__.py` imports the shipped ones.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import torch
 
 from artmator.model.backbone import Backbone
 
 
 @dataclass(frozen=True)
 class BackboneEntry:
-    """One preset: how to build it and which weight parts a user may give it."""
+    """One preset: how to build it and what the CLI and settings may know before building it."""
 
-    build: Callable[[Mapping[str, str], int, Mapping | None], Backbone]
-    parts: tuple[str, ...]
-    description: str
+    build: Callable[[int], Backbone]      # seed -> a seeded, freshly initialised backbone (CPU)
+    parts: tuple[str, ...]                # the weight parts a user may give (`Backbone.WEIGHT_PARTS`)
+    description: str                      # one line for `--preset` help
+    demo: bool = False                    # a small preset for CPU demos and tests: runs default to quick settings
+    # A checkout of the official release (local path or fsspec URI) -> {part: URI}, for `--official-root`; None
+    # when the preset has no such layout.
+    weights_from_root: Callable[[str], dict[str, str]] | None = None
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -39,6 +46,17 @@ def backbone_entry(name: str) -> BackboneEntry:
 
 def backbone_names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def seeded(make: Callable[[], Backbone]) -> Callable[[int], Backbone]:
+    """A builder from a constructor that draws its initial weights from torch's global generator: seeds it with
+    the builder's seed (restoring its state afterwards), so the weights are a function of the seed alone."""
+    def build(seed: int) -> Backbone:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return make()
+
+    return build
 
 
 def weight_parts() -> list[str]:

@@ -25,7 +25,7 @@ class RenderConfig:
     turntable_around_pose: bool = False    # True: sweep around the painting's own yaw; False: around frontal
     turntable_pitch_deg: float | None = None  # None: the painting's pitch
     fps: float = 12.0                      # playback rate written into results and videos
-    expressions: tuple[str, ...] = ("happiness",)  # default expression stills (names or .mat URIs)
+    expressions: tuple[str, ...] | None = None  # expression stills (names or files); None: the backbone's default
     frame_batch: int = 4                   # frames rendered per forward pass
     chunk_rays: int | None = None          # rays per chunk (None: the backbone's default)
     autocast: bool = False                 # CUDA only: render in float16/bfloat16 autocast

@@ -34,6 +34,22 @@ def read_bytes(uri: str, storage_options: Mapping | None = None) -> bytes:
         return f.read()
 
 
+def read_weight_bytes(uri: str, *, part: str, storage_options: Mapping | None = None) -> bytes:
+    """A weight file's bytes, with errors that name the part and the file."""
+    try:
+        return read_bytes(uri, storage_options)
+    except FileNotFoundError as exc:
+        raise WeightsError(f"{part}: weight file {uri} does not exist.") from exc
+    except OSError as exc:
+        raise WeightsError(f"{part}: could not read {uri}: {exc}") from exc
+
+
+def read_state_dict(uri: str, *, part: str, storage_options: Mapping | None = None) -> dict[str, torch.Tensor]:
+    """A flat state dict from a .safetensors file or a .pth file (weights_only), from a path or fsspec URI."""
+    return parse_state_dict(read_weight_bytes(uri, part=part, storage_options=storage_options), part=part,
+                            source=uri)
+
+
 def sha256_state_dict(state: Mapping[str, torch.Tensor]) -> str:
     """Content hash of a state dict: names, dtypes, shapes and bytes, in sorted name order.
 

@@ -61,7 +61,8 @@ class TuneActor:
         self.settings = _with_device(self.settings)
         self.models = with_retries(lambda: load_models(self.settings, spec.storage_options))
         self.store = OutputStore(spec.out_uri, spec.storage_options)
-        self.default_expressions = resolve_expressions(self.settings.render.expressions, spec.storage_options)
+        self.default_expressions = resolve_expressions(self.models.backbone, self.settings.render.expressions,
+                                                       spec.storage_options)
         self.faces = LazyFaceAnalyzer(self.settings.device)
         self.scorer = face_scorer(self.settings.device)
         self.metrics = _Metrics()
@@ -110,7 +111,8 @@ def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, st
             tune_input, face = painting_input(task, resolution, settings.image, faces, spec.storage_options,
                                               models.backbone.face_framing, image_bytes=data)
             expressions = (default_expressions if task.expressions is None
-                           else resolve_expressions(task.expressions, spec.storage_options))
+                           else resolve_expressions(models.backbone, task.expressions, spec.storage_options,
+                                                    unsupported="skip"))
             inputs.append((task, tune_input, expressions, face, _with_image(plan, data)))
         except Exception as exc:  # noqa: BLE001 - one painting's failure never stops the batch
             rows[task.painting_id] = failed_row(task.painting_id, *classify(exc))
@@ -162,9 +164,12 @@ def _commit(task, tuned, tune_input, expressions, face, models, settings, store:
         return failed_row(task.painting_id, "numerical", f"tuned delta tensor {broken} is not finite (NaN or inf) "
                                                          "although the losses were; no delta was written")
     try:
-        files = painting_files(models.backbone, tuned, settings.render, expressions, _metadata(task),
-                               quality_flags(tuned, spec.random_models, face.pose_source), face.as_dict(),
-                               scorer() if settings.face_metrics else None, tune_input.image, task.extra)
+        flags = quality_flags(tuned, spec.random_models, face.pose_source)
+        if task.expressions and not models.backbone.supports_expressions:
+            flags.append("expressions_unsupported")           # the row asked for stills this backbone cannot make
+        files = painting_files(models.backbone, tuned, settings.render, expressions, _metadata(task), flags,
+                               face.as_dict(), scorer() if settings.face_metrics else None, tune_input.image,
+                               task.extra)
         flags = result_flags(files)
         marker = commit_marker(spec, plan, "done", flags, {"tune": seconds})
         written = with_retries(lambda: store.commit(task.painting_id, files, marker,

@@ -74,9 +74,9 @@ def render_inputs(task: PaintingTask | None, settings, expressions: list[str] | 
               if k not in _RENDER_SPEED_ONLY and k != "expressions"}
     if expressions is None:
         chosen = task.expressions if task is not None and task.expressions is not None else settings.render.expressions
-        expressions = list(chosen)
-    return {"render": render, "expressions": list(expressions), "face_metrics": bool(settings.face_metrics),
-            "files_format": FILES_FORMAT}
+        expressions = None if chosen is None else list(chosen)      # None: the backbone's default stills
+    return {"render": render, "expressions": None if expressions is None else list(expressions),
+            "face_metrics": bool(settings.face_metrics), "files_format": FILES_FORMAT}
 
 
 def metadata_inputs(task: PaintingTask) -> dict:

@@ -23,13 +23,14 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
+from artmator.model.render import RenderConfig
 from artmator.pipeline import changes
 from artmator.pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, failed_row, wire_plan
 from artmator.pipeline.layout import REPORT_SCHEMA, digest
 from artmator.pipeline.manifest import load_manifest
 from artmator.pipeline.progress import RunProgress
 from artmator.pipeline.recommit import RenderActor, refresh_batch
-from artmator.pipeline.settings import JobSettings, uses_random_models
+from artmator.pipeline.settings import JobSettings, check_run_expressions, uses_random_models
 from artmator.pipeline.storage import OutputStore, redact_options, redact_uri
 
 log = logging.getLogger("artmator.run")
@@ -179,6 +180,7 @@ def run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -
     start = time.perf_counter()
     run_id = config.run_id or new_run_id()
     store = OutputStore(config.out_uri, config.storage_options)
+    check_run_expressions(config.settings, config.storage_options)        # before any work: a clear error
     plan = make_plan(config, store)
     counts = plan.counts()
     log.info("plan: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -422,6 +424,9 @@ def rerender(out_uri: str, storage_options: Mapping | None = None, *, only: tupl
         groups.setdefault(key, []).append({"painting_id": pid, "plan": json.dumps(
             {"action": "render", "fingerprints": fingerprints._asdict(), "inputs": {**inputs, "render": render},
              "backbone": record, "current": commit.version})})
+    for record in records.values() if expressions else ():   # stills a backbone cannot make: refused before any work
+        check_run_expressions(JobSettings(backbone=backbone_settings(record),
+                                          render=RenderConfig(expressions=tuple(expressions))), options)
     store.write_run_config(run_id, {"run_id": run_id, "command": "render", "out": store.uri, "only": list(only),
                                     "frames": frames, "resolution": resolution, "expressions": expressions,
                                     "face_metrics": face_metrics, "storage_options": redact_options(options)})

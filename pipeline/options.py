@@ -7,10 +7,9 @@ from functools import wraps
 
 import click
 
-from artmator.model import official_weights
 from artmator.model.encoders import TINY_CLIP, ClipConfig, LpipsConfig
 from artmator.model.lora import DeltaConfig
-from artmator.model.registry import backbone_names, weight_parts
+from artmator.model.registry import backbone_entry, backbone_names, weight_parts
 from artmator.pipeline.settings import PRESET_SETTINGS, BackboneSettings, JobSettings
 
 PARTS = tuple(weight_parts())                  # every registered backbone's weight parts (model.registry)
@@ -20,13 +19,17 @@ def model_options(fn):
     """Decorator adding every model/tuning option; the command receives `settings: JobSettings`."""
     options = [
         click.option("--preset", type=click.Choice(backbone_names()), default="tiny", show_default=True,
-                     help="Backbone: 'tiny' (CPU demo, random or head-prior weights) or 'anifacegan' (official)."),
+                     help="Backbone: " + "; ".join(f"'{n}' ({backbone_entry(n).description})" for n in backbone_names())
+                          + "."),
         click.option("--settings", "settings_name", type=click.Choice(sorted(PRESET_SETTINGS)), default=None,
-                     help="Step counts and sizes: 'quick' (CPU demo) or 'paper'. Default: quick for tiny, paper for anifacegan."),
+                     help="Step counts and sizes: 'quick' (CPU demo) or 'paper'. Default: quick for the small demo "
+                          "presets, paper for the others."),
         click.option("--official-root", default=None, metavar="URI",
-                     help="Checkout of the official AniFaceGAN repository (local or fsspec URI): loads all four parts."),
+                     help="Checkout of the preset's official release (local or fsspec URI): loads all its parts "
+                          "(AniFaceGAN presets)."),
         click.option("--head-prior/--no-head-prior", default=True, show_default=True,
-                     help="tiny preset without weights: start from the procedural 3D head (else random weights)."),
+                     help="A preset without weights starts from its demo prior when it has one (tiny: the "
+                          "procedural 3D head); else random weights."),
         *[click.option(f"--{p.replace('_', '-')}-weights", p, default=None, metavar="URI",
                        help=f"Weights of the {p} part (.pth or .safetensors; local or s3://, gs://, https://...).")
           for p in PARTS],
@@ -39,7 +42,9 @@ def model_options(fn):
         click.option("--render-resolution", type=click.IntRange(min=16), default=None, help="Output render size."),
         click.option("--frames", type=click.IntRange(min=1), default=None, help="Turntable frames."),
         click.option("--expressions", default=None, metavar="NAMES",
-                     help="Comma-separated expression stills: built-in names (happiness, neutral) or .mat URIs."),
+                     help="Comma-separated expression stills: built-in names (happiness, neutral) or .mat URIs; "
+                          "default: the backbone's own (happiness for AniFaceGAN presets; none for a backbone "
+                          "without expression codes, which refuses any)."),
         click.option("--clip", "clip_specs", multiple=True, metavar="MODEL[:TAG|=URI]",
                      help="CLIP image encoder(s) for L_dir, e.g. ViT-B-32:openai or ViT-B-32=s3://b/clip.safetensors; "
                           "repeat for an ensemble. 'tiny-random' = untrained tiny encoder (demo/tests)."),
@@ -67,10 +72,14 @@ def model_options(fn):
 def settings_from_options(kw: dict) -> JobSettings:
     """Build the resolved settings; pops the options it consumed from `kw`."""
     preset = kw.pop("preset")
-    name = kw.pop("settings_name") or ("quick" if preset == "tiny" else "paper")
+    entry = backbone_entry(preset)
+    name = kw.pop("settings_name") or ("quick" if entry.demo else "paper")
     s = PRESET_SETTINGS[name](preset)
-    weights = official_weights(kw.pop("official_root")) if kw.get("official_root") else {}
-    kw.pop("official_root", None)
+    root = kw.pop("official_root", None)
+    if root and entry.weights_from_root is None:
+        raise click.UsageError(f"--official-root: the {preset} preset has no official checkout layout; give "
+                               f"its parts ({', '.join(entry.parts)}) with --<part>-weights")
+    weights = entry.weights_from_root(root) if root else {}
     for part in PARTS:
         uri = kw.pop(part)
         if uri:

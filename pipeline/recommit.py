@@ -45,7 +45,8 @@ def render_config(render_inputs: dict, speed: RenderConfig) -> RenderConfig:
     """The RenderConfig of recorded render inputs, with this process's speed-only settings (batching, chunks)."""
     known = {f.name for f in dataclasses.fields(RenderConfig)}
     values = {k: v for k, v in render_inputs["render"].items() if k in known}
-    return RenderConfig(**values, expressions=tuple(render_inputs["expressions"]), frame_batch=speed.frame_batch,
+    names = render_inputs["expressions"]
+    return RenderConfig(**values, expressions=None if names is None else tuple(names), frame_batch=speed.frame_batch,
                         chunk_rays=speed.chunk_rays)
 
 
@@ -95,7 +96,8 @@ def render_and_commit(painting_id: str, plan: dict, backbone, settings: JobSetti
                 if INPUT in commit.files else None)
         render_inputs = plan["inputs"]["render"]
         render = render_config(render_inputs, settings.render)
-        expressions = resolve_expressions(render_inputs["expressions"], spec.storage_options)
+        expressions = resolve_expressions(backbone, render_inputs["expressions"], spec.storage_options,
+                                          unsupported="skip")     # a run's own were checked before it started
         device = next(backbone.parameters()).device
         latent = {k: v.to(device) for k, v in delta_latent(delta).items()}
         pose = result.get("pose") or {}

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from artmator.model import Backbone, load_backbone, load_expression
+from artmator.model import Backbone, load_backbone
+from artmator.model.registry import backbone_entry
 from artmator.model.encoders import TINY_CLIP, LpipsConfig
 from artmator.model.images import ImageConfig
 from artmator.model.localize import LocalizeConfig
@@ -25,9 +26,9 @@ from artmator.model.tune import EncoderConfig, Encoders, TuneConfig, load_encode
 class BackboneSettings:
     """Which generator to tune from."""
 
-    preset: str = "tiny"                              # "anifacegan" (official) or "tiny" (CPU demo/tests)
-    weights: tuple[tuple[str, str], ...] = ()         # (part, URI) for generator / deform / vae_id / vae_exp
-    head_prior: bool = True                           # tiny preset without weights: use the procedural head
+    preset: str = "tiny"                              # a registered preset (`artmator.model.registry`)
+    weights: tuple[tuple[str, str], ...] = ()         # (part, URI) for the preset's parts (Backbone.WEIGHT_PARTS)
+    head_prior: bool = True                           # no weights: start from the preset's demo prior, if any
     seed: int = 0                                     # initialisation of parts without weights
 
     def weight_map(self) -> dict[str, str]:
@@ -151,14 +152,11 @@ class Models:
 
 
 def load_backbone_only(settings: JobSettings, storage_options: Mapping | None = None) -> Backbone:
-    """The backbone G_ori of these settings on their device (the procedural head for a weightless tiny preset)."""
-    weights = settings.backbone.weight_map()
-    if not weights and settings.backbone.preset == "tiny" and settings.backbone.head_prior:
-        from artmator.model.head_prior import tiny_head_weights
-
-        weights = tiny_head_weights()
-    return load_backbone(settings.backbone.preset, weights, seed=settings.backbone.seed,
-                         device=torch.device(settings.device), storage_options=storage_options)
+    """The backbone G_ori of these settings on their device (a weightless preset starts from its demo prior,
+    `Backbone.demo_prior`, when it has one and `head_prior` is on)."""
+    return load_backbone(settings.backbone.preset, settings.backbone.weight_map(), seed=settings.backbone.seed,
+                         device=torch.device(settings.device), storage_options=storage_options,
+                         demo_prior=settings.backbone.head_prior)
 
 
 def load_models(settings: JobSettings, storage_options: Mapping | None = None) -> Models:
@@ -176,14 +174,32 @@ def uses_random_models(settings: JobSettings) -> bool:
         c.pretrained is None and not c.checkpoint_uri for c in enc.clip)
 
 
-def resolve_expressions(names: tuple[str, ...] | list[str], storage_options: Mapping | None = None) -> dict[str, torch.Tensor]:
-    """Expression names or .mat URIs -> {display name: (64,) code}; a .mat file is named by its stem."""
+def resolve_expressions(backbone: Backbone, names: Sequence[str] | None, storage_options: Mapping | None = None,
+                        *, unsupported: str = "error") -> dict[str, torch.Tensor]:
+    """Expression names or files -> {display name: the backbone's code}; a file is named by its stem.
+
+    None: the backbone's default stills (`Backbone.default_expressions`; none for a backbone without expression
+    codes). Names on such a backbone: `unsupported="error"` raises `ExpressionError` saying so (what a run's own
+    `--expressions` gets, at the edge); `"skip"` gives none (a manifest row's wish: the painting is still tuned
+    and rendered, flagged `expressions_unsupported`).
+    """
+    names = backbone.default_expressions if names is None else names
+    if names and not backbone.supports_expressions and unsupported == "skip":
+        return {}
     out = {}
     for spec in names:
-        name = spec.rsplit("/", 1)[-1].removesuffix(".mat") if spec.lower().endswith(".mat") else spec
-        out[name] = load_expression(spec, storage_options)
+        name = spec.rsplit("/", 1)[-1].rsplit(".", 1)[0] if ("/" in spec or "." in spec) else spec
+        out[name] = backbone.load_expression(spec, storage_options)
     return out
 
 
-__all__ = ["BackboneSettings", "JobSettings", "Models", "PRESET_SETTINGS", "load_models", "quick_settings",
-           "paper_settings", "resolve_expressions", "settings_from_json", "replace"]
+def check_run_expressions(settings: JobSettings, storage_options: Mapping | None = None) -> None:
+    """Refuse, before any work, a run whose own expressions (`RenderConfig.expressions`) its backbone cannot
+    render or that do not resolve (`ExpressionError`). Builds the preset's architecture only (no weights read)."""
+    if settings.render.expressions:
+        backbone = backbone_entry(settings.backbone.preset).build(settings.backbone.seed)
+        resolve_expressions(backbone, settings.render.expressions, storage_options)
+
+
+__all__ = ["BackboneSettings", "JobSettings", "Models", "PRESET_SETTINGS", "check_run_expressions", "load_models",
+           "quick_settings", "paper_settings", "resolve_expressions", "settings_from_json", "replace"]

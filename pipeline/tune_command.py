@@ -74,7 +74,7 @@ def _tune(image, yaw, pitch, box, out_dir, painting_id, settings: JobSettings) -
                         crop=None if box is None else Crop(*box))
     painting, face = painting_input(task, resolution, settings.image, LazyFaceAnalyzer(settings.device),
                                  framing=models.backbone.face_framing)
-    expressions = resolve_expressions(settings.render.expressions)
+    expressions = resolve_expressions(models.backbone, settings.render.expressions)
     bar = StepBar(settings, enabled=sys.stderr.isatty())
     try:
         [tuned] = tune_paintings(models.backbone, [painting], settings.tune, models.encoders, progress=bar)

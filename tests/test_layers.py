@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKBONE_PACKAGES = ("artmator.model.anifacegan",)
+BACKBONE_PACKAGES = ("artmator.model.anifacegan", "artmator.model.triplane")
 # The composition root, and the tiny preset's procedural demo head (an AniFaceGAN-specific fit).
 BACKBONE_AWARE = {ROOT / "model" / "__init__.py", ROOT / "model" / "head_prior.py"}
 
@@ -25,7 +25,8 @@ def _imports(path: Path) -> list[str]:
 
 
 def generic_modules() -> list[Path]:
-    files = [p for p in (ROOT / "model").rglob("*.py") if "anifacegan" not in p.relative_to(ROOT).parts]
+    packages = {name.rsplit(".", 1)[-1] for name in BACKBONE_PACKAGES}
+    files = [p for p in (ROOT / "model").rglob("*.py") if not packages & set(p.relative_to(ROOT).parts)]
     files += list((ROOT / "pipeline").rglob("*.py"))
     return sorted(set(files) - BACKBONE_AWARE)
 
@@ -37,10 +38,23 @@ def test_generic_modules_import_no_backbone_package():
 
 
 def test_the_check_sees_an_offending_import(tmp_path):
-    bad = tmp_path / "bad.py"
-    bad.write_text("from artmator.model.anifacegan.film import MappingNetwork\n")
-    assert any(m.startswith(BACKBONE_PACKAGES) for m in _imports(bad))
+    for line in ("from artmator.model.anifacegan.film import MappingNetwork\n",
+                 "import artmator.model.triplane.networks as n\n", "from artmator.model.triplane import PARTS\n"):
+        bad = tmp_path / "bad.py"
+        bad.write_text(line)
+        assert any(m.startswith(BACKBONE_PACKAGES) for m in _imports(bad)), line
     assert len(generic_modules()) > 30
+    assert not any("triplane" in p.parts or "anifacegan" in p.parts for p in generic_modules())
+
+
+def test_backbone_packages_import_no_other_backbone_package():
+    """Each backbone stands on the generic contract alone (a tri-plane port never borrows AniFaceGAN's code)."""
+    for package in BACKBONE_PACKAGES:
+        folder = ROOT / "model" / package.rsplit(".", 1)[-1]
+        others = tuple(p for p in BACKBONE_PACKAGES if p != package)
+        offenders = {str(f.relative_to(ROOT)): m for f in folder.rglob("*.py") for m in _imports(f)
+                     if m.startswith(others)}
+        assert offenders == {}, f"{package} imports another backbone: {offenders}"
 
 
 def _repo_python_files() -> list[Path]:

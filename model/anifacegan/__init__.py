@@ -4,34 +4,31 @@ Importing this package registers its presets ("anifacegan", "tiny") in `model.re
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import torch
-
-from artmator.model.registry import BackboneEntry, register_backbone
+from artmator.model.registry import BackboneEntry, register_backbone, seeded
 
 PARTS = ("generator", "deform", "vae_id", "vae_exp")
 
 
 def _builder(preset: str):
-    def build(weights: Mapping[str, str], seed: int, storage_options: Mapping | None):
-        from artmator.model.anifacegan.checkpoints import read_part
+    def make():
         from artmator.model.anifacegan.config import preset_config
         from artmator.model.anifacegan.model import AniFaceGAN, build_parts
 
         config = preset_config(preset)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            backbone = AniFaceGAN(config, build_parts(config), preset=preset)
-        for part, uri in weights.items():
-            names = [n for n, _ in backbone.part(part).named_parameters()]
-            backbone.load_part(part, read_part(part, str(uri), names, storage_options), source=str(uri))
-        return backbone
+        return AniFaceGAN(config, build_parts(config), preset=preset)
 
-    return build
+    return seeded(make)
+
+
+def _official(root: str) -> dict[str, str]:
+    from artmator.model.anifacegan.checkpoints import official_weights
+
+    return official_weights(root)
 
 
 register_backbone("anifacegan", BackboneEntry(_builder("anifacegan"), PARTS,
-                                              "AniFaceGAN, the official architecture (load its checkpoints)"))
+                                              "AniFaceGAN, the official architecture (load its checkpoints)",
+                                              weights_from_root=_official))
 register_backbone("tiny", BackboneEntry(_builder("tiny"), PARTS,
-                                        "AniFaceGAN code at small widths: CPU demo and tests"))
+                                        "AniFaceGAN code at small widths: CPU demo and tests",
+                                        demo=True, weights_from_root=_official))

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from artmator.model.weights import WeightsError, load_torch_pickle, looks_like_safetensors, parse_state_dict, read_bytes, unwrap_state_dict
+from artmator.model.weights import (WeightsError, load_torch_pickle, looks_like_safetensors, parse_state_dict,
+                                    read_weight_bytes, unwrap_state_dict)
 
 # Where the official repository (YueWuHKUST/AniFaceGAN) keeps each part. `generator.pth` holds the raw
 # generator; `ema.pth` holds its exponential moving average, which the official inference copies over it.
@@ -29,12 +30,7 @@ def official_weights(root: str) -> dict[str, str]:
 
 def read_part(part: str, uri: str, expected_names: list[str], storage_options: Mapping | None = None) -> dict:
     """Read one part's weights: safetensors, a plain torch state dict, or a torch_ema file (`shadow_params`)."""
-    try:
-        data = read_bytes(uri, storage_options)
-    except FileNotFoundError as exc:
-        raise WeightsError(f"{part}: weight file {uri} does not exist.") from exc
-    except OSError as exc:
-        raise WeightsError(f"{part}: could not read {uri}: {exc}") from exc
+    data = read_weight_bytes(uri, part=part, storage_options=storage_options)
     if looks_like_safetensors(data):
         return parse_state_dict(data, part=part, source=uri)
     obj = load_torch_pickle(data, part=part, source=uri)

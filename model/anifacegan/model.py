@@ -6,18 +6,18 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from artmator.model.anifacegan import PARTS
 from artmator.model.anifacegan import rays as R
+from artmator.model.anifacegan.checkpoints import read_part
 from artmator.model.anifacegan.config import AniFaceGANConfig
 from artmator.model.anifacegan.deform import ExpressionDeformation
+from artmator.model.anifacegan.expressions import load_expression
 from artmator.model.anifacegan.radiance import ManifoldSampler, RadianceGenerator, RadianceSiren
 from artmator.model.anifacegan.renderer import composite, intersect_manifolds
 from artmator.model.anifacegan.vae import CoefficientVAE
-from artmator.model.backbone import Backbone, Latent, RenderResult
-from artmator.model.camera import as_batch, degrees_to_official
-from artmator.model.weights import load_strict, sha256_state_dict
+from artmator.model.backbone import Backbone, ExpressionError, Latent, RenderResult
+from artmator.model.camera import as_batch, degrees_to_official, rays_to_image, render_ray_chunks
 
 
 def build_parts(config: AniFaceGANConfig) -> dict[str, nn.Module]:
@@ -52,14 +52,22 @@ class AniFaceGAN(Backbone):
         self._avg_modulation: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ---- parts and weights -------------------------------------------------------------------------------
-    def part(self, name: str) -> nn.Module:
-        if name not in self.PARTS:
-            raise ValueError(f"unknown AniFaceGAN part {name!r}; parts are {list(self.PARTS)}")
-        return getattr(self, name)
+    def read_part(self, name: str, uri: str, storage_options: Mapping | None = None) -> dict[str, torch.Tensor]:
+        """Also reads the official torch_ema files (`ema.pth`: the averaged tensors in parameter order)."""
+        names = [n for n, _ in self.part(name).named_parameters()]
+        return read_part(name, uri, names, storage_options)
 
     def load_part(self, name: str, state: Mapping[str, torch.Tensor], source: str) -> None:
-        load_strict(self.part(name), state, part=name, source=source)
+        super().load_part(name, state, source)
         self._avg_modulation = None
+
+    def demo_prior(self):
+        """The tiny preset's procedural 3D head (`model.head_prior`), fitted once and cached."""
+        if self.preset != "tiny":
+            return None
+        from artmator.model.head_prior import tiny_head_weights
+
+        return tiny_head_weights
 
     def tunable(self) -> RadianceGenerator:
         return self.generator
@@ -68,10 +76,6 @@ class AniFaceGAN(Backbone):
         parts = {"generator": module, "deform": self.deform, "vae_id": self.vae_id, "vae_exp": self.vae_exp}
         other = AniFaceGAN(self.config, parts, self.preset)
         return other
-
-    def base_hash(self) -> str:
-        """sha256 of the tunable generator's weights: what a delta is bound to."""
-        return sha256_state_dict(self.generator.state_dict())
 
     @property
     def default_resolution(self) -> int:
@@ -96,6 +100,14 @@ class AniFaceGAN(Backbone):
     def supports_expressions(self) -> bool:
         return True
 
+    @property
+    def default_expressions(self) -> tuple[str, ...]:
+        return ("happiness",)
+
+    def load_expression(self, spec: str, storage_options: Mapping | None = None) -> torch.Tensor:
+        """`neutral`, `happiness` or a Deep3DFaceRecon `.mat` path/URI -> (64,) 3DMM expression coefficients."""
+        return load_expression(spec, storage_options)
+
     def sample_latent(self, batch: int, generator: torch.Generator | None = None) -> Latent:
         """Identity from the identity VAE, neutral expression (zero coefficients), Gaussian noise."""
         with torch.no_grad():
@@ -112,7 +124,7 @@ class AniFaceGAN(Backbone):
     def with_expression(self, latent: Latent, expression: torch.Tensor) -> Latent:
         exp = torch.as_tensor(expression, dtype=torch.float32, device=self.device)
         if exp.shape[-1] != self.config.exp_dim:
-            raise ValueError(f"expression codes have {self.config.exp_dim} coefficients, got shape {tuple(exp.shape)}")
+            raise ExpressionError(f"expression codes have {self.config.exp_dim} coefficients, got shape {tuple(exp.shape)}")
         batch = latent["z_id"].shape[0]
         return {**latent, "z_exp": exp.reshape(-1, self.config.exp_dim).expand(batch, -1)}
 
@@ -162,26 +174,13 @@ class AniFaceGAN(Backbone):
                         psi: float = 1.0, chunk_rays: int | None = None) -> RenderResult:
         """Render at official radians: yaw, pitch (B,) with pi/2 frontal."""
         rs = self.config.render
-        batch = z_id.shape[0]
         freq, phase = self.truncate(*self.modulation(z_id, noise), psi)          # (B, (L+1)·H) each
         d_freq, d_phase = self.deform.modulation(z_id, z_exp)                   # (B, layers·H_d) each
         rays = R.make_rays(yaw, pitch, resolution, rs.fov_deg)
-        n_rays = resolution * resolution
-        chunk = chunk_rays or (n_rays if torch.is_grad_enabled() else rs.chunk_rays)
-        outs = []
-        for start in range(0, n_rays, chunk):
-            sl = slice(start, min(start + chunk, n_rays))
-            args = (freq, phase, d_freq, d_phase, rays.origins, rays.directions[:, sl])
-            if torch.is_grad_enabled() and chunk < n_rays:
-                outs.append(checkpoint(self._render_rays, *args, use_reentrant=False))
-            else:
-                outs.append(self._render_rays(*args))
-        color, depth, opacity = (torch.cat(t, dim=1) for t in zip(*outs))      # (B, R, C)
-
-        def to_image(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(batch, resolution, resolution, -1).permute(0, 3, 1, 2)
-
-        return RenderResult(image=to_image(color) * 2 - 1, depth=to_image(depth), opacity=to_image(opacity))
+        color, depth, opacity = render_ray_chunks(self._render_rays, (freq, phase, d_freq, d_phase), rays,
+                                                  chunk_rays, rs.chunk_rays)           # (B, R, C) each
+        return RenderResult(image=rays_to_image(color, resolution) * 2 - 1, depth=rays_to_image(depth, resolution),
+                            opacity=rays_to_image(opacity, resolution))
 
     def _render_rays(self, freq, phase, d_freq, d_phase, origins, directions):
         """One chunk of rays: directions (B, R, 3) -> colour (B, R, 3) in [0, 1], depth, opacity (B, R, 1)."""

@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from artmator.model.lora import (BatchedLoRALinear, DeltaConfig, adapter_state, attach_adapters, load_adapter, lora_layers,
-                        merged_state_dict, target_linears, trainable_parameters)
+from artmator.model.lora import (BatchedLoRAConv2d, BatchedLoRALinear, DeltaConfig, adapter_state, attach_adapters,
+                                 effective_weight, load_adapter, lora_layers, merged_state_dict, target_layers,
+                                 trainable_parameters)
 
 RES = 16  # render resolution for the tiny backbone
 
@@ -108,8 +109,8 @@ def test_attach_leaves_original_untouched_and_shares_storage(tiny_backbone):
 
 def test_include_rule(tiny_backbone):
     g = tiny_backbone.tunable()
-    default = target_linears(g, DeltaConfig())
-    with_map = target_linears(g, DeltaConfig(include_mapping=True))
+    default = target_layers(g, DeltaConfig())
+    with_map = target_layers(g, DeltaConfig(include_mapping=True))
     assert not any("mapping_network" in n for n in default)
     assert {"siren.network.0.layer", "siren.output_sigma.0", "siren.color_layer_sine.0.layer", "siren.output_color.2",
             "model_sample.network.0", "model_sample.output_layer"} <= set(default)
@@ -204,13 +205,17 @@ def test_merged_state_dict_folds_adapter_and_loads_strictly(tiny_backbone):
 
 
 def test_a_tunable_module_without_adapter_targets_is_an_error_not_an_empty_optimizer():
-    class ConvOnly(nn.Module):            # e.g. a StyleGAN-family synthesis network: no nn.Linear to wrap
+    class ConvOnly(nn.Module):            # declares no targets: the default kind (nn.Linear) finds nothing
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(3, 3, 3)
 
     with pytest.raises(ValueError, match="no nn.Linear layer .*--delta-mode full"):
         attach_adapters(ConvOnly(), DeltaConfig(), 1, 0)
+    nothing = ConvOnly()
+    nothing.ADAPTER_TARGETS = ()          # an empty target set is refused, not an empty optimizer
+    with pytest.raises(ValueError, match="empty ADAPTER_TARGETS .*--delta-mode full"):
+        attach_adapters(nothing, DeltaConfig(), 1, 0)
 
     class AllExcluded(nn.Module):
         ADAPTER_EXCLUSIONS = (nn.Sequential,)
@@ -224,7 +229,98 @@ def test_a_tunable_module_without_adapter_targets_is_an_error_not_an_empty_optim
     assert len(list(trainable_parameters(attach_adapters(AllExcluded(), DeltaConfig(include_mapping=True), 1, 0)))) == 2
 
 
+def test_declared_kinds_without_a_lora_layer_are_refused():
+    class Norm(nn.Module):
+        ADAPTER_TARGETS = (nn.LayerNorm,)
+
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(4)
+
+    with pytest.raises(ValueError, match="declares adapter target 'LayerNorm'.*nn.Linear or nn.Conv2d only"):
+        attach_adapters(Norm(), DeltaConfig(), 1, 0)
+
+    class ScaledLinear(nn.Linear):        # its own forward: an adapter wrapping it would bypass the scaling
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = ScaledLinear(4, 4)
+
+    with pytest.raises(ValueError, match="fc is a ScaledLinear.*own forward"):
+        attach_adapters(Scaled(), DeltaConfig(), 1, 0)
+
+    class Grouped(nn.Module):
+        ADAPTER_TARGETS = (nn.Conv2d,)
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, groups=2)
+
+    with pytest.raises(ValueError, match="groups=1"):
+        attach_adapters(Grouped(), DeltaConfig(), 1, 0)
+
+
+# ---- convolution adapters ----------------------------------------------------------------------------------
+def _conv_layer(k: int = 3, rank: int = 4, **conv) -> BatchedLoRAConv2d:
+    torch.manual_seed(0)
+    base = nn.Conv2d(5, 6, 3, **conv)
+    return BatchedLoRAConv2d(base, k, rank, scale=0.5, seeds=range(10, 10 + k))
+
+
+@pytest.mark.parametrize("conv", [{}, {"stride": 2, "padding": 1}, {"padding": 2, "dilation": 2, "bias": False}])
+def test_conv_layer_is_a_noop_fresh_and_equals_the_merged_conv(conv):
+    layer = _conv_layer(**conv)
+    x = torch.randn(3, 5, 9, 9)
+    assert torch.equal(layer(x), layer.base(x))
+    assert layer.lora_A.shape == (3, 4, 5, 3, 3) and layer.lora_B.shape == (3, 6, 4)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    out = layer(x)                                                         # K = 3: one image per adapter
+    for k in range(3):
+        merged = nn.functional.conv2d(x[k:k + 1], layer.weight + layer.delta_weight(k), layer.bias,
+                                      layer.base.stride, layer.base.padding, layer.base.dilation)
+        torch.testing.assert_close(out[k:k + 1], merged, atol=1e-5, rtol=1e-4)
+        single = BatchedLoRAConv2d(layer.base, 1, 4, scale=0.5)
+        with torch.no_grad():
+            single.lora_A.copy_(layer.lora_A[k:k + 1])
+            single.lora_B.copy_(layer.lora_B[k:k + 1])
+        torch.testing.assert_close(single(x[k:k + 1].expand(2, -1, -1, -1)), merged.expand(2, -1, -1, -1),
+                                   atol=1e-5, rtol=1e-4)   # one adapter broadcasts over any batch
+    with pytest.raises(ValueError, match="first dimension must be 3"):
+        layer(torch.randn(2, 5, 9, 9))
+
+
+def test_conv_rank_is_clamped_and_only_adapters_train():
+    assert _conv_layer(rank=64).rank == 6                                  # min(r, in·kh·kw = 45, out = 6)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    model.ADAPTER_TARGETS = (nn.Conv2d,)
+    adapted = attach_adapters(model, DeltaConfig(rank=2), 2, seed=0)
+    assert sorted(lora_layers(adapted)) == ["0", "2"]
+    _perturb(adapted, 1, seed=0)
+    adapted(torch.randn(2, 3, 5, 5)).square().sum().backward()
+    assert all((p.grad is not None) == ("lora_" in n) for n, p in adapted.named_parameters())
+    fresh = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    fresh.load_state_dict(merged_state_dict(adapted, 1), strict=True)
+    x = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(fresh(x[1:]), adapted(x)[1:], atol=1e-5, rtol=1e-4)
+
+
 def test_the_backbone_declares_its_adapter_exclusions(tiny_backbone):
     from artmator.model.anifacegan.film import MappingNetwork
 
     assert tiny_backbone.adapter_exclusions == (MappingNetwork,)
+
+
+def test_effective_weight_is_what_each_batch_element_applies():
+    layer = _conv_layer(k=2)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    weights = effective_weight(layer)                                      # (K, out, in, kh, kw)
+    assert weights.shape == (2, *layer.weight.shape)
+    for k in range(2):
+        torch.testing.assert_close(weights[k], layer.weight + layer.delta_weight(k))
+    plain = nn.Linear(3, 2)
+    assert torch.equal(effective_weight(plain), plain.weight[None])

@@ -49,7 +49,8 @@ def test_one_bad_painting_never_fails_the_batch(models, images, tmp_path):
              _task(1, "text-file", images / "notes.png"),
              _task(2, "bad-expression", images / "g1.png", expressions=("no_such_expression",)),
              _task(3, "good-2", images / "g2.png", expressions=())]
-    rows = tune_and_commit(tasks, models, SETTINGS, store, _spec(tmp_path), resolve_expressions(("happiness",)))
+    rows = tune_and_commit(tasks, models, SETTINGS, store, _spec(tmp_path),
+                           resolve_expressions(models.backbone, ("happiness",)))
 
     assert [r["painting_id"] for r in rows] == ["good", "text-file", "bad-expression", "good-2"]
     assert all(set(r) == set(REPORT_COLUMNS) for r in rows)

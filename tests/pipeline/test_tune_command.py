@@ -88,3 +88,23 @@ def test_tune_takes_a_whole_painting_finds_aligns_and_poses_the_face(tmp_path):
     (tmp_path / "land.jpg").write_bytes(jpeg_bytes(no_face_painting()))
     result = CliRunner().invoke(main, ["tune", str(tmp_path / "land.jpg"), "--out", str(tmp_path / "n"), *args])
     assert result.exit_code == 1 and "(face): no_face" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.timeout(300)
+def test_tune_with_the_triplane_backbone_and_its_expression_edge(tmp_path):
+    """`--preset triplane-tiny`: the same command and files, no expression stills by default; asking for one on a
+    backbone without expression codes fails before any tuning, saying why and what to do."""
+    args = [a for a in FAST if a not in ("--expressions", "happiness")]
+    result = CliRunner().invoke(main, ["tune", str(DEMO), "--yaw", "10", "--pitch", "0", "--out", str(tmp_path / "t"),
+                                       "--preset", "triplane-tiny", *args])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "t"
+    assert (out / "renders/turntable/002.png").is_file() and not (out / "renders/expressions").exists()
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["expressions"] == [] and doc["pose"]["yaw_deg"] == 10.0
+    assert load_delta(str(out / "delta.safetensors")).metadata.preset == "triplane-tiny"
+    assert json.loads((out / "config.json").read_text())["backbone"]["preset"] == "triplane-tiny"
+    refused = CliRunner().invoke(main, ["tune", str(DEMO), "--yaw", "0", "--pitch", "0", "--out", str(tmp_path / "x"),
+                                        "--preset", "triplane-tiny", *FAST])
+    assert refused.exit_code == 1 and "painting (expression): the triplane-tiny backbone has no expression codes" \
+        in refused.output and not (tmp_path / "x").exists()

@@ -87,7 +87,7 @@ def inline_run(manifest_uri: str, out_uri: str, settings: JobSettings, models, r
                          storage_options=storage_options, run_id=run_id, config_hash=plan.config_hash,
                          random_models=True, max_attempts=4)
         rows += tune_and_commit([r.task for r in todo], models, settings, store, spec,
-                                resolve_expressions(settings.render.expressions, storage_options),
+                                resolve_expressions(models.backbone, settings.render.expressions, storage_options),
                                 plans=[wire_plan(r, settings) for r in todo])
     rows += [{**failed_row(r.task.painting_id, "", ""), "status": "skipped"} for r in plan.of("skip")]
     table = report_table(rows, count_attempts(store, run_id), run_id, plan.config_hash,

@@ -51,7 +51,8 @@ def _batch(tmp_path: Path, settings, models) -> tuple[list[dict], OutputStore]:
     store = OutputStore(out)
     spec = ActorSpec(settings_json=json.dumps(settings.to_dict()), out_uri=out, storage_options={}, run_id="num",
                      config_hash="cfg", random_models=True)
-    rows = tune_and_commit(tasks, models, settings, store, spec, resolve_expressions(settings.render.expressions))
+    rows = tune_and_commit(tasks, models, settings, store, spec,
+                           resolve_expressions(models.backbone, settings.render.expressions))
     return rows, store
 
 
