@@ -229,7 +229,7 @@ def write(label: str, result: dict, sheet: list[np.ndarray], out_dir: Path, name
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
     data = json.loads(json_path.read_text()) if json_path.exists() else {"benchmark": name, "runs": {}}
-    from artmator.model.head_prior import CODE_VERSION
+    from artmator.model.anifacegan.demo_prior import CODE_VERSION
 
     result["environment"] = environment(torch.device("cpu")) | {"head_prior": CODE_VERSION}
     data["runs"][label] = result

@@ -15,7 +15,7 @@ the expression net (`FaceScorer` internals, so the numbers are the metric's own)
 * non-faces: flat grey, uniform noise, smooth noise, the coffee cup, the rocket, brick, grass, the Hubble deep
   field, a cat's face (an animal face), the back of the procedural head (`reference_render(180°)`), and renders
   of the randomly initialised tiny generator (no face).
-* renders of known pose: the analytic procedural head `model.head_prior.reference_render(yaw, res)` over a yaw
+* renders of known pose: the analytic procedural head `model.anifacegan.demo_prior.reference_render(yaw, res)` over a yaw
   sweep at `--resolutions`; "not turning" = its frontal render at every commanded yaw.
 * the head-prior backbone G_ori (`load_backbone("tiny", weights=tiny_head_weights())`) at `--identities` latents
   (ψ 0.7): turntables, and neutral vs `happiness` stills (the smile edit `artmator` renders).
@@ -99,7 +99,7 @@ def nonface_images(size: int, random_renders: Sequence[torch.Tensor] = ()) -> li
     """Images without a human face: {"name", "group", "image"}."""
     import skimage.data
 
-    from artmator.model.head_prior import reference_render
+    from artmator.model.anifacegan.demo_prior import reference_render
     from artmator.model.images import to_pil
 
     rng = np.random.default_rng(0)
@@ -139,7 +139,7 @@ class Renders:
         self._cache: dict[tuple[float, int], torch.Tensor] = {}
 
     def __call__(self, yaw: float, res: int) -> torch.Tensor:
-        from artmator.model.head_prior import reference_render
+        from artmator.model.anifacegan.demo_prior import reference_render
 
         key = (round(float(yaw), 4), res)
         if key not in self._cache:
@@ -379,7 +379,7 @@ def main(argv=None) -> dict:
     from artmator.model import load_backbone
     from artmator.model.faces.analyzer import FaceAnalysisConfig
     from artmator.model.faces.metrics import RENDER_MIN_CONFIDENCE, FaceMetricThresholds, FaceScorer
-    from artmator.model.head_prior import CODE_VERSION, tiny_head_weights
+    from artmator.model.anifacegan.demo_prior import CODE_VERSION, tiny_head_weights
 
     t0 = time.perf_counter()
     load_avg = " ".join(f"{v:.1f}" for v in os.getloadavg())

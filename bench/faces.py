@@ -5,7 +5,7 @@
     python -m bench.faces --yaws 28 --pitches 0 --filters plain --scales 1 --canvases 800 \
         --painting-filters plain --negatives 480 --n 1 --no-ray --inprocess-threads 1   # toy size (smoke test)
 
-1. pose — a labelled set with KNOWN poses: `model.head_prior.reference_render` (the procedural stylised head,
+1. pose — a labelled set with KNOWN poses: `model.anifacegan.demo_prior.reference_render` (the procedural stylised head,
    sphere-traced with the backbone's camera, 12° fov) at every yaw × pitch, `--resolution` px, plain and through
    painterly Pillow filters (`FILTERS`), each image also mirrored (true yaw flips sign, pitch stays). Every
    image goes through `FaceAnalyzer.faces` once at threshold 0.3; the result at 0.5 is the same list cut at 0.5
@@ -136,7 +136,7 @@ def analyzer(min_confidence: float = min(THRESHOLDS)):
 
 def render_head(yaw: float, pitch: float, resolution: int) -> tuple[Image.Image, tuple[float, float, float, float]]:
     """The procedural head at a known pose -> (RGB image, bounding box x0, y0, x1, y1 of its mask)."""
-    from artmator.model.head_prior import reference_render
+    from artmator.model.anifacegan.demo_prior import reference_render
 
     img, mask = reference_render(yaw, resolution, pitch_deg=pitch)
     pixels = (img.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)

@@ -53,7 +53,7 @@ teacher_identity are 1 by construction wherever a face is found; its other colum
 reach). A missing face makes a metric None ("None" in the Markdown), not 0.
 
 Backbone. `--backbone head-prior` (default): G_ori is the tiny preset fitted to the procedural head
-(`model.head_prior`), so renders show a face to measure; `--backbone random`: the randomly initialised tiny
+(`model.anifacegan.demo_prior`), so renders show a face to measure; `--backbone random`: the randomly initialised tiny
 generator (no face: detected_fraction 0, the other face columns None). Quick defaults per backbone: head-prior 64 px and teacher
 strength 0.15 — at 0.6 the colour-head update turns the head prior's renders into noise no detector reads (0/20
 renders found at 64 px); 0.15 is the largest strength of a sweep (0, 0.1, 0.15, 0.2, 0.3) whose teacher renders
@@ -310,7 +310,7 @@ def run(settings: JobSettings, identities: int, views: int, resolution: int, met
                                  "face_metrics": "model.faces FaceScorer (face-api detector/landmarks/descriptor)"
                                  if scorer is not None else "off"}
     if head_prior:
-        from artmator.model.head_prior import CODE_VERSION
+        from artmator.model.anifacegan.demo_prior import CODE_VERSION
 
         env["head_prior"] = CODE_VERSION
     notes = ("Methods see only the frontal teacher render; *_novel = mean over identities and the non-frontal yaws "

@@ -10,8 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONE_PACKAGES = ("artmator.model.anifacegan", "artmator.model.triplane")
-# The composition root, and the tiny preset's procedural demo head (an AniFaceGAN-specific fit).
-BACKBONE_AWARE = {ROOT / "model" / "__init__.py", ROOT / "model" / "head_prior.py"}
+# The composition root (it imports the shipped backbone packages so they register themselves).
+BACKBONE_AWARE = {ROOT / "model" / "__init__.py"}
 
 
 def _imports(path: Path) -> list[str]:

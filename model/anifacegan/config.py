@@ -72,7 +72,7 @@ PRESETS: dict[str, AniFaceGANConfig] = {
         siren_hidden=32, siren_layers=4, mapping_hidden=32, sampler_hidden=16,
         deform_hidden=16, deform_layers=2, deform_mapping_hidden=16,
         vae_hidden=32, vae_layers=2, vae_latent=16, truncation_samples=2000, train_resolution=64,
-        # The demo head prior (model/head_prior.py) is a bust: a face's GRAM crop is 0.57 of the frame, centred
+        # The demo head prior (model/anifacegan/demo_prior.py) is a bust: a face's GRAM crop is 0.57 of the frame, centred
         # slightly high (measured by detecting the procedural head: tests/model/faces/test_align.py).
         face_framing=(0.57, 0.495, 0.472),
         render=RenderSettings(coarse_samples=16, num_levels=8, chunk_rays=8192),

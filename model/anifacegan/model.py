@@ -62,10 +62,10 @@ class AniFaceGAN(Backbone):
         self._avg_modulation = None
 
     def demo_prior(self):
-        """The tiny preset's procedural 3D head (`model.head_prior`), fitted once and cached."""
+        """The tiny preset's procedural 3D head (`model.anifacegan.demo_prior`), fitted once and cached."""
         if self.preset != "tiny":
             return None
-        from artmator.model.head_prior import tiny_head_weights
+        from artmator.model.anifacegan.demo_prior import tiny_head_weights
 
         return tiny_head_weights
 

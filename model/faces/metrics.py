@@ -9,7 +9,7 @@ face-api networks (`model.faces`); `face_flags` turns them into named problems.
 
 How images are read (measured on aligned 64/128/256-px crops of the astronaut photo, of the demo paintings and of
 the cameraman, each also mirrored: 30 test renders; and on turntables of the procedural head,
-`model.head_prior.reference_render`):
+`model.anifacegan.demo_prior.reference_render`):
 
 * Every image is first resized (bicubic) to WORK_SIDE = 256 px on its long side. Small renders are upscaled so
   that the landmark, descriptor and expression nets crop sharp faces; larger ones are downscaled, since those

@@ -147,7 +147,7 @@ def test_the_aligned_crop_of_a_backbone_render_is_the_frame_the_backbone_renders
     the render's own frame — so a painting's face lands where the backbone renders faces."""
     from artmator.model import load_backbone
     from artmator.model.faces.analyzer import FaceAnalysisConfig, FaceAnalyzer
-    from artmator.model.head_prior import reference_render
+    from artmator.model.anifacegan.demo_prior import reference_render
 
     framing = load_backbone("tiny").face_framing
     analyzer = FaceAnalyzer(FaceAnalysisConfig(min_confidence=0.1))

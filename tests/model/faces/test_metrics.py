@@ -3,7 +3,7 @@
 Images: `skimage.data.astronaut()` (NASA photograph, public domain) cut to the backbone's face framing (an aligned
 crop, as a render is framed), its mirror image, the cameraman of `skimage.data.camera()` (CC0; a different
 person, seen near profile), `skimage.data.chelsea()` (a cat: no human face), flat grey frames, the demo
-paintings in manifests/demo (see its README), and the procedural head (`model.head_prior.reference_render`) as
+paintings in manifests/demo (see its README), and the procedural head (`model.anifacegan.demo_prior.reference_render`) as
 a turntable with known yaws. Values observed when these tests were written are in comments.
 
 Everything runs on one torch thread, as the other face-net tests: a multi-threaded torch sharing a small machine
@@ -110,7 +110,7 @@ def test_frontal_face_commanded_at_40_degrees_is_a_pose_mismatch(scorer, img):
 
 
 def test_a_head_that_turns_with_the_camera_matches_and_a_frozen_one_does_not(scorer):
-    from artmator.model.head_prior import reference_render
+    from artmator.model.anifacegan.demo_prior import reference_render
 
     yaws = [-20.0, -10.0, 0.0, 10.0, 20.0]
     frames = [reference_render(y, 64)[0] * 2 - 1 for y in yaws]       # (3, 64, 64) in [-1, 1]

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-import artmator.model.head_prior as hp
+import artmator.model.anifacegan.demo_prior as hp
 from artmator.model import load_backbone
 
 # Short schedule: enough for a head-shaped silhouette and a visible smile, a few seconds of CPU.

@@ -45,7 +45,7 @@ from artmator.model.anifacegan.model import AniFaceGAN
 CODE_VERSION = "head-prior-5"
 log = logging.getLogger(__name__)
 
-SMILE_FILE = Path(__file__).parent / "anifacegan" / "data" / "smile_01626.mat"
+SMILE_FILE = Path(__file__).parent / "data" / "smile_01626.mat"
 VIEW_DIR = (0.0, 0.0, -1.0)  # the renderer's locked view direction (official inference)
 
 
