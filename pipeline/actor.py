@@ -8,9 +8,7 @@ commits under, `pipeline.changes`); the marker records both, so the next run can
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -19,16 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from artmator.model.images import fetch_painting
-from artmator.model.tune import tune_paintings
 from artmator.pipeline import changes
+from artmator.pipeline.config_schema import encode
 from artmator.pipeline.errors import classify, with_retries
-from artmator.pipeline.inputs import LazyFaceAnalyzer, face_scorer, painting_input
-from artmator.pipeline.layout import DELTA, METADATA_COLUMNS, REPORT_SCHEMA, RESULT, Fingerprints
+from artmator.pipeline.flow import PaintingContext, PaintingOutcome, load_context, paint
+from artmator.pipeline.layout import DELTA, REPORT_SCHEMA, RESULT, Fingerprints
 from artmator.pipeline.manifest import PaintingTask, task_from_row
-from artmator.pipeline.painting import painting_files, quality_flags, result_flags
-from artmator.pipeline.settings import JobSettings, load_models, resolve_expressions, settings_from_json
-from artmator.pipeline.storage import OutputStore, atomic_write, redact_uri
+from artmator.pipeline.painting import result_flags
+from artmator.pipeline.settings import JobSettings, settings_from_json
+from artmator.pipeline.storage import OutputStore, atomic_write, redact_config
 
 # The columns an actor reports per painting: the run report's, less what the driver adds.
 REPORT_COLUMNS = tuple(n for n in REPORT_SCHEMA.names if n not in ("attempts", "run_id", "config_hash",
@@ -44,7 +41,6 @@ class ActorSpec:
     storage_options: dict
     run_id: str
     config_hash: str
-    random_models: bool
     threads: int = 0                     # torch threads per actor (0: leave as is)
     max_attempts: int = 0                # a painting started this often in this run (its actor died each time)
                                          # is failed as actor_died instead of being tuned again; 0: no limit
@@ -57,15 +53,13 @@ class TuneActor:
         if spec.threads:
             torch.set_num_threads(spec.threads)
         self.spec = spec
-        self.settings: JobSettings = settings_from_json(spec.settings_json)
-        self.settings = _with_device(self.settings)
-        self.models = with_retries(lambda: load_models(self.settings, spec.storage_options))
+        self.context = load_context(_with_device(settings_from_json(spec.settings_json)), spec.storage_options)
         self.store = OutputStore(spec.out_uri, spec.storage_options)
-        self.default_expressions = resolve_expressions(self.models.backbone, self.settings.render.expressions,
-                                                       spec.storage_options)
-        self.faces = LazyFaceAnalyzer(self.settings.device)
-        self.scorer = face_scorer(self.settings.device)
         self.metrics = _Metrics()
+
+    @property
+    def settings(self) -> JobSettings:
+        return self.context.settings
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         if self.spec.threads:
@@ -74,30 +68,25 @@ class TuneActor:
             torch.set_num_threads(self.spec.threads)
         tasks = [task_from_row(json.loads(s)) for s in batch["task"]]
         plans = [json.loads(s) for s in batch["plan"]] if "plan" in batch else None
-        rows = tune_and_commit(tasks, self.models, self.settings, self.store, self.spec, self.default_expressions,
-                               self.faces, self.scorer, plans)
+        rows = tune_and_commit(tasks, self.context, self.store, self.spec, plans)
         for row in rows:
             self.metrics.record(row)
         return {c: [r[c] for r in rows] for c in REPORT_COLUMNS}
 
 
-def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, store: OutputStore, spec: ActorSpec,
-                    default_expressions, faces: LazyFaceAnalyzer | None = None, scorer=None,
+def tune_and_commit(tasks: list[PaintingTask], context: PaintingContext, store: OutputStore, spec: ActorSpec,
                     plans: list[dict] | None = None) -> list[dict]:
-    """Pure-ish per-batch step (no Ray): prepare inputs, tune the good ones together, commit each result.
+    """One batch without Ray: count each attempt, run the painting flow (`pipeline.flow.paint`), commit each
+    painting's files under its plan, return one report row per task.
 
-    `faces`, `scorer`: the process's face analyzer and render scorer (`pipeline.inputs`, built on first use);
-    rows that need no analysis never load the analyzer. `plans`: each task's plan as the driver made it
-    (`wire_plan`); None plans every task here as a first commit."""
-    faces = faces or LazyFaceAnalyzer(settings.device)
-    scorer = scorer or face_scorer(settings.device)
+    `plans`: each task's plan as the driver made it (`wire_plan`); None plans every task here as a first commit."""
+    settings = context.settings
     if plans is None:
         base = changes.base_identity(settings, spec.storage_options)
         plans = [wire_plan(changes.fresh_plan(t, settings, base), settings) for t in tasks]
     start = time.perf_counter()
     rows: dict[str, dict] = {}
-    inputs: list[tuple] = []
-    resolution = settings.tune.resolution or models.backbone.default_resolution
+    todo, plan_of = [], {}
     for task, plan in zip(tasks, plans):
         attempt = _note_attempt(store, spec.run_id, task.painting_id)
         if spec.max_attempts and attempt > spec.max_attempts:
@@ -105,29 +94,13 @@ def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, st
                 task.painting_id, "actor_died",
                 f"its actor died during each of {attempt - 1} attempts in this run (a crash in native code, "
                 "out of host memory, or lost nodes); not tried again until the next run")
-            continue
-        try:
-            data = with_retries(lambda: fetch_painting(task.image_uri, spec.storage_options))
-            tune_input, face = painting_input(task, resolution, settings.image, faces, spec.storage_options,
-                                              models.backbone.face_framing, image_bytes=data)
-            expressions = (default_expressions if task.expressions is None
-                           else resolve_expressions(models.backbone, task.expressions, spec.storage_options,
-                                                    unsupported="skip"))
-            inputs.append((task, tune_input, expressions, face, _with_image(plan, data)))
-        except Exception as exc:  # noqa: BLE001 - one painting's failure never stops the batch
-            rows[task.painting_id] = failed_row(task.painting_id, *classify(exc))
-    if inputs:
-        try:
-            tuned_all = with_retries(lambda: tune_paintings(models.backbone, [i[1] for i in inputs], settings.tune,
-                                                            models.encoders))
-        except Exception as exc:  # noqa: BLE001
-            kind, message = classify(exc)
-            tuned_all = None
-            for task, *_ in inputs:
-                rows[task.painting_id] = failed_row(task.painting_id, kind, message)
-        for (task, tune_input, expressions, face, plan), tuned in zip(inputs, tuned_all or []):
-            rows[task.painting_id] = _commit(task, tuned, tune_input, expressions, face, models, settings, store,
-                                             spec, scorer, plan, (time.perf_counter() - start) / len(inputs))
+        else:
+            todo.append(task)
+            plan_of[task.painting_id] = plan
+    outcomes = paint(todo, context) if todo else []
+    seconds = (time.perf_counter() - start) / max(1, len(outcomes))
+    for outcome in outcomes:
+        rows[outcome.task.painting_id] = _commit(outcome, store, spec, plan_of[outcome.task.painting_id], seconds)
     elapsed = time.perf_counter() - start
     for row in rows.values():
         row["seconds_total"] = elapsed / max(1, len(tasks))
@@ -141,44 +114,32 @@ def wire_plan(plan: changes.RowPlan, settings: JobSettings) -> dict:
 
 
 def backbone_record(settings: JobSettings) -> dict:
-    """The backbone settings a commit was made with, weight URIs redacted (what `artmator render` reloads)."""
-    b = settings.backbone
-    return {"preset": b.preset, "weights": [[part, redact_uri(uri)] for part, uri in b.weights],
-            "head_prior": b.head_prior, "seed": b.seed}
+    """The backbone settings a commit was made with, URIs redacted (what `artmator render` reloads)."""
+    return redact_config(encode(settings.backbone))
 
 
-def _with_image(plan: dict, data: bytes) -> dict:
-    """The plan completed with the image bytes the actor read: their sha256 is the `image` fingerprint."""
-    sha = hashlib.sha256(data).hexdigest()
-    fingerprints = {**plan["fingerprints"], "image": changes.image_fingerprint(sha)}
-    inputs = {**plan["inputs"], "image": {**plan["inputs"].get("image", {}), "sha256": sha}}
+def _with_image(plan: dict, sha256: str) -> dict:
+    """The plan completed with the sha256 of the image bytes the flow read: the `image` fingerprint."""
+    fingerprints = {**plan["fingerprints"], "image": changes.image_fingerprint(sha256)}
+    inputs = {**plan["inputs"], "image": {**plan["inputs"].get("image", {}), "sha256": sha256}}
     return {**plan, "fingerprints": fingerprints, "inputs": inputs}
 
 
-def _commit(task, tuned, tune_input, expressions, face, models, settings, store: OutputStore, spec: ActorSpec,
-            scorer, plan: dict, seconds: float) -> dict:
-    if tuned.error:
-        return failed_row(task.painting_id, "numerical", tuned.error)
-    broken = _non_finite_delta(tuned.delta)
-    if broken:  # finite losses do not prove finite weights (an overflow in the last step): never commit NaN/inf
-        return failed_row(task.painting_id, "numerical", f"tuned delta tensor {broken} is not finite (NaN or inf) "
-                                                         "although the losses were; no delta was written")
+def _commit(outcome: PaintingOutcome, store: OutputStore, spec: ActorSpec, plan: dict, seconds: float) -> dict:
+    """Write a painting's files then its marker; its report row."""
+    pid = outcome.task.painting_id
+    if not outcome.ok:
+        return failed_row(pid, outcome.error_kind, outcome.message)
+    files, tuned = outcome.files, outcome.tuned
+    plan = _with_image(plan, outcome.image_sha256)
     try:
-        flags = quality_flags(tuned, spec.random_models, face.pose_source)
-        if task.expressions and not models.backbone.supports_expressions:
-            flags.append("expressions_unsupported")           # the row asked for stills this backbone cannot make
-        files = painting_files(models.backbone, tuned, settings.render, expressions, _metadata(task), flags,
-                               face.as_dict(), scorer() if settings.face_metrics else None, tune_input.image,
-                               task.extra)
-        flags = result_flags(files)
-        marker = commit_marker(spec, plan, "done", flags, {"tune": seconds})
-        written = with_retries(lambda: store.commit(task.painting_id, files, marker,
-                                                     Fingerprints.from_dict(plan["fingerprints"])))
+        marker = commit_marker(spec, plan, "done", result_flags(files), {"tune": seconds})
+        written = with_retries(lambda: store.commit(pid, files, marker, Fingerprints.from_dict(plan["fingerprints"])))
     except Exception as exc:  # noqa: BLE001
-        return failed_row(task.painting_id, *classify(exc))
-    t, m = tuned.timings, tuned.metrics
+        return failed_row(pid, *classify(exc))
+    t = tuned.timings
     k = t.get("batch_size", 1.0)
-    return {**committed_row(task.painting_id, "done", json.loads(files[RESULT]), written["version"]),
+    return {**committed_row(pid, "done", json.loads(files[RESULT]), written["version"]),
             "seconds_stage1": (t["stage1"] + t["pose_search"]) / k, "seconds_stage2": t["stage2"] / k,
             "delta_bytes": len(files[DELTA]), "pose_estimated": tuned.pose_estimated}
 
@@ -223,26 +184,12 @@ def _face_columns(doc: Mapping) -> dict:
             "flags": ",".join(doc["quality"]["flags"])}
 
 
-def _non_finite_delta(delta) -> str | None:
-    """Name of the first update or latent tensor of `delta` holding NaN/inf, or None when all are finite."""
-    if delta is None:
-        return None
-    for name, t in {**delta.tensors, **{f"latent.{k}": v for k, v in delta.metadata.latent.items()}}.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            return repr(name)
-    return None
-
-
 def failed_row(painting_id: str, kind: str, message: str) -> dict:
     nan = float("nan")
     return {"painting_id": painting_id, "status": "failed", "error_kind": kind, "message": message,
             "seconds_total": nan, "seconds_stage1": nan, "seconds_stage2": nan, "lpips_ref": nan, "psnr_ref": nan,
             "lpips_stage1": nan, "delta_bytes": -1, "pose_estimated": False, "pose_source": "",
             "face_confidence": nan, **{c: nan for c in FACE_COLUMNS}, "flags": "", "version": ""}
-
-
-def _metadata(task: PaintingTask) -> dict:
-    return {k: getattr(task, k) for k in METADATA_COLUMNS}
 
 
 def _note_attempt(store: OutputStore, run_id: str, painting_id: str) -> int:
@@ -307,5 +254,3 @@ class _Metrics:
         else:
             self.failed.inc(tags={"error_kind": row["error_kind"] or "unknown"})
 
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -8,10 +8,15 @@ from collections import Counter
 
 import click
 
-from artmator.pipeline.options import parse_storage_options, storage_options_option
+from artmator.pipeline.config_schema import SettingsError
+from artmator.pipeline.job import RunConfig
+from artmator.pipeline.options import (SETTINGS_LEAVES, config_options, flag_label, parse_storage_options,
+                                       setting_overrides, storage_options_option)
 from artmator.pipeline.progress import configure_logging, duration, logging_options
 from artmator.pipeline.run_command import run_config, run_options
 
+# What `artmator render` takes of a run's resources (the rest of its options change recorded render settings).
+RENDER_RESOURCES = ("only", "actors", "gpus_per_actor", "cpus_per_actor", "threads_per_actor", "progress_every_s")
 ACTION_WORDS = {"tune": "tune", "render": "re-render from the stored delta", "refresh": "refresh metadata only",
                 "skip": "skip (unchanged)"}
 
@@ -69,28 +74,13 @@ def plan(as_json: bool, **options) -> None:
 
 @click.command("render")
 @click.argument("out_uri")
-@click.option("--only", "only", multiple=True, metavar="ID[,ID...]",
-              help="Re-render only these paintings (repeatable, or comma-separated). Default: every committed one.")
-@click.option("--frames", type=click.IntRange(min=1), default=None, help="Turntable frames (default: as committed).")
-@click.option("--render-resolution", type=click.IntRange(min=16), default=None,
-              help="Output render size (default: as committed).")
-@click.option("--expressions", default=None, metavar="NAMES",
-              help="Comma-separated expression stills: built-in names or .mat URIs (default: as committed).")
-@click.option("--face-metrics/--no-face-metrics", default=None,
-              help="Score the new renders with the face networks (default: as committed).")
-@click.option("--actors", type=click.IntRange(min=1), default=None, help="Actor pool size (default: fits the cluster).")
-@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True)
-@click.option("--cpus-per-actor", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
-@click.option("--threads-per-actor", type=click.IntRange(min=0), default=0, help="torch threads per actor (0: default).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda ... (actors given GPUs use them).")
+@config_options(RunConfig, include=RENDER_RESOURCES, into="resources", aliases={"progress_every_s": "progress-every"})
+@setting_overrides(("render", "face_metrics", "device"), into="changes")
 @click.option("--gallery/--no-gallery", default=True, show_default=True, help="Update the static gallery at OUT/gallery.")
-@click.option("--progress-every", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
-              help="Seconds between progress log lines and partial report writes (0: none).")
 @storage_options_option
 @logging_options
-def render(out_uri: str, only, frames, render_resolution, expressions, face_metrics, actors, gpus_per_actor,
-           cpus_per_actor, threads_per_actor, device, gallery, progress_every, storage_option, endpoint_url,
-           log_level, log_format) -> None:
+def render(out_uri: str, resources: dict, changes: dict, gallery: bool, storage_option, endpoint_url, log_level,
+           log_format) -> None:
     """Re-render committed paintings of OUT from their deltas alone: new frames, sizes or expressions, no tuning.
 
     Each painting keeps its backbone (as its commit records it), delta and metadata; the new renders replace the
@@ -99,13 +89,10 @@ def render(out_uri: str, only, frames, render_resolution, expressions, face_metr
 
     configure_logging(log_level, log_format)
     options = parse_storage_options(storage_option, endpoint_url)
-    ids = tuple(i.strip() for value in only for i in value.split(",") if i.strip())
-    names = None if expressions is None else tuple(e.strip() for e in expressions.split(",") if e.strip())
     try:
-        summary = rerender(out_uri, options, only=ids, frames=frames, resolution=render_resolution,
-                           expressions=names, face_metrics=face_metrics, device=device, actors=actors,
-                           gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
-                           threads_per_actor=threads_per_actor, progress_every_s=progress_every)
+        summary = rerender(out_uri, options, changes=changes, **resources)
+    except SettingsError as exc:
+        raise click.BadParameter(exc.message, param_hint=[flag_label(SETTINGS_LEAVES)(p) for p in changes]) from None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"render {summary.run_id}: {summary.rendered} re-rendered, {summary.failed} failed, "

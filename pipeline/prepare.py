@@ -15,18 +15,19 @@ import json
 import posixpath
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from artmator.model.fields import setting
+from artmator.pipeline.config_schema import decode, encode
 from artmator.pipeline.manifest import MANIFEST_SCHEMA, split_manifest
 from artmator.pipeline.storage import atomic_write, redact_text
 
-# Report statuses: `ok`, or why a row has no usable face.
-STATUSES = ("ok", "no_face", "face_too_small", "image", "manifest", "storage", "internal")
+# Report `status`: ok, or why a row has no usable face (no_face, face_too_small, image, manifest, storage, internal).
 REPORT_SCHEMA = pa.schema([
     ("painting_id", pa.string()), ("row", pa.int64()), ("status", pa.string()), ("faces_found", pa.int32()),
     ("face_confidence", pa.float64()), ("yaw_deg", pa.float64()), ("pitch_deg", pa.float64()),
@@ -35,25 +36,20 @@ REPORT_SCHEMA = pa.schema([
 ])
 
 
-def _opt(default, doc: str):
-    """A config field whose documentation also becomes its command-line help (`prepare_command`)."""
-    return field(default=default, metadata={"help": doc})
-
-
 @dataclass(frozen=True)
 class PrepareConfig:
     """How `artmator prepare` reads paintings and which faces it keeps (each field is a CLI option)."""
 
-    min_confidence: float = _opt(0.5, "Detector score threshold; painted faces score ~0.6-0.98, so higher "
+    min_confidence: float = setting(0.5, "Detector score threshold; painted faces score ~0.6-0.98, so higher "
                                       "thresholds drop real paintings.")
-    min_face_px: float = _opt(64.0, "Smallest usable face: side of its aligned training crop in pixels of the "
+    min_face_px: float = setting(64.0, "Smallest usable face: side of its aligned training crop in pixels of the "
                                     "image as image_uri serves it; smaller ones are face_too_small.")
-    all_faces: bool = _opt(False, "One manifest row per usable face (<id>-f<k>, k from 1 by prominence) "
+    all_faces: bool = setting(False, "One manifest row per usable face (<id>-f<k>, k from 1 by prominence) "
                                   "instead of the main face only.")
-    analysis_side: int = _opt(1536, "Images are decoded at most this large for analysis (JPEG masters at a "
+    analysis_side: int = setting(1536, "Images are decoded at most this large for analysis (JPEG masters at a "
                                     "reduced DCT scale).")
-    thumb_side: int = _opt(480, "Longer side of the painting thumbnails on the review page.")
-    crop_side: int = _opt(192, "Side of the aligned-face previews on the review page.")
+    thumb_side: int = setting(480, "Longer side of the painting thumbnails on the review page.")
+    crop_side: int = setting(192, "Side of the aligned-face previews on the review page.")
 
     def __post_init__(self):
         if not 0 < self.min_confidence < 1:
@@ -192,7 +188,7 @@ class PrepareActor:
         from artmator.model.faces.analyzer import FaceAnalysisConfig, FaceAnalyzer
 
         self.threads = threads
-        self.config = PrepareConfig(**json.loads(config_json))
+        self.config = decode(PrepareConfig, json.loads(config_json))
         self.analyzer = FaceAnalyzer(FaceAnalysisConfig(self.config.min_confidence, self.config.min_face_px))
         self.storage_options = storage_options
         self.fs, self.assets = fsspec.core.url_to_fs(assets_uri, **storage_options)
@@ -273,7 +269,7 @@ def _analyze_all(rows: list[dict], config: PrepareConfig, assets_uri: str, optio
     threads = max(1, _local_cpus() // size)
     items = [{"row": json.dumps(r, default=_plain)} for r in rows]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), size * 4)))
-    results = ds.map_batches(PrepareActor, fn_constructor_args=(json.dumps(asdict(config)), assets_uri, options,
+    results = ds.map_batches(PrepareActor, fn_constructor_args=(json.dumps(encode(config)), assets_uri, options,
                                                                 threads),
                              batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=size),
                              num_cpus=1, max_restarts=-1, max_task_retries=-1)

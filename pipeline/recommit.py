@@ -19,6 +19,7 @@ from artmator.model.delta import apply_delta, decode_delta, delta_latent
 from artmator.model.render import RenderConfig
 from artmator.pipeline.actor import (ActorSpec, REPORT_COLUMNS, _Metrics, _note_attempt, _with_device, commit_marker,
                                      committed_row, failed_row)
+from artmator.pipeline.config_schema import decode
 from artmator.pipeline.errors import classify, with_retries
 from artmator.pipeline.inputs import face_scorer
 from artmator.pipeline.layout import DELTA, INPUT, RESULT, TUNED_FILES, Commit, Fingerprints
@@ -42,12 +43,13 @@ def current_commit(store: OutputStore, painting_id: str, plan: dict) -> Commit:
 
 
 def render_config(render_inputs: dict, speed: RenderConfig) -> RenderConfig:
-    """The RenderConfig of recorded render inputs, with this process's speed-only settings (batching, chunks)."""
+    """The RenderConfig of recorded render inputs (strictly decoded; settings an older artmator recorded and this
+    one no longer has are left out), with this process's settings for what the record leaves out: the speed-only
+    ones (batching, chunks)."""
     known = {f.name for f in dataclasses.fields(RenderConfig)}
     values = {k: v for k, v in render_inputs["render"].items() if k in known}
     names = render_inputs["expressions"]
-    return RenderConfig(**values, expressions=None if names is None else tuple(names), frame_batch=speed.frame_batch,
-                        chunk_rays=speed.chunk_rays)
+    return decode(RenderConfig, {**values, "expressions": None if names is None else list(names)}, base=speed)
 
 
 # ---------------------------------------------------------------------------------------------- re-render
@@ -160,6 +162,5 @@ def refresh_and_commit(painting_id: str, plan: dict, store: OutputStore, spec: A
 
 
 def backbone_settings(record: dict) -> BackboneSettings:
-    """BackboneSettings from a marker's `backbone` record (`actor.backbone_record`)."""
-    return BackboneSettings(preset=record["preset"], weights=tuple((p, u) for p, u in record.get("weights") or ()),
-                            head_prior=bool(record.get("head_prior", True)), seed=int(record.get("seed", 0)))
+    """BackboneSettings from a marker's `backbone` record (`actor.backbone_record`), strictly decoded."""
+    return decode(BackboneSettings, record)

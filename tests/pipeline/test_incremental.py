@@ -61,10 +61,10 @@ def write_image(folder, name: str, seed: int, storage_options: dict | None = Non
 def cli_settings(args: list[str] = QUICK):
     """The JobSettings `artmator run` builds from these options (so CLI calls and `run()` calls agree)."""
     from artmator.pipeline.incremental_command import plan
-    from artmator.pipeline.options import settings_from_options
+    from artmator.pipeline.options import SETTINGS_LEAVES, given_values, resolve_settings
 
     ctx = plan.make_context("plan", ["manifest.parquet", *args])
-    return settings_from_options(dict(ctx.params))
+    return resolve_settings(given_values(ctx, dict(ctx.params), SETTINGS_LEAVES))
 
 
 def base_rows() -> list[dict]:
@@ -276,8 +276,7 @@ def test_a_crash_at_any_write_of_a_refresh_is_redone_or_kept_never_lost(committe
     config = RunConfig(manifest_uri=str(catalog / "manifest.parquet"), out_uri=str(out), settings=cli_settings())
     store = OutputStore(str(out))
     real_write, real_rm_file, real_rm = storage.atomic_write, store.fs.rm_file, store.fs.rm
-    spec = job.ActorSpec(settings_json="{}", out_uri=str(out), storage_options={}, run_id="crash", config_hash="",
-                         random_models=True)
+    spec = job.ActorSpec(settings_json="{}", out_uri=str(out), storage_options={}, run_id="crash", config_hash="")
     writes = 2 + 2          # result.json, marker, then removing the old marker and the old result.json
     for crash_at in range(writes):
         rows[0]["title"] = f"Title {crash_at}"

@@ -18,8 +18,9 @@ import pytest
 
 from bench.proctree import alive, descendants  # noqa: F401 - re-exported to the tests
 from artmator.pipeline.actor import ActorSpec, failed_row, tune_and_commit, wire_plan
+from artmator.pipeline.flow import context_of
 from artmator.pipeline.job import RunConfig, count_attempts, make_plan, report_table
-from artmator.pipeline.settings import JobSettings, load_models, resolve_expressions
+from artmator.pipeline.settings import JobSettings, load_models
 from artmator.pipeline.storage import OutputStore
 from tests.pipeline.conftest import ray_local, s3_bucket, s3_endpoint, s3_options  # noqa: F401  (fixtures)
 from tests.pipeline.ray_fixtures import png_bytes, tiny_settings
@@ -85,9 +86,8 @@ def inline_run(manifest_uri: str, out_uri: str, settings: JobSettings, models, r
     if todo:
         spec = ActorSpec(settings_json=json.dumps(settings.to_dict()), out_uri=out_uri,
                          storage_options=storage_options, run_id=run_id, config_hash=plan.config_hash,
-                         random_models=True, max_attempts=4)
-        rows += tune_and_commit([r.task for r in todo], models, settings, store, spec,
-                                resolve_expressions(models.backbone, settings.render.expressions, storage_options),
+                         max_attempts=4)
+        rows += tune_and_commit([r.task for r in todo], context_of(settings, models, storage_options), store, spec,
                                 plans=[wire_plan(r, settings) for r in todo])
     rows += [{**failed_row(r.task.painting_id, "", ""), "status": "skipped"} for r in plan.of("skip")]
     table = report_table(rows, count_attempts(store, run_id), run_id, plan.config_hash,
