@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from artmator.pipeline import changes
+from artmator.pipeline.claims import DEFAULT_TTL_S, Claim, Claimed, ClaimLost, Claims, painting_claims
 from artmator.pipeline.config_schema import encode
 from artmator.pipeline.errors import classify, with_retries
 from artmator.pipeline.flow import PaintingContext, PaintingOutcome, load_context, paint
-from artmator.pipeline.layout import DELTA, REPORT_SCHEMA, RESULT, Fingerprints
+from artmator.pipeline.layout import DELTA, REPORT_SCHEMA, RESULT, UNKNOWN, Fingerprints
 from artmator.pipeline.manifest import PaintingTask, task_from_row
 from artmator.pipeline.painting import result_flags
 from artmator.pipeline.settings import JobSettings, settings_from_json
@@ -44,6 +45,7 @@ class ActorSpec:
     threads: int = 0                     # torch threads per actor (0: leave as is)
     max_attempts: int = 0                # a painting started this often in this run (its actor died each time)
                                          # is failed as actor_died instead of being tuned again; 0: no limit
+    claim_ttl_s: float = DEFAULT_TTL_S   # lease of the claims this run's workers take (`pipeline.claims`)
 
 
 class TuneActor:
@@ -55,6 +57,7 @@ class TuneActor:
         self.spec = spec
         self.context = load_context(_with_device(settings_from_json(spec.settings_json)), spec.storage_options)
         self.store = OutputStore(spec.out_uri, spec.storage_options)
+        self.claims = painting_claims(self.store, spec.run_id, spec.claim_ttl_s)
         self.metrics = _Metrics()
 
     @property
@@ -68,43 +71,116 @@ class TuneActor:
             torch.set_num_threads(self.spec.threads)
         tasks = [task_from_row(json.loads(s)) for s in batch["task"]]
         plans = [json.loads(s) for s in batch["plan"]] if "plan" in batch else None
-        rows = tune_and_commit(tasks, self.context, self.store, self.spec, plans)
+        rows = tune_and_commit(tasks, self.context, self.store, self.spec, plans, self.claims)
         for row in rows:
             self.metrics.record(row)
         return {c: [r[c] for r in rows] for c in REPORT_COLUMNS}
 
 
 def tune_and_commit(tasks: list[PaintingTask], context: PaintingContext, store: OutputStore, spec: ActorSpec,
-                    plans: list[dict] | None = None) -> list[dict]:
-    """One batch without Ray: count each attempt, run the painting flow (`pipeline.flow.paint`), commit each
-    painting's files under its plan, return one report row per task.
+                    plans: list[dict] | None = None, claims: Claims | None = None) -> list[dict]:
+    """One batch without Ray: count each attempt, claim each painting, run the painting flow
+    (`pipeline.flow.paint`), commit each painting's files under its plan and claim, release the claims; one
+    report row per task.
 
-    `plans`: each task's plan as the driver made it (`wire_plan`); None plans every task here as a first commit."""
+    `plans`: each task's plan as the driver made it (`wire_plan`); None plans every task here as a first commit.
+    `claims`: the process's painting claims (made here from `spec` when None). A painting another run holds a
+    live claim on is reported `claimed`; one that another run committed exactly as this plan would, after this
+    run planned it, `skipped`."""
     settings = context.settings
+    claims = claims or painting_claims(store, spec.run_id, spec.claim_ttl_s)
     if plans is None:
         base = changes.base_identity(settings, spec.storage_options)
         plans = [wire_plan(changes.fresh_plan(t, settings, base), settings) for t in tasks]
     start = time.perf_counter()
     rows: dict[str, dict] = {}
     todo, plan_of = [], {}
-    for task, plan in zip(tasks, plans):
-        attempt = _note_attempt(store, spec.run_id, task.painting_id)
-        if spec.max_attempts and attempt > spec.max_attempts:
-            rows[task.painting_id] = failed_row(
-                task.painting_id, "actor_died",
-                f"its actor died during each of {attempt - 1} attempts in this run (a crash in native code, "
-                "out of host memory, or lost nodes); not tried again until the next run")
-        else:
+    held: dict[str, Claim] = {}
+    try:
+        for task, plan in zip(tasks, plans):
+            pid = task.painting_id
+            attempt = _note_attempt(store, spec.run_id, pid)
+            if spec.max_attempts and attempt > spec.max_attempts:
+                rows[pid] = failed_row(
+                    pid, "actor_died",
+                    f"its actor died during each of {attempt - 1} attempts in this run (a crash in native code, "
+                    "out of host memory, or lost nodes); not tried again until the next run")
+                continue
+            try:
+                if claims is not None:
+                    held[pid] = with_retries(lambda: claims.take(pid, "tune"))
+                done = committed_meanwhile(store, pid, plan)
+            except (Claimed, ClaimLost) as exc:
+                rows[pid] = claimed_row(pid, exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - one painting's failure never stops the batch
+                rows[pid] = failed_row(pid, *classify(exc))
+                done = None
+            if pid in rows or done is not None:
+                rows.setdefault(pid, done)
+                if pid in held:
+                    held.pop(pid).release()              # nothing to tune: let the painting go at once
+                continue
             todo.append(task)
-            plan_of[task.painting_id] = plan
-    outcomes = paint(todo, context) if todo else []
-    seconds = (time.perf_counter() - start) / max(1, len(outcomes))
-    for outcome in outcomes:
-        rows[outcome.task.painting_id] = _commit(outcome, store, spec, plan_of[outcome.task.painting_id], seconds)
+            plan_of[pid] = plan
+        outcomes = paint(todo, context) if todo else []
+        seconds = (time.perf_counter() - start) / max(1, len(outcomes))
+        for outcome in outcomes:
+            pid = outcome.task.painting_id
+            rows[pid] = _commit(outcome, store, spec, plan_of[pid], seconds, held.get(pid))
+            if pid in held:
+                held.pop(pid).release()
+    finally:
+        for claim in held.values():
+            claim.release()
     elapsed = time.perf_counter() - start
     for row in rows.values():
         row["seconds_total"] = elapsed / max(1, len(tasks))
     return [rows[t.painting_id] for t in tasks]
+
+
+def committed_meanwhile(store: OutputStore, painting_id: str, plan: dict) -> dict | None:
+    """The report row (`skipped`) of a painting that another run committed after this run planned it, with the
+    fingerprints this plan would commit; None when there is work to do. Called under the painting's claim, so
+    the commit it sees stays current until the claim is released. Before the image is read (its fingerprint
+    still UNKNOWN) the image's listing stamp stands for its bytes, when there is one."""
+    current = store.current_ref(painting_id)
+    if current is None or current.version == plan.get("current"):
+        return None
+    want = Fingerprints.from_dict(plan["fingerprints"])
+    have = current.fingerprints
+    if want.image == UNKNOWN:
+        if want.stamp == UNKNOWN:
+            return None
+        have = have._replace(image=UNKNOWN)
+    if have != want:
+        return None
+    commit = store.read_commit(painting_id)
+    by = commit.run_id if commit is not None else "?"
+    return {**failed_row(painting_id, "", f"committed by run {by} after this run planned it; nothing to redo"),
+            "status": "skipped", "version": current.version}
+
+
+def claimed_row(painting_id: str, exc: Claimed | ClaimLost) -> dict:
+    """The report row of a painting this run did not work on (or could not commit) because another run holds
+    its claim: status `claimed`, the message names the holder's run. A claim lost with no new holder (the
+    lease ran out, e.g. through an outage) is a failure to retry (`claim_lost`)."""
+    holder = exc.holder
+    if isinstance(exc, ClaimLost) and (holder is None or not holder.run_id):
+        return failed_row(painting_id, "claim_lost", str(exc))
+    return {**failed_row(painting_id, "", f"claimed by {holder.describe()}"), "status": "claimed"}
+
+
+def _with_holder(exc: ClaimLost, claim: Claim | None) -> ClaimLost:
+    """`exc` with the subject's current holder read (a fencing check only lists generations)."""
+    if claim is None or (exc.holder is not None and exc.holder.run_id):
+        return exc
+    try:
+        holder = claim.owner.holder(claim.subject)
+    except Exception:  # noqa: BLE001
+        return exc
+    live = holder is not None and not holder.released and holder.generation > claim.generation
+    return ClaimLost(exc.subject, exc.reason, holder if live else None)
 
 
 def wire_plan(plan: changes.RowPlan, settings: JobSettings) -> dict:
@@ -125,16 +201,22 @@ def _with_image(plan: dict, sha256: str) -> dict:
     return {**plan, "fingerprints": fingerprints, "inputs": inputs}
 
 
-def _commit(outcome: PaintingOutcome, store: OutputStore, spec: ActorSpec, plan: dict, seconds: float) -> dict:
-    """Write a painting's files then its marker; its report row."""
+def _commit(outcome: PaintingOutcome, store: OutputStore, spec: ActorSpec, plan: dict, seconds: float,
+            claim: Claim | None = None) -> dict:
+    """Write a painting's files then its marker (under its claim); its report row."""
     pid = outcome.task.painting_id
     if not outcome.ok:
         return failed_row(pid, outcome.error_kind, outcome.message)
     files, tuned = outcome.files, outcome.tuned
     plan = _with_image(plan, outcome.image_sha256)
     try:
+        if (done := committed_meanwhile(store, pid, plan)) is not None:
+            return done                          # the same result, committed by another run meanwhile
         marker = commit_marker(spec, plan, "done", result_flags(files), {"tune": seconds})
-        written = with_retries(lambda: store.commit(pid, files, marker, Fingerprints.from_dict(plan["fingerprints"])))
+        written = with_retries(lambda: store.commit(pid, files, marker, Fingerprints.from_dict(plan["fingerprints"]),
+                                                     claim=claim))
+    except ClaimLost as exc:
+        return claimed_row(pid, _with_holder(exc, claim))
     except Exception as exc:  # noqa: BLE001
         return failed_row(pid, *classify(exc))
     t = tuned.timings

@@ -25,6 +25,7 @@ Filesystems without an atomic create (anything but local disks, S3 and fsspec's 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -186,6 +187,33 @@ def _holder(subject: str, generation: int, released: bool, raw: bytes | None) ->
                       str(doc.get("purpose", "")), float(doc.get("expires_at", 0.0)))
     except (ValueError, TypeError):
         return Holder(subject, generation, released)
+
+
+def list_holders(fs: fsspec.AbstractFileSystem, folder: str) -> list[Holder]:
+    """Every subject's current unreleased claim in `folder` (live or expired): ONE listing, then the claim
+    objects of the subjects that are not released, in one batched read. Released subjects cost no read."""
+    folder = folder.rstrip("/")
+    fs.invalidate_cache(folder)
+    try:
+        paths = fs.find(folder)
+    except FileNotFoundError:
+        return []
+    tops: dict[str, tuple[int, bool, str]] = {}
+    for p in paths:
+        parsed = layout.parse_claim_name(p)
+        subject = posixpath.basename(posixpath.dirname(p))
+        if parsed is None or layout.painting_id_problem(subject):
+            continue
+        if subject not in tops or parsed > tops[subject][:2]:
+            tops[subject] = (*parsed, p)
+    held = {s: p for s, (_, released, p) in tops.items() if not released}
+    raws = fs.cat(list(held.values()), on_error="return") if held else {}
+    out = []
+    for subject, path in sorted(held.items()):
+        raw = raws.get(path)
+        if isinstance(raw, bytes):
+            out.append(_holder(subject, tops[subject][0], False, raw))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- claims
@@ -363,29 +391,8 @@ class Claims:
         return _holder(subject, generation, False, raw)
 
     def holders(self) -> list[Holder]:
-        """Every subject's current unreleased claim (live or expired): ONE listing, then the claim objects of
-        the subjects that are not released, in one batched read."""
-        self.fs.invalidate_cache(self.folder)
-        try:
-            paths = self.fs.find(self.folder)
-        except FileNotFoundError:
-            return []
-        tops: dict[str, tuple[int, bool, str]] = {}
-        for p in paths:
-            parsed = layout.parse_claim_name(p)
-            subject = posixpath.basename(posixpath.dirname(p))
-            if parsed is None or layout.painting_id_problem(subject):
-                continue
-            if subject not in tops or parsed > tops[subject][:2]:
-                tops[subject] = (*parsed, p)
-        held = {s: p for s, (_, released, p) in tops.items() if not released}
-        raws = self.fs.cat(list(held.values()), on_error="return") if held else {}
-        out = []
-        for subject, path in sorted(held.items()):
-            raw = raws.get(path)
-            if isinstance(raw, bytes):
-                out.append(_holder(subject, tops[subject][0], False, raw))
-        return out
+        """Every subject's current unreleased claim, live or expired (`list_holders`)."""
+        return list_holders(self.fs, self.folder)
 
     # ---- taking
 
@@ -470,3 +477,31 @@ class Claims:
         for claim in held:
             claim.release()
         self._stop.set()
+
+
+_warned: set[str] = set()
+
+
+def painting_claims(store, run_id: str, ttl_s: float = DEFAULT_TTL_S) -> Claims | None:
+    """The painting claims of `store` for `run_id`, or None (with one warning) where the filesystem cannot hold
+    them: there, one driver per output is the operator's to ensure."""
+    claims = Claims.of_store(store, run_id, ttl_s)
+    if claims.supported:
+        return claims
+    name = type(store.fs).__name__
+    if name not in _warned:
+        _warned.add(name)
+        log.warning("%s has no atomic create: paintings are not claimed; run one driver at a time on %s", name,
+                    store.uri)
+    return None
+
+
+@contextlib.contextmanager
+def holding(claims: Claims | None, subject: str, purpose: str) -> Iterator[Claim | None]:
+    """`with holding(claims, painting_id, "render") as claim:` the subject's claim for the block (None where
+    there are no claims), released at its end; Claimed when another run holds it."""
+    if claims is None:
+        yield None
+        return
+    with claims.take(subject, purpose) as claim:
+        yield claim

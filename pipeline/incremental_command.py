@@ -16,7 +16,8 @@ from artmator.pipeline.progress import configure_logging, duration, logging_opti
 from artmator.pipeline.run_command import run_config, run_options
 
 # What `artmator render` takes of a run's resources (the rest of its options change recorded render settings).
-RENDER_RESOURCES = ("only", "actors", "gpus_per_actor", "cpus_per_actor", "threads_per_actor", "progress_every_s")
+RENDER_RESOURCES = ("only", "actors", "gpus_per_actor", "cpus_per_actor", "threads_per_actor", "progress_every_s",
+                    "claim_ttl_s")
 ACTION_WORDS = {"tune": "tune", "render": "re-render from the stored delta", "refresh": "refresh metadata only",
                 "skip": "skip (unchanged)"}
 
@@ -74,7 +75,8 @@ def plan(as_json: bool, **options) -> None:
 
 @click.command("render")
 @click.argument("out_uri")
-@config_options(RunConfig, include=RENDER_RESOURCES, into="resources", aliases={"progress_every_s": "progress-every"})
+@config_options(RunConfig, include=RENDER_RESOURCES, into="resources",
+                aliases={"progress_every_s": "progress-every", "claim_ttl_s": "claim-ttl"})
 @setting_overrides(("render", "face_metrics", "device"), into="changes")
 @click.option("--gallery/--no-gallery", default=True, show_default=True, help="Update the static gallery at OUT/gallery.")
 @storage_options_option
@@ -95,7 +97,8 @@ def render(out_uri: str, resources: dict, changes: dict, gallery: bool, storage_
         raise click.BadParameter(exc.message, param_hint=[flag_label(SETTINGS_LEAVES)(p) for p in changes]) from None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"render {summary.run_id}: {summary.rendered} re-rendered, {summary.failed} failed, "
+    claimed = f", {summary.claimed} claimed by other runs" if summary.claimed else ""
+    click.echo(f"render {summary.run_id}: {summary.rendered} re-rendered{claimed}, {summary.failed} failed, "
                f"{summary.seconds:.0f} s")
     for kind, n in sorted(summary.failures.items()):
         click.echo(f"  failed ({kind}): {n}")

@@ -27,6 +27,7 @@ import pyarrow as pa
 from artmator.model.fields import setting
 from artmator.pipeline import changes
 from artmator.pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, failed_row, wire_plan
+from artmator.pipeline.claims import DEFAULT_TTL_S
 from artmator.pipeline.layout import REPORT_SCHEMA, digest
 from artmator.pipeline.manifest import load_manifest
 from artmator.pipeline.progress import RunProgress
@@ -62,6 +63,10 @@ class RunConfig:
     force: bool = setting(False, "Tune every selected painting again, whatever is committed or failed before.")
     progress_every_s: float = setting(60.0, "Seconds between progress log lines and partial report writes "
                                             "(0: none).", metavar="SECONDS")
+    claim_ttl_s: float = setting(DEFAULT_TTL_S, "Lease of each painting's claim, renewed while a worker holds it: "
+                                                "another run leaves a painting claimed by a live worker alone and "
+                                                "takes over a claim this long after its worker stopped renewing it.",
+                                 metavar="SECONDS")
 
     def __post_init__(self):
         if self.actors is not None and self.actors < 1:
@@ -69,6 +74,8 @@ class RunConfig:
         if self.gpus_per_actor < 0 or self.cpus_per_actor < 0.1:
             raise ValueError(f"gpus_per_actor must be >= 0 and cpus_per_actor >= 0.1, got {self.gpus_per_actor} "
                              f"and {self.cpus_per_actor}")
+        if self.claim_ttl_s < 1:
+            raise ValueError(f"claim_ttl_s must be >= 1 s, got {self.claim_ttl_s}")
         if self.threads_per_actor < 0 or self.max_task_retries < 0 or self.progress_every_s < 0:
             raise ValueError("threads_per_actor, max_task_retries and progress_every_s must be >= 0, got "
                              f"{self.threads_per_actor}, {self.max_task_retries} and {self.progress_every_s}")
@@ -86,6 +93,7 @@ class RunSummary:
     failures: dict[str, int]             # error_kind -> count
     rendered: int = 0                    # re-rendered from their stored delta
     refreshed: int = 0                   # metadata refreshed
+    claimed: int = 0                     # left to another run that holds their claim
 
     @property
     def ok(self) -> bool:
@@ -241,7 +249,7 @@ def run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -
                              config_hash=plan.config_hash,
                              threads=config.threads_per_actor or local_threads_per_actor(config, work["tune"]
                                                                                           or work["render"]),
-                             max_attempts=config.max_task_retries + 1)
+                             max_attempts=config.max_task_retries + 1, claim_ttl_s=config.claim_ttl_s)
             total = sum(work.values())
             for action in ("refresh", "render", "tune"):
                 items = [{"painting_id": r.task.painting_id, "task": json.dumps(r.task.as_row()),
@@ -261,9 +269,12 @@ def run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -
                          skipped=statuses.count("skipped"),
                          failed=statuses.count("failed") + statuses.count("invalid"),
                          seconds=time.perf_counter() - start, report_path=path, failures=failures,
-                         rendered=statuses.count("rendered"), refreshed=statuses.count("refreshed"))
-    log.info("run %s finished: %d tuned, %d re-rendered, %d refreshed, %d skipped, %d failed in %.0f s", run_id,
-             summary.done, summary.rendered, summary.refreshed, summary.skipped, summary.failed, summary.seconds)
+                         rendered=statuses.count("rendered"), refreshed=statuses.count("refreshed"),
+                         claimed=statuses.count("claimed"))
+    claimed = f", {summary.claimed} claimed by other runs" if summary.claimed else ""
+    log.info("run %s finished: %d tuned, %d re-rendered, %d refreshed, %d skipped%s, %d failed in %.0f s", run_id,
+             summary.done, summary.rendered, summary.refreshed, summary.skipped, claimed, summary.failed,
+             summary.seconds)
     return summary
 
 
@@ -418,7 +429,8 @@ def recorded_render_changed(recorded: Mapping, changes: Mapping[tuple[str, ...],
 def rerender(out_uri: str, storage_options: Mapping | None = None, *,
              changes: Mapping[tuple[str, ...], Any] | None = None, only: tuple[str, ...] = (),
              actors: int | None = None, gpus_per_actor: float = 0.0, cpus_per_actor: float = 1.0,
-             threads_per_actor: int = 0, run_id: str | None = None, progress_every_s: float = 60.0) -> RunSummary:
+             threads_per_actor: int = 0, run_id: str | None = None, progress_every_s: float = 60.0,
+             claim_ttl_s: float = DEFAULT_TTL_S) -> RunSummary:
     """`artmator render`: re-render committed paintings (all, or `only`) from their stored deltas, with their
     recorded render settings changed as given; the same `RenderActor` path `run` takes for `rendered` rows.
 
@@ -473,12 +485,12 @@ def rerender(out_uri: str, storage_options: Mapping | None = None, *,
             settings = replace(process, backbone=backbone_settings(records[key]))
             config = RunConfig(manifest_uri="", out_uri=out_uri, settings=settings, storage_options=options,
                                actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
-                               threads_per_actor=threads_per_actor)
+                               threads_per_actor=threads_per_actor, claim_ttl_s=claim_ttl_s)
             init_ray()
             spec = ActorSpec(settings_json=json.dumps(settings.to_dict()), out_uri=out_uri, storage_options=options,
                              run_id=run_id, config_hash="",
                              threads=threads_per_actor or local_threads_per_actor(config, len(items)),
-                             max_attempts=config.max_task_retries + 1)
+                             max_attempts=config.max_task_retries + 1, claim_ttl_s=config.claim_ttl_s)
             for row in execute_phase("render", items, spec, config, tracker, settings):
                 tracker.add("render", row)
         rows += tracker.snapshot()
@@ -487,6 +499,7 @@ def rerender(out_uri: str, storage_options: Mapping | None = None, *,
     for r in rows:
         if r["status"] == "failed":
             failures[r["error_kind"]] = failures.get(r["error_kind"], 0) + 1
-    return RunSummary(run_id=run_id, total=len(rows), done=0, skipped=0, failed=sum(failures.values()),
-                      seconds=time.perf_counter() - start, report_path=path, failures=failures,
-                      rendered=sum(r["status"] == "rendered" for r in rows))
+    return RunSummary(run_id=run_id, total=len(rows), done=0, skipped=sum(r["status"] == "skipped" for r in rows),
+                      failed=sum(failures.values()), seconds=time.perf_counter() - start, report_path=path,
+                      failures=failures, rendered=sum(r["status"] == "rendered" for r in rows),
+                      claimed=sum(r["status"] == "claimed" for r in rows))

@@ -22,7 +22,7 @@ def run_options(fn):
     fn = settings_options(fn)
     fn = storage_options_option(fn)
     fn = config_options(RunConfig, exclude=RUN_ARGUMENTS, into="resources",
-                        aliases={"progress_every_s": "progress-every"})(fn)
+                        aliases={"progress_every_s": "progress-every", "claim_ttl_s": "claim-ttl"})(fn)
     fn = click.option("--out", "out_uri", default="./artmator-out", show_default=True,
                       help="Output folder or URI.")(fn)
     return click.argument("manifest", required=False, default=None)(fn)
@@ -71,9 +71,10 @@ def run(gallery, log_level, log_format, **options) -> None:
         raise click.ClickException(f"storage error: {message} (committed paintings are kept; rerun to resume)") from None
     finally:
         bar.close()
+    claimed = f", {summary.claimed} claimed by other runs" if summary.claimed else ""
     click.echo(f"run {summary.run_id}: {summary.done} committed, {summary.rendered} re-rendered, "
-               f"{summary.refreshed} refreshed, {summary.skipped} skipped (unchanged), {summary.failed} failed, "
-               f"{summary.seconds:.0f} s")
+               f"{summary.refreshed} refreshed, {summary.skipped} skipped (unchanged){claimed}, {summary.failed} "
+               f"failed, {summary.seconds:.0f} s")
     for kind, n in sorted(summary.failures.items()):
         click.echo(f"  failed ({kind}): {n}")
     click.echo(f"report: {summary.report_path}")
