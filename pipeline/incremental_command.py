@@ -106,6 +106,13 @@ def render(out_uri: str, resources: dict, changes: dict, gallery: bool, storage_
     if gallery:
         from artmator.pipeline.gallery.site import build_gallery
 
-        result = build_gallery(out_uri, out_uri.rstrip("/") + "/gallery", storage_options=options or None)
-        click.echo(f"gallery: {result.index_url}")
+        from artmator.pipeline.gallery.site import GalleryBusy
+        from artmator.pipeline.run_command import GALLERY_WAIT_S
+
+        try:
+            result = build_gallery(out_uri, out_uri.rstrip("/") + "/gallery", storage_options=options or None,
+                                   wait_s=GALLERY_WAIT_S)
+            click.echo(f"gallery: {result.index_url}")
+        except GalleryBusy as exc:
+            click.echo(f"gallery: not updated: {exc}", err=True)
     sys.exit(0 if summary.ok else 1)

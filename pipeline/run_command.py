@@ -12,6 +12,8 @@ from artmator.pipeline.options import (build_config, config_options, parse_stora
 from artmator.pipeline.progress import logging_options
 from artmator.pipeline.settings import JobSettings
 
+GALLERY_WAIT_S = 900.0
+"""How long `run` and `render` wait for another driver's gallery build on the same output."""
 DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "demo" / "manifest.parquet"
 RUN_ARGUMENTS = ("manifest_uri", "out_uri", "settings", "storage_options", "run_id")   # not options of `run`
 
@@ -81,9 +83,15 @@ def run(gallery, log_level, log_format, **options) -> None:
     if gallery:
         from artmator.pipeline.gallery.site import build_gallery
 
+        from artmator.pipeline.gallery.site import GalleryBusy
+
         site = config.out_uri.rstrip("/") + "/gallery"
-        result = build_gallery(config.out_uri, site, storage_options=config.storage_options or None)
-        click.echo(f"gallery: {result.index_url}")
+        try:
+            result = build_gallery(config.out_uri, site, storage_options=config.storage_options or None,
+                                   wait_s=GALLERY_WAIT_S)
+            click.echo(f"gallery: {result.index_url}")
+        except GalleryBusy as exc:     # another driver is still publishing: its build or the next one shows ours
+            click.echo(f"gallery: not updated: {exc}", err=True)
     sys.exit(0 if summary.ok else 1)
 
 

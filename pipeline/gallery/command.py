@@ -8,7 +8,7 @@ import click
 
 from artmator.pipeline.options import parse_storage_options
 
-from .site import build_gallery
+from .site import GalleryBusy, build_gallery
 
 
 def _check_base_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -32,12 +32,17 @@ def _check_base_url(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.option("--endpoint-url", help="S3-compatible endpoint (sets client_kwargs.endpoint_url).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Paintings encoded in parallel.")
+@click.option("--wait", "wait_s", default=300.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="How long to wait for another gallery build that is writing the same site.")
 def gallery(out: str, site: str | None, base_url: str | None, title: str, storage_option: tuple[str, ...],
-            endpoint_url: str | None, workers: int) -> None:
+            endpoint_url: str | None, workers: int, wait_s: float) -> None:
     """Build or update a static gallery (viewer pages, videos, IIIF manifests) from OUT's committed paintings."""
     dest = site or posixpath.join(out.rstrip("/"), "gallery")
-    summary = build_gallery(out, dest, storage_options=parse_storage_options(storage_option, endpoint_url),
-                            title=title, base_url=base_url, workers=workers)
+    try:
+        summary = build_gallery(out, dest, storage_options=parse_storage_options(storage_option, endpoint_url),
+                                title=title, base_url=base_url, workers=workers, wait_s=wait_s)
+    except GalleryBusy as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"{len(summary.paintings)} paintings ({len(summary.encoded)} encoded, {len(summary.reused)} "
                f"unchanged), {len(summary.unavailable)} not available, {len(summary.removed)} removed")
     for item in summary.skipped:

@@ -30,6 +30,8 @@ class Card:
     title: str
     artist: str | None
     date: str | None
+    media: str = ""
+    """The painting's media folder, relative to p/<id>/ and ending in "/" (its thumbnail is there)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class ViewerInfo:
     wrap: bool
     expressions: list[str]
     """Expression names, in the order of the `expr/<i>.png` stills."""
+    media: str = ""
+    """The folder of the media this page shows, relative to the page and ending in "/" (one folder per
+    version of the media, so a page never shows files of two versions)."""
 
 
 def asset_bytes(name: str) -> bytes:
@@ -80,7 +85,7 @@ def link_or_text(value: str) -> str:
 def _card(card: Card) -> str:
     base = f"p/{card.painting_id}/"
     lines = [f'<li class="card" data-painting="{esc(card.painting_id)}"><a href="{base}index.html">',
-             f'<img src="{base}thumb.webp" alt="" loading="lazy" decoding="async">',
+             f'<img src="{base}{card.media}thumb.webp" alt="" loading="lazy" decoding="async">',
              f'<span class="title">{esc(card.title)}</span></a>']
     lines += [f'<span class="{cls}">{esc(value)}</span>' for cls, value in (("artist", card.artist),
                                                                              ("date", card.date)) if value]
@@ -156,9 +161,9 @@ def render_viewer(site_title: str, result: PaintingResult, info: ViewerInfo) -> 
     yaws = result.yaw_deg if len(result.yaw_deg) == info.frames else []
     data = {"title": label, "frames": info.frames, "columns": info.columns, "rows": info.rows,
             "fps": result.fps, "start": info.start, "wrap": info.wrap, "yaw_deg": yaws,
-            "expressions": [{"name": n, "src": f"expr/{i}.png"} for i, n in enumerate(info.expressions)]}
+            "expressions": [{"name": n, "src": f"{info.media}expr/{i}.png"} for i, n in enumerate(info.expressions)]}
     page = _template("viewer.template.html").substitute(
         csp=CSP, title=esc(label), site_title=esc(site_title), last_frame=info.frames - 1, start=info.start,
         width=info.width, height=info.height, expression_buttons=buttons, metadata=_metadata_rows(result),
-        quality=_quality(result), data=json_script(data))
+        quality=_quality(result), data=json_script(data), media=esc(info.media))
     return page.encode("utf-8")

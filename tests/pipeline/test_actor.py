@@ -141,3 +141,36 @@ def test_whole_painting_is_aligned_and_face_metrics_reach_result_report_and_mark
     marker = store.read_marker("whole")
     assert "no_face_in_renders" in marker["flags"] and "pose_estimated" in marker["flags"]
     assert set(REPORT_COLUMNS) <= set(row)
+
+
+@pytest.mark.timeout(240)
+def test_claimed_paintings_are_left_to_their_holder_and_work_committed_meanwhile_is_not_redone(models, images,
+                                                                                                 tmp_path):
+    from artmator.pipeline import changes
+    from artmator.pipeline.actor import wire_plan
+    from artmator.pipeline.claims import Claims, list_holders
+    from artmator.pipeline.layout import claims_root
+
+    store = OutputStore(str(tmp_path))
+    other = Claims.of_store(store, "r-other").take("held", "tune")    # a live worker of another run, this host
+    tasks = [_task(0, "held", images / "g0.png"), _task(1, "free", images / "g1.png")]
+    base = changes.base_identity(SETTINGS)
+    plans = [wire_plan(changes.fresh_plan(t, SETTINGS, base), SETTINGS) for t in tasks]   # planned before any commit
+    expressions = resolve_expressions(("happiness",))
+    rows = {r["painting_id"]: r for r in tune_and_commit(tasks, models, SETTINGS, store, _spec(tmp_path), expressions,
+                                                         plans=plans)}
+    assert rows["held"]["status"] == "claimed" and "run r-other (tune)" in rows["held"]["message"]
+    assert rows["free"]["status"] == "done" and not store.is_committed("held")
+    marker = store.read_marker("free")
+    assert marker["claim"]["run_id"] == "r1" and marker["claim"]["purpose"] == "tune"
+    assert [h.subject for h in list_holders(store.fs, claims_root(store.root))] == ["held"]   # r1 let go of its own
+
+    other.release()                                   # the holder gave up without committing: a later run tunes it
+    again = {r["painting_id"]: r for r in tune_and_commit(tasks, models, SETTINGS, store,
+                                                          replace(_spec(tmp_path), run_id="r2"), expressions,
+                                                          plans=plans)}
+    assert again["held"]["status"] == "done"
+    assert again["free"]["status"] == "skipped" and "committed by run r1 after this run planned it" in \
+        again["free"]["message"]
+    assert store.read_marker("free") == marker        # not tuned twice
+    assert list_holders(store.fs, claims_root(store.root)) == []
