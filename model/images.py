@@ -428,10 +428,11 @@ def read_painting(uri: str, config: ImageConfig = ImageConfig(), storage_options
     return decode_painting(fetch_painting(uri, storage_options), uri, config)
 
 
-def fetch_painting(uri: str, storage_options: Mapping | None = None) -> bytes:
-    """A painting file's bytes; a missing file is PaintingImageError `not_found`, an outage a ConnectionError."""
+def fetch_painting(uri: str, storage_options: Mapping | None = None, timeout_s: float | None = None) -> bytes:
+    """A painting file's bytes; a missing file is PaintingImageError `not_found`, an outage a ConnectionError,
+    an http(s) server silent for `timeout_s` a TimeoutError (`model.weights.read_bytes`)."""
     try:
-        data = read_bytes(uri, storage_options)
+        data = read_bytes(uri, storage_options, timeout_s)
     except FileNotFoundError as exc:
         cause: BaseException | None = exc
         for _ in range(8):  # fsspec may wrap the FileNotFoundError it raises into another one
