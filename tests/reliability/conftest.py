@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -136,3 +137,55 @@ def kill_tree(pid: int, family: set[int]) -> None:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# ------------------------------------------------------------------------------------------ object store outage
+
+class Moto:
+    """A moto S3 server on a fixed 127.0.0.1 port that can be stopped and restarted in this process (data kept)."""
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        self._cls = ThreadedMotoServer
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        self.host, self.port = self.server.get_host_and_port()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def options(self) -> dict:
+        """s3fs storage options that fail fast while the server is down (fake credentials)."""
+        return {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": self.endpoint},
+                "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}}
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start_again(self) -> None:
+        for _ in range(50):
+            try:
+                self.server = self._cls(ip_address="127.0.0.1", port=self.port, verbose=False)
+                self.server.start()
+                return
+            except OSError:                                         # port still in TIME_WAIT / being released
+                time.sleep(0.2)
+        raise AssertionError("could not restart the S3 server on its port")
+
+
+@pytest.fixture
+def moto(monkeypatch):
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    server = Moto()
+    try:
+        yield server
+    finally:
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - already stopped
+            pass
