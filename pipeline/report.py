@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from artmator.pipeline.claims import Holder, list_holders
+from artmator.pipeline.claims import Holder, list_holders, process_alive
 from artmator.pipeline.layout import COMMITTING, REPORT_SCHEMA, claims_root  # noqa: F401 - REPORT_SCHEMA re-exported
 from artmator.pipeline.storage import OutputStore
 
@@ -29,7 +29,7 @@ def status_summary(out_uri: str, storage_options: Mapping | None = None) -> str:
         if r.get("status") not in ("skipped", "pending"):
             latest[r["painting_id"]] = r
     failed = {pid: r for pid, r in latest.items() if r["status"] in ("failed", "invalid") and pid not in committed}
-    working = {h.subject for h in holders if h.live()}
+    working = {h.subject for h in active_claims(holders)}
     partial = [pid for pid in store.partial_paintings() if pid not in working]
     lines.append(f"{len(failed)} failed (latest attempt), {len(partial)} partial (no marker, no live claim; redone "
                  "on rerun)")
@@ -51,9 +51,18 @@ def status_summary(out_uri: str, storage_options: Mapping | None = None) -> str:
     return "\n".join(lines)
 
 
+def active_claims(holders: list[Holder]) -> list[Holder]:
+    """The claims whose lease runs and whose process is not known to be gone (a claim of a process of this host
+    that no longer exists is as good as expired: any run takes it over at once)."""
+    import socket
+
+    here = socket.gethostname()
+    return [h for h in holders if h.live() and not (h.host == here and not process_alive(h.pid, h.pid_started))]
+
+
 def claim_lines(holders: list[Holder]) -> list[str]:
     """Live claims by run (who is working on what, until when) and the expired ones the next run takes over."""
-    live = [h for h in holders if h.live()]
+    live = active_claims(holders)
     lines = []
     if live:
         lines.append(f"{len(live)} live claims (paintings being worked on now):")
