@@ -5,15 +5,14 @@ outage writes one consistent manifest, report and review page."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow.parquet as pq
 import pytest
 
 from artmator.pipeline.errors import classify
+from bench.soak_outage import FaultyImages, iiif_manifest, serve_faulty
 from artmator.pipeline.prepare import PrepareConfig, prepare
 from tests.pipeline.faces_fixtures import jpeg_bytes, whole_painting
 from tests.reliability.conftest import moto  # noqa: F401 (fixture)
@@ -21,65 +20,11 @@ from tests.reliability.conftest import moto  # noqa: F401 (fixture)
 RUN_KEY = b"artmator.prepare_run"
 
 
-class _FaultyImages(BaseHTTPRequestHandler):
-    """/ok/* answers; /stall/* never does; /err500/* is always 500; /drop/* closes the connection; /flaky/*
-    is 500 twice, then answers. `requests` counts every request per path."""
-
-    image = b""
-    requests: dict[str, int] = {}
-    lock = threading.Lock()
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        with self.lock:
-            n = self.requests[self.path] = self.requests.get(self.path, 0) + 1
-        kind = self.path.split("/")[1]
-        if kind == "stall":
-            time.sleep(60)
-            return
-        if kind == "drop":
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        if kind == "err500" or (kind == "flaky" and n <= 2):
-            self.send_response(500)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = self.image if self.command == "GET" else b""
-        self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
-        self.send_header("Content-Length", str(len(self.image)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_HEAD = do_GET
-
-
-def _iiif_manifest(base: str, kinds: list[str]) -> dict:
-    canvases = []
-    for i, kind in enumerate(kinds):
-        cid = f"{base}/canvas/{kind}"
-        canvases.append({"id": cid, "type": "Canvas", "width": 1100, "height": 900, "label": {"en": [kind]},
-                         "items": [{"id": f"{cid}/page", "type": "AnnotationPage", "items": [{
-                             "id": f"{cid}/anno", "type": "Annotation", "motivation": "painting", "target": cid,
-                             "body": {"id": f"{base}/{kind}/{i}.jpg", "type": "Image", "format": "image/jpeg",
-                                      "width": 1100, "height": 900}}]}]})
-    return {"@context": "http://iiif.io/api/presentation/3/context.json", "id": f"{base}/manifest.json",
-            "type": "Manifest", "label": {"en": ["Faults"]}, "items": canvases}
-
-
 @pytest.mark.timeout(420)
 def test_iiif_server_that_stalls_errs_or_drops_gives_one_clear_error_per_painting(ray_local, tmp_path):
-    _FaultyImages.image = jpeg_bytes(whole_painting())
-    _FaultyImages.requests = {}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FaultyImages)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    server, base = serve_faulty(jpeg_bytes(whole_painting()))
     kinds = ["ok", "flaky", "stall", "err500", "drop"]
-    (tmp_path / "manifest.json").write_text(json.dumps(_iiif_manifest(base, kinds)))
+    (tmp_path / "manifest.json").write_text(json.dumps(iiif_manifest(base, kinds)))
     try:
         start = time.monotonic()
         summary = prepare(str(tmp_path / "manifest.json"), str(tmp_path / "out" / "faces.parquet"),
@@ -89,7 +34,7 @@ def test_iiif_server_that_stalls_errs_or_drops_gives_one_clear_error_per_paintin
         server.shutdown()
         server.server_close()
     report = pq.read_table(summary.report_uri).to_pylist()
-    by_kind = {r["image_uri"].split("/")[3]: r for r in report}
+    by_kind = {r["image_uri"].split("/")[3]: r for r in report}        # .../<kind>/<i>.jpg
     assert len(report) == len(kinds) and sorted(by_kind) == sorted(kinds)          # one result per painting
     assert by_kind["ok"]["status"] == "ok" and by_kind["flaky"]["status"] == "ok"   # retried past two 500s
     assert {by_kind[k]["status"] for k in ("stall", "err500", "drop")} == {"storage"}
@@ -98,7 +43,7 @@ def test_iiif_server_that_stalls_errs_or_drops_gives_one_clear_error_per_paintin
     assert "the connection failed" in by_kind["drop"]["message"]
     for k in ("stall", "err500", "drop"):
         assert f"/{k}/" in by_kind[k]["message"]                                      # names the image
-        asked = sum(n for path, n in _FaultyImages.requests.items() if path.startswith(f"/{k}/"))
+        asked = sum(n for path, n in FaultyImages.requests.items() if path.startswith(f"/{k}/"))
         assert asked >= 4, (k, asked)                                                  # retried with backoff
     assert summary.ok == 2 and len(pq.read_table(summary.manifest_uri)) == 2
     assert seconds < 300, seconds                                                      # bounded, never a hang
