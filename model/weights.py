@@ -65,7 +65,11 @@ def _http_failure(uri: str, exc: FileNotFoundError, limit: float) -> OSError:
 
     import aiohttp
 
-    cause = exc.__cause__ or exc.__context__
+    cause: BaseException | None = exc
+    for _ in range(8):                # fsspec may wrap its FileNotFoundError in another one (glob hint)
+        if not isinstance(cause, FileNotFoundError):
+            break
+        cause = cause.__cause__ or cause.__context__
     shown = _shown(uri)
     if isinstance(cause, (asyncio.TimeoutError, TimeoutError)):
         return TimeoutError(f"{shown}: no answer within {limit:g} s (the server stalled)")
@@ -76,6 +80,8 @@ def _http_failure(uri: str, exc: FileNotFoundError, limit: float) -> OSError:
         if cause.status in (401, 403):
             return PermissionError(what)
         return FileNotFoundError(what)
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return ConnectionError(f"{shown}: the host could not be reached ({type(cause).__name__}: {cause})")
     if isinstance(cause, (aiohttp.ClientError, OSError)):
         return ConnectionError(f"{shown}: the connection failed ({type(cause).__name__}: {cause})")
     return exc

@@ -337,7 +337,7 @@ def test_bad_painting_beside_a_good_one(case: Case, tmp_path, rel_settings, rel_
     else:
         assert folders == [GOOD_ID], f"a failed input left a folder behind: {folders}"
     # a path-like id never reached the filesystem anywhere (neither in nor beside the output)
-    assert sorted(p.name for p in out.iterdir()) == ["commits", "paintings", "runs"]
+    assert sorted(p.name for p in out.iterdir()) == ["claims", "commits", "paintings", "runs"]
     assert store.partial_paintings() == []
 
 

@@ -197,7 +197,7 @@ def test_hostile_ids_through_a_run_stay_inside_the_output(hostile_run):
         else:
             assert (r["status"], r["error_kind"]) == ("invalid", "manifest"), r
     assert sorted(p.name for p in (out / "paintings").iterdir()) == ["xss-0", "xss-1"]
-    assert sorted(p.name for p in out.iterdir()) == ["commits", "paintings", "runs"]
+    assert sorted(p.name for p in out.iterdir()) == ["claims", "commits", "paintings", "runs"]
 
 
 @pytest.mark.browser
