@@ -156,7 +156,7 @@ def test_claimed_paintings_are_left_to_their_holder_and_work_committed_meanwhile
     tasks = [_task(0, "held", images / "g0.png"), _task(1, "free", images / "g1.png")]
     base = changes.base_identity(SETTINGS)
     plans = [wire_plan(changes.fresh_plan(t, SETTINGS, base), SETTINGS) for t in tasks]   # planned before any commit
-    expressions = resolve_expressions(("happiness",))
+    expressions = resolve_expressions(models.backbone, ("happiness",))
     rows = {r["painting_id"]: r for r in tune_and_commit(tasks, models, SETTINGS, store, _spec(tmp_path), expressions,
                                                          plans=plans)}
     assert rows["held"]["status"] == "claimed" and "run r-other (tune)" in rows["held"]["message"]
