@@ -37,19 +37,26 @@ from bench.proctree import family, kill_all, processes
 from bench.soak_kill import CHILD, ROOT, RUN_ARGS, _catalogue
 
 
-def _start(manifest: str, out: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def run_args(steps: tuple[int, int]) -> list[str]:
+    """soak_kill's tiny run options with `steps` (stage 1, stage 2): longer tuning overlaps the drivers more."""
+    args = list(RUN_ARGS)
+    args[args.index("--stage1-steps") + 1], args[args.index("--stage2-steps") + 1] = map(str, steps)
+    return args
+
+
+def _start(manifest: str, out: Path, log: Path, args: list[str]) -> tuple[subprocess.Popen, str]:
     ray_tmp = tempfile.mkdtemp(prefix="sd", dir="/tmp")             # short: Ray's socket paths are length-limited
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     with open(log, "ab") as fh:
         child = subprocess.Popen([sys.executable, "-c", CHILD, ray_tmp, "run", manifest, "--out", str(out),
-                                  *RUN_ARGS], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                  *args], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                  start_new_session=True)
     return child, ray_tmp
 
 
 def one_round(manifest: str, out: Path, drivers: int, offsets: list[float], logs: Path,
-              timeout_s: float) -> dict:
+              timeout_s: float, args: list[str]) -> dict:
     """Start `drivers` drivers at `offsets` (seconds), wait for all, check the output; one result row."""
     from artmator.pipeline.claims import list_holders
     from artmator.pipeline.layout import claims_root
@@ -61,7 +68,7 @@ def one_round(manifest: str, out: Path, drivers: int, offsets: list[float], logs
     for i, offset in enumerate(offsets):
         while time.time() < start + offset:
             time.sleep(0.05)
-        running.append(_start(manifest, out, logs / f"driver{i}.log"))
+        running.append(_start(manifest, out, logs / f"driver{i}.log", args))
     deadline = start + timeout_s
     while time.time() < deadline and any(c.poll() is None for c, _ in running):
         for child, tmp in running:
@@ -136,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paintings", type=int, default=12)
     parser.add_argument("--max-offset", type=float, default=12.0, help="latest start of a driver, seconds")
     parser.add_argument("--timeout", type=float, default=1500.0, help="seconds a round may take")
+    parser.add_argument("--steps", type=int, nargs=2, default=(20, 10), metavar=("STAGE1", "STAGE2"),
+                        help="tuning steps: enough that the drivers' tuning overlaps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="keep catalogue, outputs and logs here")
     parser.add_argument("--out-dir", default=None, help="write the results here (default bench/results)")
@@ -153,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             offsets = [0.0] + sorted(rng.uniform(0, args.max_offset) for _ in range(drivers - 1))
             folder = work / f"d{drivers}-r{rnd}"
             folder.mkdir(parents=True, exist_ok=True)
-            row = one_round(manifest, folder / "out", drivers, offsets, folder, args.timeout)
+            row = one_round(manifest, folder / "out", drivers, offsets, folder, args.timeout,
+                            run_args(tuple(args.steps)))
             rows.append(row)
             print(f"{drivers} drivers, round {rnd}: {'OK' if row['ok'] else 'FAILED'} in {row['seconds']:.0f} s "
                   f"(starts {row['offsets_s']} s); tuned once {row['tuned_once']}/{row['paintings']}, twice "
@@ -171,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.common import environment, write_results
 
     write_results(args.name, rows, {**environment(torch.device("cpu")), "cpus": os.cpu_count()}, COLUMNS,
-                  notes=f"{args.paintings} paintings per round (tiny backbone, 3 + 2 steps, 32 px); each driver "
+                  notes=f"{args.paintings} paintings per round (tiny backbone, {args.steps[0]} + {args.steps[1]} steps, "
+                        "32 px); each driver "
                         "its own process, local Ray and process group; starts at random offsets.",
                   out_dir=Path(args.out_dir) if args.out_dir else None)
     return 0 if ok else 1

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -139,11 +140,12 @@ def outage_round(work: Path, n: int, rng: random.Random, deadline_s: float) -> d
     try:
         options = moto.options
         fs = s3fs.S3FileSystem(**options)
-        fs.mkdir("soak-bucket")
-        fs.pipe({f"soak-bucket/img/{i:02d}.jpg": jpeg_bytes(whole_painting()) for i in range(n)})
+        bucket = f"soak-{uuid.uuid4().hex[:12]}"               # moto's servers in one process share their data
+        fs.mkdir(bucket)
+        fs.pipe({f"{bucket}/img/{i:02d}.jpg": jpeg_bytes(whole_painting()) for i in range(n)})
         (work / "catalog.csv").write_text("painting_id,image_uri\n" + "\n".join(
-            f"s{i:02d},s3://soak-bucket/img/{i:02d}.jpg" for i in range(n)) + "\n")
-        out = "s3://soak-bucket/prep/faces.parquet"
+            f"s{i:02d},s3://{bucket}/img/{i:02d}.jpg" for i in range(n)) + "\n")
+        out = f"s3://{bucket}/prep/faces.parquet"
         outcome: dict = {}
 
         def first():
@@ -158,7 +160,7 @@ def outage_round(work: Path, n: int, rng: random.Random, deadline_s: float) -> d
         wait_first = rng.uniform(0.0, 2.0)
         while thread.is_alive() and time.monotonic() - start < 300:
             fs.invalidate_cache()
-            if any(p.endswith(".jpg") for p in fs.find("soak-bucket/prep")):
+            if any(p.endswith(".jpg") for p in fs.find(f"{bucket}/prep")):
                 break
             time.sleep(0.2)
         time.sleep(wait_first)
@@ -179,7 +181,7 @@ def outage_round(work: Path, n: int, rng: random.Random, deadline_s: float) -> d
         fs.invalidate_cache()
         run_ids = {pq.read_schema(u.removeprefix("s3://"), filesystem=fs).metadata[RUN_KEY]
                    for u in (out, second.report_uri)}
-        folders = {p.split("/")[3] for p in fs.find("soak-bucket/prep/faces.review")} - {"_claims"}
+        folders = {p.split("/")[3] for p in fs.find(f"{bucket}/prep/faces.review")} - {"_claims"}
         consistent = len(run_ids) == 1 and folders == {next(iter(run_ids)).decode()}
         return {"part": "outage", "paintings": n, "down_s": round(down, 1), "first_prepare": first_result,
                 "seconds": round(seconds, 1), "hang": hang, "rerun_ok": second.ok, "consistent": consistent,
@@ -206,8 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="soak_outage_cpu")
     args = parser.parse_args(argv)
 
+    import logging
+
     import ray
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)      # moto's per-request log
     rng = random.Random(args.seed)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="artmator-outage-"))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,

@@ -7,8 +7,8 @@ was lost, done twice, or visible half-written, and that no process survived.
 
 Each stage runs its command in its own process group (the Ray-using ones with their own local Ray and temp dir);
 each attempt but the last is SIGKILLed — the first (and every other one) a random 0-2 s after the stage's first
-visible progress (a review image, a new commit, a published media folder), the others at a random moment after
-the start — together
+visible progress (a review image, a new commit, a published media folder), the others at a random moment between
+the start and just past the time the first attempt took to show progress — together
 with every process of its tree (by id). The last attempt runs to the end. While attempts run and after each kill
 the readers' view is checked; after each stage its outcome:
 
@@ -215,12 +215,14 @@ class Soak:
         self.log = work / "commands.log"
         self.rows: list[dict] = []
         self.deltas: dict[str, object] = {}       # painting -> its delta entry since its first commit
+        self.progress_at: dict[str, float] = {}   # stage -> seconds to its first progress, in its first attempt
 
-    def _kill_rule(self, k: int, progress: Callable[[], bool]) -> Callable[[float], bool]:
+    def _kill_rule(self, name: str, k: int, progress: Callable[[], bool]) -> Callable[[float], bool]:
         """Attempt k: a random 0-`after` s after the stage's first progress (even k: lands while it works), or at a
-        random moment after its start (odd k: often while Ray starts)."""
+        random moment between the start and a little after the stage's first progress in an earlier attempt
+        (odd k: often while Ray starts; `max_kill` when no progress was seen yet)."""
         if k % 2 == 1:
-            at = self.rng.uniform(1.0, self.max_kill)
+            at = self.rng.uniform(1.0, min(self.max_kill, self.progress_at.get(name, self.max_kill) + self.after + 1))
             return lambda elapsed: elapsed >= at
         delay = self.rng.uniform(0.0, self.after)
         state: dict = {"asked": -1.0}
@@ -230,6 +232,7 @@ class Soak:
                 state["asked"] = elapsed
                 if progress():
                     state["t"] = elapsed
+                    self.progress_at.setdefault(name, elapsed)
             return ("t" in state and elapsed >= state["t"] + delay) or elapsed >= self.max_kill * 3
         return rule
 
@@ -255,7 +258,7 @@ class Soak:
 
         for k in range(self.kills + 1):
             last = k == self.kills
-            how, strays, secs = attempt(args, self.log, None if last else self._kill_rule(k, progress), watch)
+            how, strays, secs = attempt(args, self.log, None if last else self._kill_rule(name, k, progress), watch)
             row["attempts"] += 1
             row["killed"] += how == "SIGKILL"
             row["strays"] += strays

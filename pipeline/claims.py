@@ -22,6 +22,11 @@ the expiry written in it and their own wall clock: hosts' clocks must agree with
 
 Filesystems without an atomic create (anything but local disks, S3 and fsspec's memory) cannot hold claims:
 `Claims.supported` is False there and callers run without them (one driver per output).
+
+Checked with the installed versions (s3fs/fsspec 2026.9, moto 5.2): s3fs's `pipe_file(mode="create")` sends
+`If-None-Match: *` and turns S3's 412 into FileExistsError, and moto's server honours it; fsspec's generic
+(and local) `mode="create"` is check-then-write, hence the hard link. Conditional deletes or replaces by ETag are
+not needed: nothing here ever rewrites another worker's claim object.
 """
 from __future__ import annotations
 
