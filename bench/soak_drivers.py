@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.common import environment, write_results
 
     write_results(args.name, rows, {**environment(torch.device("cpu")), "cpus": os.cpu_count()}, COLUMNS,
-                  notes=f"{args.paintings} paintings per round (tiny backbone, {args.steps[0]} + {args.steps[1]} steps, "
-                        "32 px); each driver "
+                  notes=f"{args.paintings} paintings per round (tiny backbone, {args.steps[0]} + "
+                        f"{args.steps[1]} steps, 32 px); each driver "
                         "its own process, local Ray and process group; starts at random offsets.",
                   out_dir=Path(args.out_dir) if args.out_dir else None)
     return 0 if ok else 1

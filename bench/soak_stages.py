@@ -386,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.common import environment, write_results
 
     write_results(args.name, rows, {**environment(torch.device("cpu")), "cpus": os.cpu_count()}, COLUMNS,
-                  notes=f"{args.paintings} whole paintings (prepare finds the faces), tiny backbone 3 + 2 steps, 32 px; "
+                  notes=f"{args.paintings} whole paintings (prepare finds the faces), tiny backbone 3 + 2 steps, "
+                        "32 px; "
                         f"{args.kills} SIGKILLs per stage, seed {args.seed}.",
                   out_dir=Path(args.out_dir) if args.out_dir else None)
     return 0 if ok else 1

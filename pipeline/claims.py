@@ -39,7 +39,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -175,11 +175,6 @@ class Holder:
         what = f" ({self.purpose})" if self.purpose else ""
         return f"run {self.run_id or '?'}{what} on host {self.host or '?'} pid {self.pid}, lease until {until}"
 
-    def as_dict(self) -> dict:
-        return {"subject": self.subject, "generation": self.generation, "run_id": self.run_id, "host": self.host,
-                "pid": self.pid, "purpose": self.purpose, "expires_at": self.expires_at,
-                "live": self.live()}
-
 
 def _holder(subject: str, generation: int, released: bool, raw: bytes | None) -> Holder:
     """A Holder from a claim object's bytes; unreadable content holds nothing (it can be taken over)."""
@@ -258,10 +253,6 @@ class Claim:
         o = self.owner
         return {"generation": self.generation, "run_id": o.run_id, "host": o.host, "pid": o.pid,
                 "token": self.token, "purpose": self.purpose}
-
-    @property
-    def lost(self) -> ClaimLost | None:
-        return self._lost
 
     def check(self) -> None:
         """Raise ClaimLost unless this claim is still the subject's highest generation with at least the owner's
@@ -437,16 +428,6 @@ class Claims:
         if top is not None and not top.released:
             raise Claimed(top)
         raise ClaimLost(subject, f"still contended after {_RACE_ROUNDS} tries")
-
-    def take_all(self, subjects: Iterable[str], purpose: str = "") -> tuple[dict[str, Claim], dict[str, Claimed]]:
-        """Claim each subject; ({subject: Claim}, {subject: Claimed}) — errors other than Claimed propagate."""
-        taken, refused = {}, {}
-        for subject in subjects:
-            try:
-                taken[subject] = self.take(subject, purpose)
-            except Claimed as exc:
-                refused[subject] = exc
-        return taken, refused
 
     # ---- renewing
 

@@ -235,7 +235,7 @@ def test_holders_lists_live_claims_from_one_listing(tmp_path):
     held[1].release()
     listed = {h.subject: h for h in a.holders()}
     assert sorted(listed) == ["p1", "p3"] and all(h.live() and h.run_id == "run-a" for h in listed.values())
-    assert listed["p1"].as_dict()["purpose"] == "tune"
+    assert listed["p1"].purpose == "tune" and listed["p1"].generation == 1
     a.close()
     assert a.holders() == []
 
