@@ -156,9 +156,8 @@ def test_claimed_paintings_are_left_to_their_holder_and_work_committed_meanwhile
     tasks = [_task(0, "held", images / "g0.png"), _task(1, "free", images / "g1.png")]
     base = changes.base_identity(SETTINGS)
     plans = [wire_plan(changes.fresh_plan(t, SETTINGS, base), SETTINGS) for t in tasks]   # planned before any commit
-    expressions = resolve_expressions(models.backbone, ("happiness",))
-    rows = {r["painting_id"]: r for r in tune_and_commit(tasks, models, SETTINGS, store, _spec(tmp_path), expressions,
-                                                         plans=plans)}
+    context = context_of(SETTINGS, models)
+    rows = {r["painting_id"]: r for r in tune_and_commit(tasks, context, store, _spec(tmp_path), plans)}
     assert rows["held"]["status"] == "claimed" and "run r-other (tune)" in rows["held"]["message"]
     assert rows["free"]["status"] == "done" and not store.is_committed("held")
     marker = store.read_marker("free")
@@ -166,9 +165,8 @@ def test_claimed_paintings_are_left_to_their_holder_and_work_committed_meanwhile
     assert [h.subject for h in list_holders(store.fs, claims_root(store.root))] == ["held"]   # r1 let go of its own
 
     other.release()                                   # the holder gave up without committing: a later run tunes it
-    again = {r["painting_id"]: r for r in tune_and_commit(tasks, models, SETTINGS, store,
-                                                          replace(_spec(tmp_path), run_id="r2"), expressions,
-                                                          plans=plans)}
+    again = {r["painting_id"]: r for r in tune_and_commit(tasks, context, store, replace(_spec(tmp_path), run_id="r2"),
+                                                          plans)}
     assert again["held"]["status"] == "done"
     assert again["free"]["status"] == "skipped" and "committed by run r1 after this run planned it" in \
         again["free"]["message"]

@@ -139,7 +139,9 @@ def test_released_claim_is_taken_at_once_and_generations_only_grow(backend):
         first.check()
     assert second.record()["run_id"] == "run-b" and second.record()["generation"] == 2
     second.release()
-    assert a.take("p1").generation == 3
+    third = a.take("p1")
+    assert third.generation == 3
+    third.release()
 
 
 @pytest.mark.timeout(60)
@@ -157,7 +159,9 @@ def test_renewal_keeps_a_claim_live_past_its_lease(backend):
         other.take("p1")
     claim.check()
     claim.release()
-    assert other.take("p1").generation == 2
+    after = other.take("p1")
+    assert after.generation == 2
+    after.release()
 
 
 @pytest.mark.timeout(60)
@@ -171,6 +175,7 @@ def test_same_run_takes_over_and_fences_its_older_attempt(backend):
     new.check()
     old.release()                                          # a fenced claim's release touches nothing
     assert _names(new.owner, "p1") == ["g000000000002.json"]
+    new.release()
 
 
 def _holder_process(uri: str, options: dict, ttl_s: float, skew_s: float) -> subprocess.Popen:
@@ -208,6 +213,7 @@ def test_expired_claim_of_a_paused_holder_is_taken_over_and_the_holder_cannot_co
         assert proc.stdout.readline().startswith("lost:")
         claim.check()
         assert taker.holder("p1").run_id == "run-taker"
+        claim.release()
     finally:
         os.kill(proc.pid, signal.SIGCONT)
         proc.kill()
@@ -224,7 +230,8 @@ def test_dead_holder_on_this_host_is_taken_over_at_once(tmp_path):
     taker = _claims(uri, {}, "run-taker")
     stale = taker.holder("p1")
     assert stale.live() and stale.pid == proc.pid            # its lease still runs for ten minutes ...
-    assert taker.take("p1", "tune").generation == 2           # ... but its process is gone from this host
+    with taker.take("p1", "tune") as claim:                     # ... but its process is gone from this host
+        assert claim.generation == 2
 
 
 @pytest.mark.timeout(60)

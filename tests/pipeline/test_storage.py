@@ -406,5 +406,6 @@ def test_a_commit_records_its_claim_and_a_lost_claim_leaves_nothing_behind(store
     assert len(calls) == 2 and files_of(store, "p1") == before and store.verify("p1") == []
     del newer.check
     assert store.commit("p1", {"reference.png": b"new"}, MARKER, FP2, claim=newer)["claim"]["generation"] == 2
+    newer.release()
     with pytest.raises(StoreError, match="computed by the store"):
         store.commit("p1", {}, {**MARKER, "claim": {}}, FP2)
