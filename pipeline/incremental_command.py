@@ -78,6 +78,8 @@ def plan(as_json: bool, **options) -> None:
               help="Comma-separated expression stills: built-in names or .mat URIs (default: as committed).")
 @click.option("--face-metrics/--no-face-metrics", default=None,
               help="Score the new renders with the face networks (default: as committed).")
+@click.option("--mesh-resolution", type=click.IntRange(min=0, max=512), default=None,
+              help="Grid points per side of the mesh.glb iso-surface; 0: no mesh (default: as committed).")
 @click.option("--actors", type=click.IntRange(min=1), default=None, help="Actor pool size (default: fits the cluster).")
 @click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--cpus-per-actor", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
@@ -88,7 +90,8 @@ def plan(as_json: bool, **options) -> None:
               help="Seconds between progress log lines and partial report writes (0: none).")
 @storage_options_option
 @logging_options
-def render(out_uri: str, only, frames, render_resolution, expressions, face_metrics, actors, gpus_per_actor,
+def render(out_uri: str, only, frames, render_resolution, expressions, face_metrics, mesh_resolution, actors,
+           gpus_per_actor,
            cpus_per_actor, threads_per_actor, device, gallery, progress_every, storage_option, endpoint_url,
            log_level, log_format) -> None:
     """Re-render committed paintings of OUT from their deltas alone: new frames, sizes or expressions, no tuning.
@@ -103,7 +106,8 @@ def render(out_uri: str, only, frames, render_resolution, expressions, face_metr
     names = None if expressions is None else tuple(e.strip() for e in expressions.split(",") if e.strip())
     try:
         summary = rerender(out_uri, options, only=ids, frames=frames, resolution=render_resolution,
-                           expressions=names, face_metrics=face_metrics, device=device, actors=actors,
+                           expressions=names, face_metrics=face_metrics, mesh_resolution=mesh_resolution,
+                           device=device, actors=actors,
                            gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
                            threads_per_actor=threads_per_actor, progress_every_s=progress_every)
     except ValueError as exc:

@@ -26,7 +26,7 @@ import pyarrow as pa
 from artmator.model.render import RenderConfig
 from artmator.pipeline import changes
 from artmator.pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, failed_row, wire_plan
-from artmator.pipeline.layout import REPORT_SCHEMA, digest
+from artmator.pipeline.layout import FILES_FORMAT, REPORT_SCHEMA, digest
 from artmator.pipeline.manifest import load_manifest
 from artmator.pipeline.progress import RunProgress
 from artmator.pipeline.recommit import RenderActor, refresh_batch
@@ -384,7 +384,8 @@ def rerender(out_uri: str, storage_options: Mapping | None = None, *, only: tupl
              frames: int | None = None, resolution: int | None = None, expressions: tuple[str, ...] | None = None,
              face_metrics: bool | None = None, device: str = "cpu", actors: int | None = None,
              gpus_per_actor: float = 0.0, cpus_per_actor: float = 1.0, threads_per_actor: int = 0,
-             run_id: str | None = None, progress_every_s: float = 60.0) -> RunSummary:
+             run_id: str | None = None, progress_every_s: float = 60.0,
+             mesh_resolution: int | None = None) -> RunSummary:
     """`artmator render`: re-render committed paintings (all, or `only`) from their stored deltas, with their
     recorded render settings changed as given; the same `RenderActor` path `run` takes for `rendered` rows.
 
@@ -418,6 +419,9 @@ def rerender(out_uri: str, storage_options: Mapping | None = None, *, only: tupl
             render["expressions"] = list(expressions)
         if face_metrics is not None:
             render["face_metrics"] = face_metrics
+        if mesh_resolution is not None:
+            render["render"]["mesh_resolution"] = mesh_resolution
+        render["files_format"] = FILES_FORMAT      # the new commit holds this version's set of files
         fingerprints = commit.fingerprints._replace(render=digest(render))
         key = json.dumps(record, sort_keys=True)
         records[key] = record
@@ -429,7 +433,8 @@ def rerender(out_uri: str, storage_options: Mapping | None = None, *, only: tupl
                                           render=RenderConfig(expressions=tuple(expressions))), options)
     store.write_run_config(run_id, {"run_id": run_id, "command": "render", "out": store.uri, "only": list(only),
                                     "frames": frames, "resolution": resolution, "expressions": expressions,
-                                    "face_metrics": face_metrics, "storage_options": redact_options(options)})
+                                    "face_metrics": face_metrics, "mesh_resolution": mesh_resolution,
+                                    "storage_options": redact_options(options)})
     work = {"render": sum(len(items) for items in groups.values())}
     tracker = RunProgress(run_id, work, history_estimates(store), progress_every_s,
                           on_tick=lambda done: store.write_report(run_id, report_table(

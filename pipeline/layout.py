@@ -132,12 +132,13 @@ DELTA = "delta.safetensors"
 RESULT = "result.json"
 REFERENCE = "reference.png"
 INPUT = "input.png"                      # the tuned face square: what the delta was fitted to (likeness, review)
+MESH = "mesh.glb"                        # the tuned head as a coloured glTF 2.0 mesh (model.mesh); a render
 TURNTABLE_WEBP = "renders/turntable.webp"
 TURNTABLE_DIR = "renders/turntable/"
 EXPRESSIONS_DIR = "renders/expressions/"
 FRAME_PATH = re.compile(r"^renders/turntable/(\d{1,5})\.png$")
 TUNED_FILES = (DELTA, INPUT)              # what only tuning writes; a re-render or refresh keeps them
-FILES_FORMAT = 2
+FILES_FORMAT = 3
 """Version of the set of files a commit holds (bump when renders gain or lose a format): part of `r`."""
 
 
@@ -151,7 +152,7 @@ def expression_name(name: str) -> str:
 
 def is_render(rel: str) -> bool:
     """Files a re-render replaces (everything but the tuned files and result.json)."""
-    return rel == REFERENCE or rel.startswith("renders/")
+    return rel in (REFERENCE, MESH) or rel.startswith("renders/")
 
 
 # ------------------------------------------------------------------------------------------ fingerprints

@@ -41,6 +41,8 @@ def model_options(fn):
         click.option("--resolution", type=click.IntRange(min=16), default=None, help="Tuning resolution (pixels)."),
         click.option("--render-resolution", type=click.IntRange(min=16), default=None, help="Output render size."),
         click.option("--frames", type=click.IntRange(min=1), default=None, help="Turntable frames."),
+        click.option("--mesh-resolution", type=click.IntRange(min=0, max=512), default=None,
+                     help="Grid points per side of the mesh.glb iso-surface (default 128); 0: no mesh."),
         click.option("--expressions", default=None, metavar="NAMES",
                      help="Comma-separated expression stills: built-in names (happiness, neutral) or .mat URIs; "
                           "default: the backbone's own (happiness for AniFaceGAN presets; none for a backbone "
@@ -111,6 +113,10 @@ def settings_from_options(kw: dict) -> JobSettings:
         render = replace(render, resolution=v)
     if (v := kw.pop("frames")) is not None:
         render = replace(render, turntable_frames=v)
+    if (v := kw.pop("mesh_resolution")) is not None:
+        if v and v < 8:
+            raise click.BadParameter("must be 0 (no mesh) or at least 8", param_hint="--mesh-resolution")
+        render = replace(render, mesh_resolution=v)
     if (v := kw.pop("expressions")) is not None:
         render = replace(render, expressions=tuple(e.strip() for e in v.split(",") if e.strip()))
     device = kw.pop("device") or s.device

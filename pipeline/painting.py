@@ -12,11 +12,13 @@ import torch
 from artmator.model.backbone import Backbone
 from artmator.model.delta import apply_delta, encode_delta
 from artmator.model.images import to_pil, to_png_bytes
+from artmator.model.mesh import MeshConfig, MeshError, encode_glb, extract_mesh
 from artmator.model.render import RenderConfig, render_expressions, render_turntable, render_views, turntable_angles
 from artmator.model.tune import TunedPainting
 from artmator.pipeline.gallery.video import encode_webp
-from artmator.pipeline.layout import (DELTA, INPUT, METADATA_COLUMNS, REFERENCE, RESULT, TURNTABLE_WEBP,
+from artmator.pipeline.layout import (DELTA, INPUT, MESH, METADATA_COLUMNS, REFERENCE, RESULT, TURNTABLE_WEBP,
                                       expression_name, frame_name, plain_json)
+from artmator.pipeline.provenance import glb_extras
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -109,10 +111,30 @@ def render_files(g_trn: Backbone, latent, yaw: float, pitch: float, render: Rend
 
         metrics = face_scorer.score(list(frames), [float(y) for y in yaws], reference, painting_face, stills)
         face, flags = metrics.as_dict(), face_flags(metrics)
+    mesh, mesh_flags = mesh_file(g_trn, latent, render, files)
     record = {"resolution": render.resolution,
               "turntable": {"frames": len(frames), "yaw_deg": [round(float(y), 4) for y in yaws], "fps": render.fps},
-              "expressions": list(expressions), "face": face, "face_flags": flags}
+              "expressions": list(expressions), "face": face, "mesh": mesh, "face_flags": [*flags, *mesh_flags]}
     return files, record
+
+
+def mesh_file(g_trn: Backbone, latent, render: RenderConfig, files: dict[str, bytes]) -> tuple[dict | None, list]:
+    """Add the head's mesh.glb to `files` when asked (`render.mesh_resolution`); returns its result.json record
+    and flags. A backbone without a 3-D field, or a field without a surface, leaves the painting without a mesh
+    (recorded, and flagged `no_mesh` in the second case); it keeps its renders."""
+    if not render.mesh_resolution:
+        return None, []
+    config = MeshConfig(resolution=render.mesh_resolution)
+    try:
+        mesh = extract_mesh(g_trn, latent, config, psi=render.psi)
+        data = encode_glb(mesh, glb_extras())
+    except NotImplementedError as exc:
+        return {"error": str(exc), "kind": "unsupported"}, []
+    except MeshError as exc:
+        return {"error": str(exc), "kind": "no_surface"}, ["no_mesh"]
+    files[MESH] = data
+    return {"file": MESH, "resolution": config.resolution, "vertices": int(len(mesh.vertices)),
+            "faces": int(len(mesh.faces)), "bytes": len(data)}, []
 
 
 def result_document(painting_id: str, tuned: Mapping, rendered: Mapping, metadata: Mapping[str, object],
@@ -136,7 +158,7 @@ def records_of(result: Mapping) -> tuple[dict, dict]:
     quality = dict(result.get("quality") or {})
     tune_flags = list(quality.get("tune_flags") or [])
     tuned["quality"] = {**{k: v for k, v in quality.items() if k != "flags"}, "tune_flags": tune_flags}
-    rendered = {k: result.get(k) for k in ("resolution", "turntable", "expressions", "face")}
+    rendered = {k: result.get(k) for k in ("resolution", "turntable", "expressions", "face", "mesh")}
     rendered["face_flags"] = [f for f in quality.get("flags") or [] if f not in tune_flags]
     return tuned, rendered
 

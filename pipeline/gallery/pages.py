@@ -17,8 +17,8 @@ from .iiif import http_url, painting_label
 from .source import PaintingResult, Unavailable
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
-       "object-src 'none'; base-uri 'none'; form-action 'none'")
-STATIC_ASSETS = ("viewer.js", "style.css")
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'")
+STATIC_ASSETS = ("viewer.js", "style.css", "mesh-viewer.js", "favicon.svg")
 """Files copied verbatim to `<site>/assets/`."""
 
 
@@ -45,6 +45,8 @@ class ViewerInfo:
     wrap: bool
     expressions: list[str]
     """Expression names, in the order of the `expr/<i>.png` stills."""
+    mesh: bool = False
+    """The painting has a published `mesh.glb`."""
 
 
 def asset_bytes(name: str) -> bytes:
@@ -156,9 +158,12 @@ def render_viewer(site_title: str, result: PaintingResult, info: ViewerInfo) -> 
     yaws = result.yaw_deg if len(result.yaw_deg) == info.frames else []
     data = {"title": label, "frames": info.frames, "columns": info.columns, "rows": info.rows,
             "fps": result.fps, "start": info.start, "wrap": info.wrap, "yaw_deg": yaws,
-            "expressions": [{"name": n, "src": f"expr/{i}.png"} for i, n in enumerate(info.expressions)]}
+            "expressions": [{"name": n, "src": f"expr/{i}.png"} for i, n in enumerate(info.expressions)],
+            "mesh": "mesh.glb" if info.mesh else None}
     page = _template("viewer.template.html").substitute(
         csp=CSP, title=esc(label), site_title=esc(site_title), last_frame=info.frames - 1, start=info.start,
         width=info.width, height=info.height, expression_buttons=buttons, metadata=_metadata_rows(result),
-        quality=_quality(result), data=json_script(data))
+        quality=_quality(result), data=json_script(data),
+        mesh_download='<li><a href="mesh.glb" download>3D mesh (glTF binary, .glb)</a></li>' if info.mesh else "",
+        mesh_script='<script src="../../assets/mesh-viewer.js"></script>' if info.mesh else "")
     return page.encode("utf-8")

@@ -6,6 +6,7 @@ Site layout (`DEST`):
     assets/viewer.js, style.css
     p/<id>/index.html           viewer page          p/<id>/manifest.json   IIIF Manifest
     p/<id>/poster.png thumb.webp sprite.webp turntable.webm turntable.mp4 turntable.webp expr/<i>.png
+    p/<id>/mesh.glb             the head as a glTF 2.0 mesh, when the painting has one (turned in WebGL)
     p/<id>/_gallery.json        stamp, written last for the painting: keys that decide what to redo
 
 Incremental: a painting's media are re-encoded only when the sha256s of its committed frames/stills (plus fps,
@@ -27,11 +28,13 @@ from pathlib import Path
 import fsspec
 from PIL import Image
 
+from artmator.pipeline.layout import MESH
+
 from . import iiif, pages, video
 from .source import (CommittedPainting, IntegrityError, PaintingResult, Unavailable, latest_failures,
                      list_committed, parse_result, read_verified)
 
-FORMAT = 1
+FORMAT = 2
 """Bump when encoded media or page structure change, so existing sites get rebuilt."""
 STAMP = "_gallery.json"
 
@@ -71,6 +74,7 @@ class MediaFacts:
     rows: int
     duration: float
     expressions: list[tuple[str, int, int]]
+    mesh: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,12 @@ class _Site:
             handle.write(data)
         os.replace(tmp, path)
 
+    def remove(self, rel: str) -> None:
+        try:
+            self.fs.rm_file(self.path(rel))
+        except FileNotFoundError:
+            pass
+
     def read_json(self, rel: str) -> dict | None:
         try:
             doc = json.loads(self.fs.cat_file(self.path(rel)))
@@ -123,7 +133,7 @@ def _image(data: bytes) -> Image.Image:
 
 def _media_key(painting: CommittedPainting, result: PaintingResult) -> str:
     used = {rel: e.sha256 for rel, e in painting.files.items()
-            if rel == "reference.png" or rel.startswith(("renders/turntable", "renders/expressions/"))}
+            if rel in ("reference.png", MESH) or rel.startswith(("renders/turntable", "renders/expressions/"))}
     return _digest({"format": FORMAT, "files": used, "fps": result.fps, "expressions": result.expressions})
 
 
@@ -175,9 +185,13 @@ def _encode_media(site: _Site, fs: fsspec.AbstractFileSystem, painting: Committe
             size = _image(data).size
             site.put(f"{rel}expr/{len(stills)}.png", data)
             stills.append((name, *size))
+    if MESH in painting.files:
+        site.put(rel + "mesh.glb", read_verified(fs, painting, MESH))
+    else:                                     # re-rendered without a mesh: no stale one left behind
+        site.remove(rel + "mesh.glb")
     columns, rows = video.sprite_grid(len(frames))
     return MediaFacts(width, height, len(frames), columns, rows,
-                      round(len(video.ping_pong(frames)) / result.fps, 3), stills)
+                      round(len(video.ping_pong(frames)) / result.fps, 3), stills, MESH in painting.files)
 
 
 def _painting_media(painting_id: str, facts: MediaFacts) -> iiif.PaintingMedia:
@@ -215,7 +229,7 @@ def _publish(site: _Site, fs: fsspec.AbstractFileSystem, painting: CommittedPain
         site.put(f"p/{pid}/manifest.json", iiif.to_json(manifest))
         info = pages.ViewerInfo(facts.width, facts.height, facts.frames, facts.columns, facts.rows,
                                 _start_frame(result, facts.frames), _wraps(result, facts.frames),
-                                [name for name, _, _ in facts.expressions])
+                                [name for name, _, _ in facts.expressions], facts.mesh)
         site.put(f"p/{pid}/index.html", pages.render_viewer(title, result, info))
         site.put(f"p/{pid}/{STAMP}", json.dumps({"format": FORMAT, "media_key": media_key, "page_key": page_key,
                                                  "run_id": painting.run_id, "media": asdict(facts)}).encode())
