@@ -15,6 +15,10 @@ from artmator.model.backbone import Backbone, Latent
 from artmator.model.camera import turntable_yaws
 
 
+MESH_AUTO_MAX = 128
+"""Largest automatic mesh grid: ~48k faces, ~0.75 MB of GLB for a head (bench/results/mesh_tiny_cpu.md)."""
+
+
 @dataclass(frozen=True)
 class RenderConfig:
     """What to render for each tuned painting."""
@@ -30,13 +34,21 @@ class RenderConfig:
     chunk_rays: int | None = None          # rays per chunk (None: the backbone's default)
     autocast: bool = False                 # CUDA only: render in float16/bfloat16 autocast
     psi: float = 1.0                       # truncation for the painting's own latent (1 = none)
-    mesh_resolution: int = 128             # grid points per side for the GLB mesh (model.mesh); 0: no mesh
+    mesh_resolution: int | None = None     # grid points per side for the GLB mesh (model.mesh); 0: no mesh;
+                                           # None: the render resolution, at most MESH_AUTO_MAX (detail to match)
 
     def __post_init__(self):
         if self.resolution < 8 or self.turntable_frames < 1 or self.frame_batch < 1:
             raise ValueError("resolution must be >= 8 and turntable_frames, frame_batch >= 1")
         if self.mesh_resolution and not 8 <= self.mesh_resolution <= 512:
             raise ValueError(f"mesh_resolution must be 0 (no mesh) or in [8, 512], got {self.mesh_resolution}")
+
+    @property
+    def mesh_grid(self) -> int:
+        """The mesh's grid points per side (0: no mesh)."""
+        if self.mesh_resolution is None:
+            return max(8, min(self.resolution, MESH_AUTO_MAX))
+        return self.mesh_resolution
 
 
 def autocast_context(device: torch.device, enabled: bool):

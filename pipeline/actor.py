@@ -27,6 +27,7 @@ from artmator.pipeline.inputs import LazyFaceAnalyzer, face_scorer, painting_inp
 from artmator.pipeline.layout import DELTA, METADATA_COLUMNS, REPORT_SCHEMA, RESULT, Fingerprints
 from artmator.pipeline.manifest import PaintingTask, task_from_row
 from artmator.pipeline.painting import painting_files, quality_flags, result_flags
+from artmator.pipeline.provenance import provenance_record
 from artmator.pipeline.settings import JobSettings, load_models, resolve_expressions, settings_from_json
 from artmator.pipeline.storage import OutputStore, atomic_write, redact_uri
 
@@ -113,7 +114,7 @@ def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, st
             expressions = (default_expressions if task.expressions is None
                            else resolve_expressions(models.backbone, task.expressions, spec.storage_options,
                                                     unsupported="skip"))
-            inputs.append((task, tune_input, expressions, face, _with_image(plan, data)))
+            inputs.append((task, tune_input, expressions, face, _with_image(plan, data), data))
         except Exception as exc:  # noqa: BLE001 - one painting's failure never stops the batch
             rows[task.painting_id] = failed_row(task.painting_id, *classify(exc))
     if inputs:
@@ -125,9 +126,9 @@ def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, st
             tuned_all = None
             for task, *_ in inputs:
                 rows[task.painting_id] = failed_row(task.painting_id, kind, message)
-        for (task, tune_input, expressions, face, plan), tuned in zip(inputs, tuned_all or []):
+        for (task, tune_input, expressions, face, plan, data), tuned in zip(inputs, tuned_all or []):
             rows[task.painting_id] = _commit(task, tuned, tune_input, expressions, face, models, settings, store,
-                                             spec, scorer, plan, (time.perf_counter() - start) / len(inputs))
+                                             spec, scorer, plan, (time.perf_counter() - start) / len(inputs), data)
     elapsed = time.perf_counter() - start
     for row in rows.values():
         row["seconds_total"] = elapsed / max(1, len(tasks))
@@ -156,7 +157,7 @@ def _with_image(plan: dict, data: bytes) -> dict:
 
 
 def _commit(task, tuned, tune_input, expressions, face, models, settings, store: OutputStore, spec: ActorSpec,
-            scorer, plan: dict, seconds: float) -> dict:
+            scorer, plan: dict, seconds: float, image_bytes: bytes | None = None) -> dict:
     if tuned.error:
         return failed_row(task.painting_id, "numerical", tuned.error)
     broken = _non_finite_delta(tuned.delta)
@@ -169,7 +170,9 @@ def _commit(task, tuned, tune_input, expressions, face, models, settings, store:
             flags.append("expressions_unsupported")           # the row asked for stills this backbone cannot make
         files = painting_files(models.backbone, tuned, settings.render, expressions, _metadata(task), flags,
                                face.as_dict(), scorer() if settings.face_metrics else None, tune_input.image,
-                               task.extra)
+                               task.extra, image_bytes,
+                               provenance_record(plan, plan["inputs"].get("image", {}).get("sha256")),
+                               plan["inputs"].get("metadata", {}).get("weights_license"))
         flags = result_flags(files)
         marker = commit_marker(spec, plan, "done", flags, {"tune": seconds})
         written = with_retries(lambda: store.commit(task.painting_id, files, marker,

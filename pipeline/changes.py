@@ -79,9 +79,12 @@ def render_inputs(task: PaintingTask | None, settings, expressions: list[str] | 
             "face_metrics": bool(settings.face_metrics), "files_format": FILES_FORMAT}
 
 
-def metadata_inputs(task: PaintingTask) -> dict:
-    """The catalogue metadata result.json shows: the gallery's columns and every pass-through column."""
-    return {"metadata": {k: getattr(task, k) for k in METADATA_COLUMNS}, "extra": plain_json(dict(task.extra))}
+def metadata_inputs(task: PaintingTask, settings=None) -> dict:
+    """The catalogue metadata result.json and the model card show: the gallery's columns, every pass-through
+    column, and the licence stated for the weights."""
+    license_ = settings.backbone.weights_license if settings is not None else "unknown"
+    return {"metadata": {k: getattr(task, k) for k in METADATA_COLUMNS}, "extra": plain_json(dict(task.extra)),
+            "weights_license": license_}
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -197,7 +200,7 @@ class Decider:
 
     def inputs(self, task: PaintingTask) -> tuple[dict, Fingerprints]:
         inputs = {"tune": tune_inputs(task, self.settings, self.base), "render": render_inputs(task, self.settings),
-                  "metadata": metadata_inputs(task),
+                  "metadata": metadata_inputs(task, self.settings),
                   "image": {"stamp": self.stamps.get(task.image_uri, UNKNOWN)}}
         return inputs, Fingerprints(digest(inputs["tune"]), UNKNOWN, inputs["image"]["stamp"],
                                     digest(inputs["render"]), digest(inputs["metadata"]))

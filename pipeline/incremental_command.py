@@ -8,6 +8,7 @@ from collections import Counter
 
 import click
 
+from artmator.pipeline.gallery.publication import publication_options
 from artmator.pipeline.options import parse_storage_options, storage_options_option
 from artmator.pipeline.progress import configure_logging, duration, logging_options
 from artmator.pipeline.run_command import run_config, run_options
@@ -86,6 +87,7 @@ def plan(as_json: bool, **options) -> None:
 @click.option("--threads-per-actor", type=click.IntRange(min=0), default=0, help="torch threads per actor (0: default).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda ... (actors given GPUs use them).")
 @click.option("--gallery/--no-gallery", default=True, show_default=True, help="Update the static gallery at OUT/gallery.")
+@publication_options
 @click.option("--progress-every", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
               help="Seconds between progress log lines and partial report writes (0: none).")
 @storage_options_option
@@ -93,7 +95,7 @@ def plan(as_json: bool, **options) -> None:
 def render(out_uri: str, only, frames, render_resolution, expressions, face_metrics, mesh_resolution, actors,
            gpus_per_actor,
            cpus_per_actor, threads_per_actor, device, gallery, progress_every, storage_option, endpoint_url,
-           log_level, log_format) -> None:
+           log_level, log_format, **publication) -> None:
     """Re-render committed paintings of OUT from their deltas alone: new frames, sizes or expressions, no tuning.
 
     Each painting keeps its backbone (as its commit records it), delta and metadata; the new renders replace the
@@ -120,6 +122,7 @@ def render(out_uri: str, only, frames, render_resolution, expressions, face_metr
     if gallery:
         from artmator.pipeline.gallery.site import build_gallery
 
-        result = build_gallery(out_uri, out_uri.rstrip("/") + "/gallery", storage_options=options or None)
+        result = build_gallery(out_uri, out_uri.rstrip("/") + "/gallery", storage_options=options or None,
+                               **publication)
         click.echo(f"gallery: {result.index_url}")
     sys.exit(0 if summary.ok else 1)

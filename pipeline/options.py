@@ -27,6 +27,9 @@ def model_options(fn):
         click.option("--official-root", default=None, metavar="URI",
                      help="Checkout of the preset's official release (local or fsspec URI): loads all its parts "
                           "(AniFaceGAN presets)."),
+        click.option("--weights-license", default="unknown", show_default=True, metavar="TEXT",
+                     help="Licence of the backbone weights, as you hold them (SPDX id, URL or words); written into "
+                          "every painting's model_card.md. Never guessed."),
         click.option("--head-prior/--no-head-prior", default=True, show_default=True,
                      help="A preset without weights starts from its demo prior when it has one (tiny: the "
                           "procedural 3D head); else random weights."),
@@ -42,7 +45,8 @@ def model_options(fn):
         click.option("--render-resolution", type=click.IntRange(min=16), default=None, help="Output render size."),
         click.option("--frames", type=click.IntRange(min=1), default=None, help="Turntable frames."),
         click.option("--mesh-resolution", type=click.IntRange(min=0, max=512), default=None,
-                     help="Grid points per side of the mesh.glb iso-surface (default 128); 0: no mesh."),
+                     help="Grid points per side of the mesh.glb iso-surface (default: the render resolution, at most "
+                          "128); 0: no mesh."),
         click.option("--expressions", default=None, metavar="NAMES",
                      help="Comma-separated expression stills: built-in names (happiness, neutral) or .mat URIs; "
                           "default: the backbone's own (happiness for AniFaceGAN presets; none for a backbone "
@@ -88,7 +92,7 @@ def settings_from_options(kw: dict) -> JobSettings:
             weights[part] = uri
     backbone = BackboneSettings(preset=preset, weights=tuple(sorted(weights.items())),
                                 head_prior=s.backbone.head_prior and kw.pop("head_prior") and not weights,
-                                seed=s.backbone.seed)
+                                seed=s.backbone.seed, weights_license=kw.pop("weights_license") or "unknown")
     kw.pop("head_prior", None)
     tune, render = s.tune, s.render
     if (v := kw.pop("stage1_steps")) is not None:

@@ -16,9 +16,9 @@ from artmator.model.mesh import MeshConfig, MeshError, encode_glb, extract_mesh
 from artmator.model.render import RenderConfig, render_expressions, render_turntable, render_views, turntable_angles
 from artmator.model.tune import TunedPainting
 from artmator.pipeline.gallery.video import encode_webp
-from artmator.pipeline.layout import (DELTA, INPUT, MESH, METADATA_COLUMNS, REFERENCE, RESULT, TURNTABLE_WEBP,
-                                      expression_name, frame_name, plain_json)
-from artmator.pipeline.provenance import glb_extras
+from artmator.pipeline.layout import (DELTA, INPUT, MESH, METADATA_COLUMNS, MODEL_CARD, PAINTING, REFERENCE,
+                                      RESULT, TURNTABLE_WEBP, expression_name, frame_name, plain_json)
+from artmator.pipeline.provenance import glb_extras, model_card
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -44,32 +44,55 @@ def quality_flags(tuned: TunedPainting, random_models: bool, pose_source: str | 
 def painting_files(backbone: Backbone, tuned: TunedPainting, render: RenderConfig,
                    expressions: Mapping[str, torch.Tensor], metadata: Mapping[str, object],
                    flags: list[str], face_input: Mapping[str, object] | None = None, face_scorer=None,
-                   painting_face: torch.Tensor | None = None, extra: Mapping[str, object] | None = None
-                   ) -> dict[str, bytes]:
+                   painting_face: torch.Tensor | None = None, extra: Mapping[str, object] | None = None,
+                   painting_image: bytes | None = None, provenance: Mapping | None = None,
+                   weights_license: str | None = None) -> dict[str, bytes]:
     """Everything a committed painting holds except the marker: delta, tuned input, renders, result.json.
 
     face_scorer: a `model.faces.metrics.FaceScorer` (loaded once per process) to score the renders with the
     pretrained face networks (result.json `face`, and flags); painting_face: the tuned (1, 3, R, R) input in
     [-1, 1], kept as input.png and used for `likeness`. The quality flags written are `flags` (the tuning's) plus
     the face flags: read them back from result.json (`result_flags`). `extra`: pass-through manifest columns.
+    painting_image: the painting file's bytes, kept as a web-sized painting.jpg (the gallery and IIIF show it
+    beside the head). provenance (`provenance.provenance_record`) and weights_license go into result.json and
+    model_card.md.
     """
     if tuned.delta is None:
         raise ValueError(f"{tuned.painting_id}: cannot write outputs of a failed painting ({tuned.error})")
     files: dict[str, bytes] = {DELTA: encode_delta(tuned.delta.tensors, tuned.delta.metadata)}
     if painting_face is not None:
         files[INPUT] = to_png_bytes(painting_face)
+    if painting_image is not None:
+        files[PAINTING] = web_copy(painting_image, tuned.painting_id)
     device = next(backbone.parameters()).device
     latent = {k: v.to(device) for k, v in tuned.latent.items()}
     renders, rendered = render_files(apply_delta(backbone, tuned.delta), latent, tuned.yaw_deg, tuned.pitch_deg,
                                      render, expressions, face_scorer, painting_face)
     files.update(renders)
-    files[RESULT] = result_document(tuned.painting_id, tune_record(tuned, flags, face_input, len(files[DELTA])),
-                                    rendered, metadata, extra)
+    record = tune_record(tuned, flags, face_input, len(files[DELTA]), provenance)
+    files[RESULT] = result_document(tuned.painting_id, record, rendered, metadata, extra)
+    files[MODEL_CARD] = model_card(json.loads(files[RESULT]), weights_license)
     return files
 
 
+WEB_COPY_SIDE = 1600
+"""Longest side of the published copy of a painting (a web page's worth, never the master)."""
+
+
+def web_copy(data: bytes, source: str, max_side: int = WEB_COPY_SIDE, quality: int = 88) -> bytes:
+    """A painting file as a web-sized sRGB JPEG (EXIF-upright, colour-managed, at most `max_side` px)."""
+    import io
+
+    from artmator.model.images import decode_bounded
+
+    image, _ = decode_bounded(data, source, max_side=max_side)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality, optimize=True, progressive=True)
+    return buffer.getvalue()
+
+
 def tune_record(tuned: TunedPainting, flags: list[str], face_input: Mapping[str, object] | None,
-                delta_bytes: int) -> dict:
+                delta_bytes: int, provenance: Mapping | None = None) -> dict:
     """The parts of result.json that tuning decides (a re-render or a refresh keeps them as they are)."""
     pose_source = (face_input or {}).get("pose_source") or ("search" if tuned.pose_estimated else "given")
     return {
@@ -83,6 +106,7 @@ def tune_record(tuned: TunedPainting, flags: list[str], face_input: Mapping[str,
         "losses": tuned.losses,
         "delta_bytes": delta_bytes,
         "base_sha256": tuned.delta.metadata.base_sha256,
+        "provenance": dict(provenance or {}),
     }
 
 
@@ -122,9 +146,9 @@ def mesh_file(g_trn: Backbone, latent, render: RenderConfig, files: dict[str, by
     """Add the head's mesh.glb to `files` when asked (`render.mesh_resolution`); returns its result.json record
     and flags. A backbone without a 3-D field, or a field without a surface, leaves the painting without a mesh
     (recorded, and flagged `no_mesh` in the second case); it keeps its renders."""
-    if not render.mesh_resolution:
+    if not render.mesh_grid:
         return None, []
-    config = MeshConfig(resolution=render.mesh_resolution)
+    config = MeshConfig(resolution=render.mesh_grid)
     try:
         mesh = extract_mesh(g_trn, latent, config, psi=render.psi)
         data = encode_glb(mesh, glb_extras())
@@ -154,7 +178,8 @@ def result_document(painting_id: str, tuned: Mapping, rendered: Mapping, metadat
 
 def records_of(result: Mapping) -> tuple[dict, dict]:
     """(tune record, render record) of a committed result.json, as `result_document` put them together."""
-    tuned = {k: result.get(k) for k in ("pose", "face_input", "timings", "losses", "delta_bytes", "base_sha256")}
+    tuned = {k: result.get(k) for k in ("pose", "face_input", "timings", "losses", "delta_bytes", "base_sha256",
+                                        "provenance")}
     quality = dict(result.get("quality") or {})
     tune_flags = list(quality.get("tune_flags") or [])
     tuned["quality"] = {**{k: v for k, v in quality.items() if k != "flags"}, "tune_flags": tune_flags}

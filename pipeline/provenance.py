@@ -1,6 +1,9 @@
 """What every published output says about how it was made: the AI-generated disclosure (one wording, one
-vocabulary term, used by the GLB, the gallery pages and the IIIF manifests)."""
+vocabulary term, used by the GLB, the gallery pages and the IIIF manifests) and each painting's model card."""
 from __future__ import annotations
+
+import re
+from collections.abc import Mapping
 
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 """IPTC NewsCodes term for media created by a model trained on sampled content (IPTC Photo Metadata
@@ -20,4 +23,131 @@ def glb_extras() -> dict:
             "method": METHOD, "generator": "artmator"}
 
 
-__all__ = ["AI_LABEL", "AI_NOTE", "DIGITAL_SOURCE_TYPE", "METHOD", "glb_extras"]
+
+
+# ------------------------------------------------------------------------------------------------ model card
+
+CITATION = ("\"Learning an Interpretable Stylized Subspace for 3D-Aware Animatable Artforms\" (3DArtmator), IEEE "
+            "Transactions on Visualization and Computer Graphics (TVCG), 2024")
+UNKNOWN = "unknown"
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~&])")
+
+
+def provenance_record(plan: Mapping, image_sha256: str | None) -> dict:
+    """What made a painting's delta, kept in its result.json at tuning time (re-renders and refreshes carry it
+    over): the image's sha256, the base weights by content, the backbone settings, tuning and image settings
+    (the seed among them) and the catalogue row's face inputs."""
+    tune = (plan.get("inputs") or {}).get("tune") or {}
+    return {"image_sha256": image_sha256, "base": tune.get("base"), "backbone": plan.get("backbone"),
+            "settings": {"tune": tune.get("tune"), "image": tune.get("image")}, "row": tune.get("row")}
+
+
+def md_text(value: object) -> str:
+    """Catalogue text as literal Markdown text on one line: markup characters escaped, line breaks flattened."""
+    text = " ".join(str(value).split())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def _number(value: object, digits: int = 3) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return UNKNOWN
+    return f"{value:.{digits}f}"
+
+
+def model_card(result: Mapping, weights_license: str | None = None) -> bytes:
+    """`model_card.md` of a committed painting, from its result.json: what it is (AI-generated), how it was made
+    (method, citations, base weights by sha256 and their licence, the input image's sha256 and rights, settings,
+    seed), how well (metrics, flags), and what it is and is not for."""
+    from artmator.model.registry import backbone_entry
+
+    meta = result.get("metadata") or {}
+    provenance = result.get("provenance") or {}
+    backbone = provenance.get("backbone") or {}
+    base = provenance.get("base") or {}
+    settings = provenance.get("settings") or {}
+    tune = settings.get("tune") or {}
+    quality = result.get("quality") or {}
+    face = result.get("face") or {}
+    mesh = result.get("mesh") or {}
+    preset = backbone.get("preset") or base.get("preset")
+    try:
+        facts = dict(backbone_entry(str(preset)).card) if preset else {}
+    except ValueError:
+        facts = {}
+    weights = base.get("weights") or {}
+    weight_lines = [f"  - `{md_text(part)}`: sha256 `{md_text(sha)}`" for part, sha in sorted(weights.items())]
+    if not weight_lines:
+        weight_lines = ["  - no weight files: " + md_text(facts.get("weights", "seeded or built-in weights"))]
+    title = meta.get("title") or result.get("painting_id")
+    lines = [
+        f"# Model card: {md_text(title)}",
+        "",
+        f"**{AI_LABEL}.** {AI_NOTE}",
+        "",
+        f"- IPTC digital source type: {DIGITAL_SOURCE_TYPE}",
+        f"- Painting id: `{md_text(result.get('painting_id'))}`",
+        "",
+        "## The painting (input)",
+        "",
+        f"- Title: {md_text(meta.get('title') or UNKNOWN)}",
+        f"- Artist: {md_text(meta.get('artist') or UNKNOWN)}",
+        f"- Date: {md_text(meta.get('date') or UNKNOWN)}",
+        f"- Rights of the painting: {md_text(meta.get('rights') or UNKNOWN)}",
+        f"- Credit line: {md_text(meta.get('credit_line') or UNKNOWN)}",
+        f"- Source: {md_text(meta.get('source_url') or UNKNOWN)}",
+        f"- Image sha256: `{md_text(provenance.get('image_sha256') or UNKNOWN)}`",
+        "",
+        "## Method",
+        "",
+        f"- {METHOD}: {CITATION}.",
+        f"- Backbone preset `{md_text(preset or UNKNOWN)}`: {md_text(facts.get('citation', UNKNOWN))}.",
+        "- Stage 1 finds the latent code whose render matches the painting at its pose; stage 2 tunes the "
+        "generator (low-rank adapters by default) so its renders take on the painting's style while turning.",
+        "",
+        "## Base weights",
+        "",
+        f"- Tunable generator sha256 (what the delta is bound to): `{md_text(result.get('base_sha256') or UNKNOWN)}`",
+        "- Weight files:",
+        *weight_lines,
+        f"- Licence of the weights: {md_text(weights_license or UNKNOWN)} (as given with `--weights-license`; "
+        "never guessed)",
+        f"- Training data of the preset's official weights: {md_text(facts.get('training_data', UNKNOWN))}",
+        "",
+        "## Settings",
+        "",
+        f"- Seed: {md_text(tune.get('seed', UNKNOWN))}",
+        f"- Tuning resolution: {md_text(tune.get('resolution') or 'backbone default')}; stage 1 steps: "
+        f"{md_text((tune.get('stage1') or {}).get('steps', UNKNOWN))}; stage 2 steps: "
+        f"{md_text((tune.get('stage2') or {}).get('steps', UNKNOWN))}; delta: "
+        f"{md_text((tune.get('delta') or {}).get('mode', UNKNOWN))}",
+        f"- Pose: yaw {_number((result.get('pose') or {}).get('yaw_deg'), 1)}°, pitch "
+        f"{_number((result.get('pose') or {}).get('pitch_deg'), 1)}° ({md_text((result.get('pose') or {}).get('source') or UNKNOWN)})",
+        f"- Renders: {md_text(result.get('resolution') or UNKNOWN)} px; expressions: "
+        f"{md_text(', '.join(result.get('expressions') or []) or 'none')}",
+        f"- Mesh: {md_text(mesh.get('faces', 'none'))} faces from a {md_text(mesh.get('resolution', UNKNOWN))}³ grid"
+        if mesh.get("file") else f"- Mesh: none ({md_text(mesh.get('error') or 'not asked for')})",
+        "",
+        "## Metrics",
+        "",
+        f"- LPIPS to the painting (reference view): {_number(quality.get('lpips_ref'))}; PSNR "
+        f"{_number(quality.get('psnr_ref'), 1)} dB",
+        f"- Face found in {_number(face.get('detected_fraction'), 2)} of turntable frames; identity consistency "
+        f"{_number(face.get('identity_consistency'), 2)}; likeness to the painting {_number(face.get('likeness'), 2)};"
+        f" pose error {_number(face.get('pose_error_deg'), 1)}°",
+        f"- Quality flags: {md_text(', '.join(quality.get('flags') or []) or 'none')}",
+        "",
+        "## Intended use and limits",
+        "",
+        "- For: exhibiting and studying a painting as a turning, expression-editable 3D interpretation, labelled "
+        "as machine-made.",
+        "- Not for: identifying or describing the sitter, reconstructing how the sitter looked, attributing work "
+        "to the artist, or any use the licences above exclude.",
+        "- The face networks behind the metrics were trained on photographs; painted faces score lower, and no "
+        "number here measures artistic quality.",
+        "",
+    ]
+    return "\n".join(lines).encode("utf-8")
+
+
+__all__ = ["AI_LABEL", "AI_NOTE", "CITATION", "DIGITAL_SOURCE_TYPE", "METHOD", "glb_extras", "md_text", "model_card",
+           "provenance_record"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from artmator.pipeline.gallery.publication import publication_kwargs, publication_options
 from artmator.pipeline.options import model_options, parse_storage_options, storage_options_option
 from artmator.pipeline.progress import logging_options
 from artmator.pipeline.settings import JobSettings
@@ -59,6 +60,7 @@ def run_config(manifest, out_uri, actors, gpus_per_actor, cpus_per_actor, thread
 @click.command("run")
 @run_options
 @click.option("--gallery/--no-gallery", default=True, show_default=True, help="Build the static gallery at OUT/gallery.")
+@publication_options
 @click.option("--progress-every", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
               help="Seconds between progress log lines and partial report writes (0: none).")
 @logging_options
@@ -74,6 +76,7 @@ def run(gallery, progress_every, log_level, log_format, **options) -> None:
     from artmator.pipeline.progress import configure_logging
 
     configure_logging(log_level, log_format)
+    publication = publication_kwargs(options)
     config = run_config(**options, progress_every_s=progress_every)
     bar = tqdm(unit="painting", file=sys.stderr, disable=not sys.stderr.isatty())
 
@@ -104,7 +107,7 @@ def run(gallery, progress_every, log_level, log_format, **options) -> None:
         from artmator.pipeline.gallery.site import build_gallery
 
         site = config.out_uri.rstrip("/") + "/gallery"
-        result = build_gallery(config.out_uri, site, storage_options=config.storage_options or None)
+        result = build_gallery(config.out_uri, site, storage_options=config.storage_options or None, **publication)
         click.echo(f"gallery: {result.index_url}")
     sys.exit(0 if summary.ok else 1)
 

@@ -30,6 +30,7 @@ class BackboneSettings:
     weights: tuple[tuple[str, str], ...] = ()         # (part, URI) for the preset's parts (Backbone.WEIGHT_PARTS)
     head_prior: bool = True                           # no weights: start from the preset's demo prior, if any
     seed: int = 0                                     # initialisation of parts without weights
+    weights_license: str = "unknown"                  # licence of the weights, as the user states it (model cards)
 
     def weight_map(self) -> dict[str, str]:
         return dict(self.weights)

@@ -2,42 +2,30 @@
 from __future__ import annotations
 
 import posixpath
-import urllib.parse
 
 import click
 
 from artmator.pipeline.options import parse_storage_options
 
+from .publication import publication_kwargs, publication_options
 from .site import build_gallery
-
-
-def _check_base_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    parts = urllib.parse.urlsplit(value)
-    if not parts.scheme or not (parts.netloc or parts.scheme == "file"):
-        raise click.BadParameter("must be an absolute URL, e.g. https://museum.example/gallery/")
-    return value
 
 
 @click.command("gallery")
 @click.argument("out")
 @click.option("--site", "site", metavar="DEST", help="Where to write the site (default: OUT/gallery).")
-@click.option("--base-url", callback=_check_base_url,
-              help="Public URL the site will be served from; IIIF ids are built on it. IIIF viewers need "
-                   "http(s). Default: the site's own file:// (or bucket) URL.")
-@click.option("--title", default="artmator gallery", show_default=True, help="Gallery title.")
+@publication_options
 @click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
               help="fsspec storage option for OUT (and DEST on the same protocol); repeatable.")
 @click.option("--endpoint-url", help="S3-compatible endpoint (sets client_kwargs.endpoint_url).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Paintings encoded in parallel.")
-def gallery(out: str, site: str | None, base_url: str | None, title: str, storage_option: tuple[str, ...],
-            endpoint_url: str | None, workers: int) -> None:
+def gallery(out: str, site: str | None, storage_option: tuple[str, ...], endpoint_url: str | None, workers: int,
+            **options) -> None:
     """Build or update a static gallery (viewer pages, videos, IIIF manifests) from OUT's committed paintings."""
     dest = site or posixpath.join(out.rstrip("/"), "gallery")
     summary = build_gallery(out, dest, storage_options=parse_storage_options(storage_option, endpoint_url),
-                            title=title, base_url=base_url, workers=workers)
+                            workers=workers, **publication_kwargs(options))
     click.echo(f"{len(summary.paintings)} paintings ({len(summary.encoded)} encoded, {len(summary.reused)} "
                f"unchanged), {len(summary.unavailable)} not available, {len(summary.removed)} removed")
     for item in summary.skipped:

@@ -7,6 +7,7 @@ Site layout (`DEST`):
     p/<id>/index.html           viewer page          p/<id>/manifest.json   IIIF Manifest
     p/<id>/poster.png thumb.webp sprite.webp turntable.webm turntable.mp4 turntable.webp expr/<i>.png
     p/<id>/mesh.glb             the head as a glTF 2.0 mesh, when the painting has one (turned in WebGL)
+    p/<id>/painting.jpg         the source painting (web-sized copy), when the commit holds one
     p/<id>/_gallery.json        stamp, written last for the painting: keys that decide what to redo
 
 Incremental: a painting's media are re-encoded only when the sha256s of its committed frames/stills (plus fps,
@@ -28,13 +29,13 @@ from pathlib import Path
 import fsspec
 from PIL import Image
 
-from artmator.pipeline.layout import MESH
+from artmator.pipeline.layout import MESH, PAINTING
 
 from . import iiif, pages, video
 from .source import (CommittedPainting, IntegrityError, PaintingResult, Unavailable, latest_failures,
                      list_committed, parse_result, read_verified)
 
-FORMAT = 2
+FORMAT = 3
 """Bump when encoded media or page structure change, so existing sites get rebuilt."""
 STAMP = "_gallery.json"
 
@@ -75,6 +76,7 @@ class MediaFacts:
     duration: float
     expressions: list[tuple[str, int, int]]
     mesh: bool = False
+    painting: tuple[int, int] | None = None   # size of the published painting.jpg
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,8 @@ def _image(data: bytes) -> Image.Image:
 
 def _media_key(painting: CommittedPainting, result: PaintingResult) -> str:
     used = {rel: e.sha256 for rel, e in painting.files.items()
-            if rel in ("reference.png", MESH) or rel.startswith(("renders/turntable", "renders/expressions/"))}
+            if rel in ("reference.png", MESH, PAINTING) or rel.startswith(("renders/turntable",
+                                                                            "renders/expressions/"))}
     return _digest({"format": FORMAT, "files": used, "fps": result.fps, "expressions": result.expressions})
 
 
@@ -189,48 +192,58 @@ def _encode_media(site: _Site, fs: fsspec.AbstractFileSystem, painting: Committe
         site.put(rel + "mesh.glb", read_verified(fs, painting, MESH))
     else:                                     # re-rendered without a mesh: no stale one left behind
         site.remove(rel + "mesh.glb")
+    painting_size = None
+    if PAINTING in painting.files:
+        data = read_verified(fs, painting, PAINTING)
+        painting_size = _image(data).size
+        site.put(rel + "painting.jpg", data)
     columns, rows = video.sprite_grid(len(frames))
     return MediaFacts(width, height, len(frames), columns, rows,
-                      round(len(video.ping_pong(frames)) / result.fps, 3), stills, MESH in painting.files)
+                      round(len(video.ping_pong(frames)) / result.fps, 3), stills, MESH in painting.files,
+                      painting_size)
 
 
 def _painting_media(painting_id: str, facts: MediaFacts) -> iiif.PaintingMedia:
     """Published media with paths relative to the site root (Manifests resolve them against the base URL)."""
     pre = f"p/{painting_id}/"
     w, h = facts.width + facts.width % 2, facts.height + facts.height % 2  # videos are padded to even sizes
+    webm = iiif.Media(pre + "turntable.webm", "video/webm", w, h, facts.duration)
+    mp4 = iiif.Media(pre + "turntable.mp4", "video/mp4", w, h, facts.duration)
     return iiif.PaintingMedia(
         painting_id=painting_id,
-        video=iiif.Media(pre + "turntable.webm", "video/webm", w, h, facts.duration),
+        videos=[webm, mp4],
         poster=iiif.Media(pre + "poster.png", "image/png", facts.width, facts.height),
-        renderings=[iiif.Media(pre + "turntable.mp4", "video/mp4", w, h, facts.duration),
-                    iiif.Media(pre + "turntable.webp", "image/webp", facts.width, facts.height)],
+        renderings=[mp4, iiif.Media(pre + "turntable.webp", "image/webp", facts.width, facts.height)],
         expressions=[(name, iiif.Media(f"{pre}expr/{i}.png", "image/png", ew, eh))
-                     for i, (name, ew, eh) in enumerate(facts.expressions)])
+                     for i, (name, ew, eh) in enumerate(facts.expressions)],
+        painting=(iiif.Media(pre + "painting.jpg", "image/jpeg", *facts.painting) if facts.painting else None),
+        mesh=iiif.Media(pre + "mesh.glb", "model/gltf-binary") if facts.mesh else None)
 
 
-def _publish(site: _Site, fs: fsspec.AbstractFileSystem, painting: CommittedPainting, base_url: str,
-             title: str) -> Published:
+def _publish(site: _Site, fs: fsspec.AbstractFileSystem, painting: CommittedPainting,
+             publication: iiif.Publication) -> Published:
     """Bring one painting's folder on the site up to date; returns its card and Manifest."""
     pid = painting.painting_id
     result_bytes = read_verified(fs, painting, "result.json")
     result = parse_result(result_bytes, pid)
     media_key = _media_key(painting, result)
     page_key = _digest({"media": media_key, "result": hashlib.sha256(result_bytes).hexdigest(),
-                        "base": base_url, "title": title, "format": FORMAT})
+                        "publication": asdict(publication), "format": FORMAT})
     stamp = site.read_json(f"p/{pid}/{STAMP}") or {}
     encoded = stamp.get("media_key") != media_key
     if encoded:
         facts = _encode_media(site, fs, painting, result)
     else:
         raw = stamp["media"]
-        facts = MediaFacts(**{**raw, "expressions": [tuple(e) for e in raw["expressions"]]})
-    manifest = iiif.build_manifest(base_url, result, _painting_media(pid, facts))
+        facts = MediaFacts(**{**raw, "expressions": [tuple(e) for e in raw["expressions"]],
+                              "painting": tuple(raw["painting"]) if raw.get("painting") else None})
+    manifest = iiif.build_manifest(publication, result, _painting_media(pid, facts))
     if encoded or stamp.get("page_key") != page_key:
         site.put(f"p/{pid}/manifest.json", iiif.to_json(manifest))
         info = pages.ViewerInfo(facts.width, facts.height, facts.frames, facts.columns, facts.rows,
                                 _start_frame(result, facts.frames), _wraps(result, facts.frames),
                                 [name for name, _, _ in facts.expressions], facts.mesh)
-        site.put(f"p/{pid}/index.html", pages.render_viewer(title, result, info))
+        site.put(f"p/{pid}/index.html", pages.render_viewer(publication.title, result, info))
         site.put(f"p/{pid}/{STAMP}", json.dumps({"format": FORMAT, "media_key": media_key, "page_key": page_key,
                                                  "run_id": painting.run_id, "media": asdict(facts)}).encode())
     meta = result.metadata
@@ -259,12 +272,15 @@ def _prune(site: _Site, keep: set[str]) -> list[str]:
 
 def build_gallery(out_uri: str, site_uri: str, storage_options: dict | None = None,
                   title: str = "artmator gallery", base_url: str | None = None,
-                  site_storage_options: dict | None = None, workers: int = 2) -> GallerySummary:
+                  site_storage_options: dict | None = None, workers: int = 2, language: str = "none",
+                  provider: str | None = None, provider_url: str | None = None,
+                  render_rights: str | None = None) -> GallerySummary:
     """Build or update the static gallery for OUT at `site_uri`.
 
     `storage_options` open OUT; the site uses `site_storage_options`, or the same options when both URIs
     share a protocol. `base_url` (absolute, ends with "/") prefixes IIIF ids; default: see
-    `default_base_url`. Paintings are published by `workers` threads (encoders release the GIL)."""
+    `default_base_url`. `language`, `provider`, `provider_url`, `render_rights`: see `iiif.Publication`.
+    Paintings are published by `workers` threads (encoders release the GIL)."""
     storage_options = storage_options or {}
     out_fs, out_path = fsspec.core.url_to_fs(out_uri, **storage_options)
     same_protocol = fsspec.core.split_protocol(out_uri)[0] == fsspec.core.split_protocol(site_uri)[0]
@@ -275,6 +291,7 @@ def build_gallery(out_uri: str, site_uri: str, storage_options: dict | None = No
     for fs in {id(out_fs): out_fs, id(site_fs): site_fs}.values():
         fs.invalidate_cache()  # fsspec caches instances and listings: a long-lived caller must see new commits
     base = (base_url.rstrip("/") + "/") if base_url else default_base_url(site_fs, site.root)
+    publication = iiif.Publication(base, title, language, provider, provider_url, render_rights)
 
     for name in pages.STATIC_ASSETS:
         site.put(f"assets/{name}", pages.asset_bytes(name))
@@ -283,7 +300,7 @@ def build_gallery(out_uri: str, site_uri: str, storage_options: dict | None = No
 
     def publish(painting: CommittedPainting) -> Published | Unavailable:
         try:
-            return _publish(site, out_fs, painting, base, title)
+            return _publish(site, out_fs, painting, publication)
         except (IntegrityError, ValueError, KeyError, OSError) as err:
             return Unavailable(painting.painting_id, f"{type(err).__name__}: {err}")
 
@@ -298,7 +315,7 @@ def build_gallery(out_uri: str, site_uri: str, storage_options: dict | None = No
     summary.unavailable = [u for u in latest_failures(out_fs, out_path) if u.painting_id not in shown]
     summary.removed = _prune(site, shown)
 
-    site.put("collection.json", iiif.to_json(iiif.build_collection(base, title, [p.manifest for p in published])))
+    site.put("collection.json", iiif.to_json(iiif.build_collection(publication, [p.manifest for p in published])))
     site.put("index.html", pages.render_index(title, [p.card for p in published], summary.unavailable))
     summary.index_url = (Path(site.path("index.html")).resolve().as_uri() if site.local else base + "index.html")
     return summary

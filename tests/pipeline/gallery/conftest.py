@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import re
@@ -65,6 +66,7 @@ class PaintingSpec:
     config_hash: str = "cfg-a"
     extra: dict = field(default_factory=dict)
     mesh: bool = False
+    painting: bool = False              # a web copy of the whole painting (painting.jpg), as a tune commits it
 
 
 def sphere_glb(hue: int = 0) -> bytes:
@@ -102,6 +104,12 @@ def write_painting(out: Path, spec: PaintingSpec) -> Path:
         files["renders/turntable.webp"] = encode_webp(frames, 12.0)
     if spec.mesh:
         files["mesh.glb"] = sphere_glb(spec.hue)
+    if spec.painting:
+        canvas = Image.new("RGB", (spec.size * 3 // 4, spec.size), (120, 90, 40))
+        ImageDraw.Draw(canvas).ellipse((10, 10, spec.size * 3 // 4 - 10, spec.size // 2), fill=(230, 190, 160))
+        buffer = io.BytesIO()
+        canvas.save(buffer, format="JPEG")
+        files["painting.jpg"] = buffer.getvalue()
     for j, name in enumerate(spec.expressions):
         still = Image.new("RGB", (spec.size, spec.size), (40 + 60 * j, 160, 80))
         ImageDraw.Draw(still).text((4, spec.size // 2), name, fill=(0, 0, 0))
@@ -156,7 +164,7 @@ MONA = PaintingSpec("mona.lisa", {"title": "Portrait of a Lady", "artist": "A. P
                                   "rights": "https://creativecommons.org/publicdomain/zero/1.0/",
                                   "credit_line": "Gift of the Friends of the Museum, 1901",
                                   "source_url": "https://collection.example.org/objects/42"},
-                    hue=30, with_webp=True, mesh=True)
+                    hue=30, with_webp=True, mesh=True, painting=True)
 XSS = PaintingSpec("xss-1", XSS_METADATA, hue=140, expressions=("happiness",))
 HIDDEN = PaintingSpec("no_marker", {"title": "Hidden: not committed"}, commit=False)
 FAILED_ROWS = [{"painting_id": "broken_1", "status": "failed", "error_kind": "no_face",
