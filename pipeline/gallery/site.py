@@ -1,7 +1,10 @@
 """`build_gallery`: turn committed paintings in OUT into a static, self-contained, IIIF-described website.
 
 Site layout (`DEST`):
-    index.html                  written last: the gallery is never a half-written page
+    index.html                  written last: the gallery is never a half-written page (page 1 of the index)
+    index-<n>.html              further index pages, `pages.PAGE_SIZE` cards each (no page holds the whole catalogue)
+    index.json, index-data.js   the search index (one compact row per painting); the .js copy is what search.js
+                                loads, as pages opened from file:// cannot fetch JSON
     collection.json             IIIF Collection of every painting Manifest
     assets/viewer.js, style.css
     p/<id>/index.html           viewer page          p/<id>/manifest.json   IIIF Manifest
@@ -29,7 +32,7 @@ from pathlib import Path
 import fsspec
 from PIL import Image
 
-from artmator.pipeline.layout import MESH, PAINTING
+from artmator.pipeline.layout import MESH, MODEL_CARD, PAINTING
 
 from . import iiif, pages, video
 from .source import (CommittedPainting, IntegrityError, PaintingResult, Unavailable, latest_failures,
@@ -203,7 +206,7 @@ def _encode_media(site: _Site, fs: fsspec.AbstractFileSystem, painting: Committe
                       painting_size)
 
 
-def _painting_media(painting_id: str, facts: MediaFacts) -> iiif.PaintingMedia:
+def _painting_media(painting_id: str, facts: MediaFacts, model_card: bool) -> iiif.PaintingMedia:
     """Published media with paths relative to the site root (Manifests resolve them against the base URL)."""
     pre = f"p/{painting_id}/"
     w, h = facts.width + facts.width % 2, facts.height + facts.height % 2  # videos are padded to even sizes
@@ -217,7 +220,8 @@ def _painting_media(painting_id: str, facts: MediaFacts) -> iiif.PaintingMedia:
         expressions=[(name, iiif.Media(f"{pre}expr/{i}.png", "image/png", ew, eh))
                      for i, (name, ew, eh) in enumerate(facts.expressions)],
         painting=(iiif.Media(pre + "painting.jpg", "image/jpeg", *facts.painting) if facts.painting else None),
-        mesh=iiif.Media(pre + "mesh.glb", "model/gltf-binary") if facts.mesh else None)
+        mesh=iiif.Media(pre + "mesh.glb", "model/gltf-binary") if facts.mesh else None,
+        model_card=iiif.Media(pre + "model_card.md", "text/markdown") if model_card else None)
 
 
 def _publish(site: _Site, fs: fsspec.AbstractFileSystem, painting: CommittedPainting,
@@ -227,7 +231,9 @@ def _publish(site: _Site, fs: fsspec.AbstractFileSystem, painting: CommittedPain
     result_bytes = read_verified(fs, painting, "result.json")
     result = parse_result(result_bytes, pid)
     media_key = _media_key(painting, result)
+    card_entry = painting.files.get(MODEL_CARD)
     page_key = _digest({"media": media_key, "result": hashlib.sha256(result_bytes).hexdigest(),
+                        "model_card": card_entry.sha256 if card_entry else None,
                         "publication": asdict(publication), "format": FORMAT})
     stamp = site.read_json(f"p/{pid}/{STAMP}") or {}
     encoded = stamp.get("media_key") != media_key
@@ -237,17 +243,22 @@ def _publish(site: _Site, fs: fsspec.AbstractFileSystem, painting: CommittedPain
         raw = stamp["media"]
         facts = MediaFacts(**{**raw, "expressions": [tuple(e) for e in raw["expressions"]],
                               "painting": tuple(raw["painting"]) if raw.get("painting") else None})
-    manifest = iiif.build_manifest(publication, result, _painting_media(pid, facts))
+    manifest = iiif.build_manifest(publication, result, _painting_media(pid, facts, MODEL_CARD in painting.files))
     if encoded or stamp.get("page_key") != page_key:
+        if MODEL_CARD in painting.files:     # rewritten by refreshes, like result.json: a page-level file
+            site.put(f"p/{pid}/model_card.md", read_verified(fs, painting, MODEL_CARD))
+        else:
+            site.remove(f"p/{pid}/model_card.md")
         site.put(f"p/{pid}/manifest.json", iiif.to_json(manifest))
         info = pages.ViewerInfo(facts.width, facts.height, facts.frames, facts.columns, facts.rows,
                                 _start_frame(result, facts.frames), _wraps(result, facts.frames),
-                                [name for name, _, _ in facts.expressions], facts.mesh)
+                                [name for name, _, _ in facts.expressions], facts.mesh, facts.painting,
+                                MODEL_CARD in painting.files)
         site.put(f"p/{pid}/index.html", pages.render_viewer(publication.title, result, info))
         site.put(f"p/{pid}/{STAMP}", json.dumps({"format": FORMAT, "media_key": media_key, "page_key": page_key,
                                                  "run_id": painting.run_id, "media": asdict(facts)}).encode())
     meta = result.metadata
-    card = pages.Card(pid, iiif.painting_label(result), meta.artist, meta.date)
+    card = pages.Card(pid, iiif.painting_label(result), meta.artist, meta.date, tuple(result.flags))
     return Published(card, manifest, encoded)
 
 
@@ -316,6 +327,17 @@ def build_gallery(out_uri: str, site_uri: str, storage_options: dict | None = No
     summary.removed = _prune(site, shown)
 
     site.put("collection.json", iiif.to_json(iiif.build_collection(publication, [p.manifest for p in published])))
-    site.put("index.html", pages.render_index(title, [p.card for p in published], summary.unavailable))
+    cards = [p.card for p in published]
+    rows = pages.index_rows(cards)
+    site.put("index.json", json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    site.put("index-data.js", pages.index_data_script(rows))
+    index_pages = pages.render_index(title, cards, summary.unavailable)
+    for name, data in index_pages.items():
+        if name != "index.html":
+            site.put(name, data)
+    for stale in site.fs.glob(site.path("index-*.html")):   # the catalogue shrank: fewer pages
+        if posixpath.basename(stale) not in index_pages:
+            site.fs.rm_file(stale)
+    site.put("index.html", index_pages["index.html"])
     summary.index_url = (Path(site.path("index.html")).resolve().as_uri() if site.local else base + "index.html")
     return summary

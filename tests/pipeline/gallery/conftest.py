@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from artmator.pipeline.gallery import encode_webp
+from artmator.pipeline.provenance import model_card
 
 SCREENSHOTS = Path(__file__).parent / "_screenshots"
 XSS_TITLE = '</script><img src=x onerror="window.__pwned=1">'
@@ -127,6 +128,7 @@ def write_painting(out: Path, spec: PaintingSpec) -> Path:
               "quality": {"lpips_ref": 0.21, "psnr_ref": 24.5, "flags": ["low_psnr"] if spec.hue else []},
               "timings": {"total_s": 1.0}, "losses": {"final": 0.1}}
     files["result.json"] = json.dumps(result).encode()
+    files["model_card.md"] = model_card(result)
     store = OutputStore(str(out))
     if spec.commit:
         store.write_painting(spec.painting_id, files, {"run_id": spec.run_id, "config_hash": spec.config_hash,
