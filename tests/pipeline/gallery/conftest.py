@@ -258,7 +258,8 @@ def open_page(browser, url: str, **context_options):
     page.on("console", lambda m: log.errors.append(m.text)
             if m.type in ("error", "warning") and not _TEST_INDUCED.search(m.text) else None)
     page.on("pageerror", lambda e: log.errors.append(str(e)))
-    page.on("requestfailed", lambda r: log.failed.append(r.url))
+    # A load the page itself cancelled (an image removed from the DOM, a navigation away) is no failure.
+    page.on("requestfailed", lambda r: None if r.failure == "net::ERR_ABORTED" else log.failed.append(r.url))
     page.on("request", lambda r: log.requests.append(r.url))
 
     def on_dialog(dialog):
