@@ -30,7 +30,8 @@ def glb_extras() -> dict:
 CITATION = ("\"Learning an Interpretable Stylized Subspace for 3D-Aware Animatable Artforms\" (3DArtmator), IEEE "
             "Transactions on Visualization and Computer Graphics (TVCG), 2024")
 UNKNOWN = "unknown"
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~&])")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
+"""What can start markup inside a line (values never start a line: list and heading markers need no escape)."""
 
 
 def provenance_record(plan: Mapping, image_sha256: str | None) -> dict:

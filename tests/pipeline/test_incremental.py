@@ -278,7 +278,7 @@ def test_a_crash_at_any_write_of_a_refresh_is_redone_or_kept_never_lost(committe
     real_write, real_rm_file, real_rm = storage.atomic_write, store.fs.rm_file, store.fs.rm
     spec = job.ActorSpec(settings_json="{}", out_uri=str(out), storage_options={}, run_id="crash", config_hash="",
                          random_models=True)
-    writes = 2 + 2          # result.json, marker, then removing the old marker and the old result.json
+    writes = 3 + 3          # result.json, model_card.md, marker, then removing the old marker and the two old files
     for crash_at in range(writes):
         rows[0]["title"] = f"Title {crash_at}"
         write_catalog(catalog, rows, images=images_of(committed))
@@ -299,7 +299,7 @@ def test_a_crash_at_any_write_of_a_refresh_is_redone_or_kept_never_lost(committe
         outcome = refresh_and_commit("a", json.loads(json.dumps(job.wire_plan(row, config.settings))), store, spec)
         monkeypatch.undo()
         assert outcome["status"] == "failed" and "injected" in outcome["message"]
-        marker_written = crash_at >= 2
+        marker_written = crash_at >= 3
         after = make_plan(config)
         assert {r.task.painting_id: r.action for r in after.rows}["a"] == ("skip" if marker_written else "refresh")
         commit = store.read_commit("a")
