@@ -1,6 +1,6 @@
 """Mesh benchmark: how big the published mesh.glb is, what it costs, and how far it is from the renders.
 
-    python -m bench.mesh                                   # tiny head prior, 3 identities, grids 64/96/128
+    python -m bench.mesh                                   # tiny demo prior, 3 identities, grids 64/96/128
     python -m bench.mesh --preset anifacegan --official-root … --device cuda --render-resolution 256
     python -m bench.mesh --identities 1 --mesh-resolutions 24 --frames 2 --render-resolution 24   # toy size
 
@@ -110,15 +110,11 @@ def run(a) -> dict:
     device = torch.device(a.device)
     torch.manual_seed(0)
     weights = {}
-    if a.preset == "tiny" and not a.official_root:
-        from artmator.model.head_prior import tiny_head_weights
+    if a.official_root:
+        from artmator.model.registry import backbone_entry
 
-        weights = tiny_head_weights()
-    elif a.official_root:
-        from artmator.model import official_weights
-
-        weights = official_weights(a.official_root)
-    backbone = load_backbone(a.preset, weights, device=device)
+        weights = backbone_entry(a.preset).weights_from_root(a.official_root)
+    backbone = load_backbone(a.preset, weights, device=device, demo_prior=not weights)
     render = RenderConfig(resolution=a.render_resolution, turntable_frames=a.frames, expressions=())
     rows, timing = [], []
     out_dir = a.out_dir or RESULTS
@@ -152,7 +148,7 @@ def run(a) -> dict:
     columns = ["grid", "faces", "glb_kb", "extract_s", "extract_vs_turntable", "iou", "worst_iou", "psnr_db",
                "mae_255", "depth_err_mm"]
     settings = {"preset": a.preset, "weights": "official" if a.official_root else (
-        "head prior" if a.preset == "tiny" else "seeded"), "identities": a.identities,
+        "demo prior (if the preset has one)"), "identities": a.identities,
                 "render_resolution": a.render_resolution, "turntable_frames": a.frames,
                 "yaw_range_deg": render.turntable_half_range_deg}
     write_tables(a.name, environment(device), settings, {"by grid": summary, "per identity": rows},

@@ -18,9 +18,7 @@ RENDER = RenderConfig(resolution=24, turntable_frames=3, expressions=(), mesh_re
 
 @pytest.fixture(scope="module")
 def head():
-    from artmator.model.head_prior import tiny_head_weights
-
-    backbone = load_backbone("tiny", weights=tiny_head_weights())
+    backbone = load_backbone("tiny", demo_prior=True)
     return backbone, backbone.sample_latent(1, torch.Generator().manual_seed(1))
 
 

@@ -17,7 +17,7 @@ RES = 48
 
 @pytest.fixture(scope="module")
 def head():
-    from artmator.model.head_prior import tiny_head_weights
+    from artmator.model.anifacegan.demo_prior import tiny_head_weights
 
     backbone = load_backbone("tiny", weights=tiny_head_weights())
     latent = backbone.sample_latent(1, torch.Generator().manual_seed(3))
