@@ -116,7 +116,7 @@ def run(a) -> dict:
         weights = backbone_entry(a.preset).weights_from_root(a.official_root)
     backbone = load_backbone(a.preset, weights, device=device, demo_prior=not weights)
     render = RenderConfig(resolution=a.render_resolution, turntable_frames=a.frames, expressions=())
-    rows, timing = [], []
+    rows = []
     out_dir = a.out_dir or RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     for identity in range(a.identities):
