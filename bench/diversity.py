@@ -26,7 +26,7 @@ from bench.quality import eval_lpips
 from bench.tuning import demo_paintings
 from artmator.model.delta import apply_delta
 from artmator.model.tune import tune_paintings
-from artmator.pipeline.settings import PRESET_SETTINGS, JobSettings, load_models
+from artmator.pipeline.settings import PRESET_SETTINGS, JobSettings, load_models, preset_settings
 
 
 @torch.no_grad()
@@ -93,7 +93,7 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out-dir", type=Path, default=None)
     a = p.parse_args(argv)
-    settings = PRESET_SETTINGS[a.settings](a.preset)
+    settings = preset_settings(a.settings, a.preset)
     tune = replace(settings.tune, resolution=a.resolution)
     if a.stage1_steps is not None:
         tune = replace(tune, stage1=replace(tune.stage1, steps=a.stage1_steps))

@@ -31,7 +31,7 @@ import torch
 
 from artmator.model.render import render_expressions, render_turntable
 from artmator.model.tune import tune_paintings
-from artmator.pipeline.settings import PRESET_SETTINGS, JobSettings, load_models, resolve_expressions
+from artmator.pipeline.settings import PRESET_SETTINGS, JobSettings, load_models, preset_settings, resolve_expressions
 from bench.common import count_flops, environment, matmul_flops_per_second, sync, write_tables
 from bench.tuning import demo_paintings
 
@@ -85,7 +85,7 @@ def measure(settings: JobSettings, models, k: int, s1: int, s2: int, expressions
 
 def run(args) -> None:
     device = torch.device(args.device)
-    settings = replace(PRESET_SETTINGS[args.settings](args.preset), device=args.device)
+    settings = replace(preset_settings(args.settings, args.preset), device=args.device)
     render = settings.render
     if args.frames:
         render = replace(render, turntable_frames=args.frames)

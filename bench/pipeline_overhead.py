@@ -4,8 +4,8 @@
     python -m bench.pipeline_overhead --paintings 1 --stage1-steps 1 --stage2-steps 1   # toy size (smoke test)
 
 Both sides do the same work with the same settings and write the same outputs to a fresh temporary folder:
-  in-process: load_models, then per painting load_painting -> tune_paintings -> quality_flags ->
-              pipeline.painting.painting_files -> OutputStore.write_painting (marker last);
+  in-process: load_models, then per painting the actor's flow (pipeline.flow.paint: face square and pose ->
+              tune_paintings -> renders -> files) -> OutputStore.write_painting (marker last);
   Ray:        pipeline.job.run(RunConfig(actors=1, threads_per_actor=<this process's torch threads>)) on a local
               Ray that is started (and timed) before the run, so Ray startup is reported on its own.
 The in-process loop runs before AND after the Ray run; its mean is the reference (drift from other load on the
@@ -38,12 +38,11 @@ import torch
 
 from bench.common import environment, write_results
 from bench.tuning import DEMO
-from artmator.model.images import load_painting
 from artmator.model.render import RenderConfig
-from artmator.model.tune import PaintingInput, tune_paintings
-from artmator.pipeline.manifest import METADATA_COLUMNS, load_manifest, manifest_base_dir, resolve_uri
-from artmator.pipeline.painting import painting_files, quality_flags
-from artmator.pipeline.settings import JobSettings, load_models, quick_settings, resolve_expressions, uses_random_models
+from artmator.pipeline.flow import context_of, load_context, paint
+from artmator.pipeline.manifest import load_manifest, manifest_base_dir, resolve_uri
+from artmator.pipeline.painting import result_flags
+from artmator.pipeline.settings import JobSettings, load_models, quick_settings
 from artmator.pipeline.storage import OutputStore
 
 
@@ -73,28 +72,19 @@ def write_manifest(n: int, folder: Path) -> str:
 
 
 def inprocess(manifest: str, settings: JobSettings, out: str, config_hash: str, models=None) -> tuple[float, float]:
-    """(model load seconds, loop seconds): the pipeline's per-painting work without Ray."""
+    """(model load seconds, loop seconds): the actor's painting flow (`pipeline.flow.paint`) without Ray."""
     t0 = time.perf_counter()
-    models = models or load_models(settings)
-    default_expressions = resolve_expressions(models.backbone, settings.render.expressions)
+    context = context_of(settings, models) if models is not None else load_context(settings)
     t1 = time.perf_counter()
     tasks, problems = load_manifest(manifest)
     assert not problems, problems
     store = OutputStore(out)
-    resolution = settings.tune.resolution or models.backbone.default_resolution
-    random_models = uses_random_models(settings)
     for task in tasks:
-        crop = None if task.crop is None else (task.crop.x, task.crop.y, task.crop.w, task.crop.h)
-        image = load_painting(task.image_uri, resolution, crop, settings.image)
-        expressions = (default_expressions if task.expressions is None
-                       else resolve_expressions(models.backbone, task.expressions, unsupported="skip"))
-        tuned = tune_paintings(models.backbone, [PaintingInput(task.painting_id, image, task.yaw_deg, task.pitch_deg)],
-                               settings.tune, models.encoders)[0]
-        flags = quality_flags(tuned, random_models)
-        metadata = {k: getattr(task, k) for k in METADATA_COLUMNS}
-        files = painting_files(models.backbone, tuned, settings.render, expressions, metadata, flags)
-        store.write_painting(task.painting_id, files, {"run_id": "inprocess", "config_hash": config_hash,
-                                                       "flags": flags})
+        [outcome] = paint([task], context)
+        assert outcome.ok, (outcome.error_kind, outcome.message)
+        flags = result_flags(outcome.files)
+        store.write_painting(task.painting_id, outcome.files, {"run_id": "inprocess", "config_hash": config_hash,
+                                                               "flags": flags})
     return t1 - t0, time.perf_counter() - t1
 
 

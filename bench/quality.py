@@ -76,7 +76,7 @@ from artmator.model.encoders import LpipsConfig, load_lpips
 from artmator.model.lora import DeltaConfig, attach_adapters, lora_layers
 from artmator.model.metrics import ssim
 from artmator.model.tune import PaintingInput, tune_paintings
-from artmator.pipeline.settings import PRESET_SETTINGS, JobSettings, load_models
+from artmator.pipeline.settings import JobSettings, load_models, preset_settings
 
 COLOUR_HEADS = ("siren.output_color.", "siren.color_layer_sine.")
 EVAL_LPIPS_SEED = 1234
@@ -364,7 +364,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     preset = a.preset or ("anifacegan" if a.full else "tiny")
-    settings = PRESET_SETTINGS["paper" if a.full else "quick"](preset)
+    settings = preset_settings("paper" if a.full else "quick", preset)
     weights = dict(settings.backbone.weights)
     if a.official_root:
         from artmator.model import official_weights
@@ -375,11 +375,11 @@ def main(argv=None) -> None:
                        backbone=replace(settings.backbone, weights=tuple(weights.items()),
                                         head_prior=a.backbone == "head-prior"))
     if a.clip or a.lpips:
-        from artmator.pipeline.options import parse_clip, parse_lpips
+        from artmator.model.encoders import ClipConfig, LpipsConfig
 
         enc = settings.tune.encoders
-        enc = replace(enc, clip=parse_clip(a.clip) if a.clip else enc.clip,
-                      lpips=parse_lpips(a.lpips) if a.lpips else enc.lpips)
+        enc = replace(enc, clip=(ClipConfig.from_spec(a.clip),) if a.clip else enc.clip,
+                      lpips=LpipsConfig.from_spec(a.lpips) if a.lpips else enc.lpips)
         settings = replace(settings, tune=replace(settings.tune, encoders=enc))
     quick_res, quick_strength = QUICK_DEFAULTS[a.backbone]
     defaults = {"identities": 50, "views": 7, "resolution": settings.tune.resolution or 128, "s1": None, "s2": None,

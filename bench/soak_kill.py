@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.proctree import descendants
+from bench.proctree import family, kill_all, processes
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
@@ -47,36 +47,10 @@ RUN_ARGS = ["--stage1-steps", "3", "--stage2-steps", "2", "--frames", "3", "--re
             "--no-find-faces", "--no-face-metrics"]  # generated blobs: ready-made "face crops", no face to score
 
 
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every live, non-zombie process."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if stat[0] != "Z":
-            out[int(entry)] = (int(stat[1]), cmd)
-    return out
+_processes, _family, _kill = processes, family, kill_all
 
 
-def _family(root: int, marker: str) -> set[int]:
-    """Descendants of `root`, plus every process whose command line names `marker` (the round's Ray temp dir)."""
-    return descendants(root) | {pid for pid, (_, cmd) in _processes().items() if marker in cmd and pid != os.getpid()}
-
-
-def _kill(pids: set[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _catalogue(folder: Path, n: int) -> str:
+def _catalogue(folder: Path, n: int, bad: bool = True) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -89,10 +63,11 @@ def _catalogue(folder: Path, n: int) -> str:
         ids.append(f"s{i:03d}")
         uris.append(f"s{i:03d}.png")
         yaws.append(float(5 * (i % 4)))
-    (folder / "broken.png").write_bytes(b"")                       # two bad rows: failures, never "lost"
-    ids += ["bad-empty-image", "bad-yaw"]
-    uris += ["broken.png", "s000.png"]
-    yaws += [0.0, 500.0]
+    if bad:
+        (folder / "broken.png").write_bytes(b"")                   # two bad rows: failures, never "lost"
+        ids += ["bad-empty-image", "bad-yaw"]
+        uris += ["broken.png", "s000.png"]
+        yaws += [0.0, 500.0]
     pq.write_table(pa.table({"painting_id": ids, "image_uri": uris, "yaw_deg": pa.array(yaws, pa.float64()),
                              "pitch_deg": pa.array([0.0] * len(ids), pa.float64())}), folder / "manifest.parquet")
     return str(folder / "manifest.parquet")

@@ -19,12 +19,10 @@ import torch
 
 from bench.common import environment, write_results
 from artmator.model.images import load_painting
-from artmator.model.localize import LocalizeConfig
 from artmator.model.lora import DeltaConfig
-from artmator.model.stylize import StylizeConfig
 from artmator.model.tune import PaintingInput, tune_paintings
 from artmator.pipeline.manifest import load_manifest
-from artmator.pipeline.settings import PRESET_SETTINGS, JobSettings, load_models
+from artmator.pipeline.settings import PRESET_SETTINGS, JobSettings, load_models, preset_settings
 
 DEMO = Path(__file__).resolve().parent.parent / "manifests" / "demo" / "manifest.parquet"
 
@@ -168,7 +166,7 @@ def main(argv=None) -> None:
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--name", default=None, help="result file name (default tuning_<what>_<preset>_<device>)")
     a = p.parse_args(argv)
-    settings = replace(PRESET_SETTINGS[a.settings](a.preset), device=a.device)
+    settings = replace(preset_settings(a.settings, a.preset), device=a.device)
     if a.resolution:
         settings = replace(settings, tune=replace(settings.tune, resolution=a.resolution))
     a.stage1_steps = a.stage1_steps if a.stage1_steps is not None else {"curves": 300, "batch": 20, "delta": settings.tune.stage1.steps}[a.what]

@@ -17,25 +17,22 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from artmator.model.fields import setting
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Random-resized-crop augmentation shared by the two images of a CLIP-direction pair.
+    """Random-resized-crop augmentation shared by the two images of a CLIP-direction pair."""
 
-    n_crops: crops (views) per image; each is encoded separately and the direction averages over them.
-    scale: (min, max) fraction of the image area a crop covers; (1, 1) keeps the whole image.
-    ratio: (min, max) crop aspect ratio width/height (sampled log-uniformly); a crop that would not fit is
-        clipped to the image border along that side.
-    flip_p: probability of a horizontal flip of a crop (portraits are roughly mirror-symmetric in style).
-    output_size: side of the square output crops in pixels; None keeps the input's (H, W). The CLIP encoder
-        resizes to its own input size anyway, so None avoids resampling twice.
-    """
-
-    n_crops: int = 4
-    scale: tuple[float, float] = (0.6, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_p: float = 0.5
-    output_size: int | None = None
+    n_crops: int = setting(4, "Crops (views) per image; each is encoded and the direction averages over them.")
+    scale: tuple[float, float] = setting((0.6, 1.0), "MIN,MAX fraction of the image area a crop covers; 1,1 keeps "
+                                                     "the whole image.")
+    ratio: tuple[float, float] = setting((3 / 4, 4 / 3), "MIN,MAX crop aspect ratio width/height (log-uniform); a "
+                                                         "crop that would not fit is clipped to the image border.")
+    flip_p: float = setting(0.5, "Probability of a horizontal flip of a crop (portraits are roughly mirror-"
+                                 "symmetric in style).")
+    output_size: int | None = setting(None, "Side of the square output crops in pixels; none keeps the input's "
+                                            "size (the CLIP encoder resizes anyway: none avoids resampling twice).")
 
     def __post_init__(self) -> None:
         if self.n_crops < 1:

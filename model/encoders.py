@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from artmator.model.fields import setting
 from artmator.model.weights import WeightsError, load_strict, parse_state_dict, read_bytes
 
 ENCODER_CONFIG_DIR = Path(__file__).parent / "encoder_configs"
@@ -55,25 +56,44 @@ def register_model_configs() -> None:
 class ClipConfig:
     """Which open_clip model serves as the image encoder E of the style-directional loss, and its weights.
 
-    model_name: an open_clip architecture ("ViT-B-32", "ViT-B-16", ... or `TINY_CLIP_NAME`).
-    pretrained: an open_clip pretrained tag ("openai", "laion2b_s34b_b79k", ...), a local checkpoint path,
-        or None for a random initialisation (tests and demos only: random embeddings carry no style).
-        A tag is looked up in the local caches (Hugging Face hub cache, ~/.cache/clip) first and only
-        downloaded through open_clip when its host is reachable; offline and uncached it fails at once.
-        With `checkpoint_uri` set the tag is never downloaded: it only selects the tag's activation variant
-        (QuickGELU for "openai") and its preprocessing mean/std.
-    checkpoint_uri: local path or fsspec URI (s3://, gs://, https://, ...) of an open_clip state dict in
-        .safetensors or .pth (read with weights_only=True), e.g. the `open_clip_model.safetensors` of the
-        tag's Hugging Face repository. Full CLIP state dicts (keys "visual.*") and image-tower-only state
-        dicts are accepted; the image tower is loaded strictly.
-    cache_dir: download/cache directory handed to open_clip (None: its defaults, the HF hub cache for hub
-        weights and ~/.cache/clip for URL weights).
+    On a command line a CLIP is one spec (`from_spec`): 'MODEL', 'MODEL:TAG', 'MODEL=URI', 'MODEL:TAG=URI', or
+    'tiny-random' for the untrained tiny encoder of tests and demos.
     """
 
-    model_name: str = "ViT-B-32"
-    pretrained: str | None = "openai"
-    checkpoint_uri: str | None = None
-    cache_dir: str | None = None
+    model_name: str = setting("ViT-B-32", "An open_clip architecture ('ViT-B-32', 'ViT-B-16', ... or the tiny "
+                                          "test architecture).")
+    pretrained: str | None = setting(
+        "openai", "An open_clip pretrained tag ('openai', 'laion2b_s34b_b79k', ...), a local checkpoint path, or "
+                  "none for a random initialisation (tests and demos only: random embeddings carry no style). A tag "
+                  "is looked up in the local caches (Hugging Face hub cache, ~/.cache/clip) first and only "
+                  "downloaded through open_clip when its host is reachable; offline and uncached it fails at once. "
+                  "With checkpoint_uri set the tag is never downloaded: it only selects the tag's activation "
+                  "variant (QuickGELU for 'openai') and its preprocessing mean/std.")
+    checkpoint_uri: str | None = setting(
+        None, "Local path or fsspec URI (s3://, gs://, https://, ...) of an open_clip state dict in .safetensors or "
+              ".pth (read with weights_only=True), e.g. the open_clip_model.safetensors of the tag's Hugging Face "
+              "repository. Full CLIP state dicts ('visual.*') and image-tower-only ones are accepted; the image "
+              "tower loads strictly.")
+    cache_dir: str | None = setting(
+        None, "Download/cache directory handed to open_clip (none: its defaults, the HF hub cache for hub weights "
+              "and ~/.cache/clip for URL weights).", result=False)
+
+    @classmethod
+    def from_spec(cls, spec: str) -> ClipConfig:
+        """'tiny-random' | 'MODEL' | 'MODEL:TAG' | 'MODEL=URI' | 'MODEL:TAG=URI' -> ClipConfig (tag default openai)."""
+        if spec == "tiny-random":
+            return cls(model_name=TINY_CLIP_NAME, pretrained=None)
+        spec, _, uri = spec.partition("=")
+        model_name, _, tag = spec.partition(":")
+        return cls(model_name=model_name, pretrained=tag or "openai", checkpoint_uri=uri or None)
+
+    def to_spec(self) -> str:
+        """The spec `from_spec` reads back into this config (cache_dir is not part of a spec)."""
+        if self.pretrained is None and self.model_name == TINY_CLIP_NAME and not self.checkpoint_uri:
+            return "tiny-random"
+        if self.pretrained is None:
+            raise ValueError(f"a random {self.model_name} CLIP has no command-line spec; use --config")
+        return self.model_name + f":{self.pretrained}" + (f"={self.checkpoint_uri}" if self.checkpoint_uri else "")
 
     def __post_init__(self) -> None:
         if not self.model_name:
@@ -345,18 +365,34 @@ _TORCHVISION_WEIGHTS = {"vgg": "VGG16_Weights", "alex": "AlexNet_Weights"}
 class LpipsConfig:
     """The LPIPS perceptual distance used by L_cr (stage 1) and L_spa (stage 2).
 
-    net: "vgg" (the usual choice for optimisation losses) or "alex".
-    backbone_weights_uri: local path or fsspec URI of the torchvision ImageNet state dict of the backbone
-        (vgg16-397923af.pth / alexnet-owt-7be5be79.pth, or a safetensors conversion). Its "features.*"
-        tensors are loaded strictly; the classifier tensors, unused by LPIPS, are ignored. None: look in the
-        torch hub cache (`torch.hub.get_dir()/checkpoints/`) and fail fast if the file is not there.
-    random_backbone: keep the backbone randomly initialised (tests and demos only): the distances are then
-        meaningless as perceptual distances. The calibrated linear heads always come from the lpips package.
+    On a command line LPIPS is one spec (`from_spec`): 'NET', 'NET=URI', or 'tiny-random' (alex, random backbone).
     """
 
-    net: str = "vgg"
-    backbone_weights_uri: str | None = None
-    random_backbone: bool = False
+    net: str = setting("vgg", "'vgg' (the usual choice for optimisation losses) or 'alex'.")
+    backbone_weights_uri: str | None = setting(
+        None, "Local path or fsspec URI of the torchvision ImageNet state dict of the backbone "
+              "(vgg16-397923af.pth / alexnet-owt-7be5be79.pth, or a safetensors conversion). Its 'features.*' "
+              "tensors load strictly; classifier tensors, unused by LPIPS, are ignored. None: look in the torch "
+              "hub cache (torch.hub.get_dir()/checkpoints/) and fail fast if the file is not there.")
+    random_backbone: bool = setting(False, "Keep the backbone randomly initialised (tests and demos only: the "
+                                           "distances are then not perceptual). The calibrated linear heads "
+                                           "always come from the lpips package.")
+
+    @classmethod
+    def from_spec(cls, spec: str) -> LpipsConfig:
+        """'tiny-random' | 'vgg' | 'alex' | 'NET=URI' -> LpipsConfig."""
+        if spec == "tiny-random":
+            return cls(net="alex", random_backbone=True)
+        net, _, uri = spec.partition("=")
+        return cls(net=net, backbone_weights_uri=uri or None)
+
+    def to_spec(self) -> str:
+        """The spec `from_spec` reads back into this config."""
+        if self.random_backbone:
+            if self.net != "alex":
+                raise ValueError(f"a random-backbone {self.net} LPIPS has no command-line spec; use --config")
+            return "tiny-random"
+        return self.net + (f"={self.backbone_weights_uri}" if self.backbone_weights_uri else "")
 
     def __post_init__(self) -> None:
         if self.net not in _TORCHVISION_WEIGHTS:

@@ -41,18 +41,21 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from artmator.model.faces.align import FaceAlignment, FaceFraming, warp_aligned
+from artmator.model.fields import setting
 from artmator.model.weights import read_bytes
 
 ERROR_KINDS = ("empty", "not_found", "unreadable", "truncated", "not_an_image", "too_large", "too_small",
                "bad_crop")
 
-PAD_MODES = ("constant", "edge", "reflect")
+PadMode = Literal["constant", "edge", "reflect"]
+PAD_MODES = get_args(PadMode)
 
 # Magic numbers of the supported raster formats: a file that starts like one of these but cannot be parsed is
 # damaged ("unreadable"/"truncated"), not "not_an_image".
@@ -85,25 +88,26 @@ class PaintingImageError(ValueError):
 class ImageConfig:
     """How painting files are decoded, checked and fitted into the backbone's square input."""
 
-    background: tuple[int, int, int] = (255, 255, 255)
-    """RGB colour that transparency is composited on, and the padding colour when pad_mode is "constant"."""
-    max_pixels: int = 40_000_000
-    """Decompression-bomb limit on width * height, checked from the header before pixels are decoded.
-    Pillow's own refusal above 2 * Image.MAX_IMAGE_PIXELS (~179 M) applies too and is reported as too_large."""
-    min_side: int = 32
-    """Smallest accepted width or height (of the image, and of a crop box): below it there is no face to fit."""
-    max_bytes: int = 200 * 1024 * 1024
-    """Largest accepted file size in bytes."""
-    pad_mode: str = "constant"
-    """How the shorter side is filled up to a square after the aspect-preserving resize: "constant" (the
-    background colour), "edge" (repeat the border pixels) or "reflect" (mirror the image at its border)."""
-    color_manage: bool = True
-    """Convert images with an embedded ICC profile (RGB, RGBA, CMYK) to sRGB."""
-    formats: tuple[str, ...] = ("JPEG", "PNG", "TIFF", "WEBP", "GIF", "BMP", "JPEG2000")
-    """Pillow format ids that are parsed at all (JPEG includes multi-picture MPO); others are "not_an_image"."""
-    find_faces: bool = True
-    """Rows without `crop` or `face_align` are whole paintings: detect the face and cut out the backbone's
-    training crop (`model.faces`). False: such images already are face crops, used whole as before."""
+    background: tuple[int, int, int] = setting(
+        (255, 255, 255), "R,G,B colour that transparency is composited on, and the padding colour when pad_mode is "
+                         "'constant'.")
+    max_pixels: int = setting(
+        40_000_000, "Decompression-bomb limit on width * height, checked from the header before pixels are "
+                    "decoded. Pillow's own refusal above 2 * Image.MAX_IMAGE_PIXELS (~179 M) applies too and is "
+                    "reported as too_large.")
+    min_side: int = setting(32, "Smallest accepted width or height (of the image, and of a crop box): below it there "
+                                "is no face to fit.")
+    max_bytes: int = setting(200 * 1024 * 1024, "Largest accepted file size in bytes.")
+    pad_mode: PadMode = setting("constant", "How the shorter side is filled up to a square after the aspect-preserving "
+                                        "resize: 'constant' (the background colour), 'edge' (repeat the border "
+                                        "pixels) or 'reflect' (mirror the image at its border).")
+    color_manage: bool = setting(True, "Convert images with an embedded ICC profile (RGB, RGBA, CMYK) to sRGB.")
+    formats: tuple[str, ...] = setting(("JPEG", "PNG", "TIFF", "WEBP", "GIF", "BMP", "JPEG2000"),
+                                       "Pillow format ids that are parsed at all (JPEG includes multi-picture MPO); "
+                                       "others are not_an_image.")
+    find_faces: bool = setting(True, "Rows without crop or face_align are whole paintings: detect the face and cut "
+                                     "out the backbone's training crop. Off: such images already are face crops, "
+                                     "used whole.")
 
     def __post_init__(self):
         if len(self.background) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in self.background):
@@ -424,10 +428,11 @@ def read_painting(uri: str, config: ImageConfig = ImageConfig(), storage_options
     return decode_painting(fetch_painting(uri, storage_options), uri, config)
 
 
-def fetch_painting(uri: str, storage_options: Mapping | None = None) -> bytes:
-    """A painting file's bytes; a missing file is PaintingImageError `not_found`, an outage a ConnectionError."""
+def fetch_painting(uri: str, storage_options: Mapping | None = None, timeout_s: float | None = None) -> bytes:
+    """A painting file's bytes; a missing file is PaintingImageError `not_found`, an outage a ConnectionError,
+    an http(s) server silent for `timeout_s` a TimeoutError (`model.weights.read_bytes`)."""
     try:
-        data = read_bytes(uri, storage_options)
+        data = read_bytes(uri, storage_options, timeout_s)
     except FileNotFoundError as exc:
         cause: BaseException | None = exc
         for _ in range(8):  # fsspec may wrap the FileNotFoundError it raises into another one

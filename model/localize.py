@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from artmator.model.backbone import Backbone, Latent
+from artmator.model.fields import setting
 from artmator.model.losses import content_loss
 
 
@@ -25,10 +26,10 @@ MIN_LPIPS_SIZE = 32  # LPIPS-alex needs at least 32 px; the pose search never do
 class LocalizeConfig:
     """Stage 1 settings (paper values by default)."""
 
-    steps: int = 200                    # Adam steps on the latent codes
-    lr: float = 2e-2                    # Adam learning rate (paper)
-    lambda_lpips: float = 1.0           # weight of LPIPS in L_cr (paper: 1)
-    lambda_l2: float = 1.0              # weight of L2 in L_cr (paper: 1)
+    steps: int = setting(200, "Stage 1 (localization): Adam steps on the latent codes.")
+    lr: float = setting(2e-2, "Stage 1 Adam learning rate (paper: 2e-2).")
+    lambda_lpips: float = setting(1.0, "Weight of LPIPS in the content loss L_cr (paper: 1).")
+    lambda_l2: float = setting(1.0, "Weight of L2 in the content loss L_cr (paper: 1).")
 
     def __post_init__(self):
         if self.steps < 0 or self.lr <= 0:
@@ -39,10 +40,17 @@ class LocalizeConfig:
 class PoseSearchConfig:
     """Coarse pose search for paintings without a pose (beyond the paper; results are flagged as estimated)."""
 
-    yaws_deg: tuple[float, ...] = (-30.0, -15.0, 0.0, 15.0, 30.0)
-    pitches_deg: tuple[float, ...] = (-10.0, 0.0, 10.0)
-    steps: int = 15                     # short inversion per candidate pose
-    downsample: int = 2                 # search at resolution / downsample, not below 32 px (ranking needs no detail)
+    yaws_deg: tuple[float, ...] = setting((-30.0, -15.0, 0.0, 15.0, 30.0),
+                                          "Candidate yaws in degrees for rows without a pose (0 = frontal).")
+    pitches_deg: tuple[float, ...] = setting((-10.0, 0.0, 10.0), "Candidate pitches in degrees.")
+    steps: int = setting(15, "Short inversion steps per candidate pose.")
+    downsample: int = setting(2, "Search at resolution / downsample, not below 32 px (ranking needs no detail).")
+
+    def __post_init__(self):
+        if not self.yaws_deg or not self.pitches_deg or self.steps < 0 or self.downsample < 1:
+            raise ValueError("pose search needs candidate yaws and pitches, steps >= 0 and downsample >= 1 (got "
+                             f"yaws {self.yaws_deg}, pitches {self.pitches_deg}, steps {self.steps}, "
+                             f"downsample {self.downsample})")
 
 
 @dataclass

@@ -41,6 +41,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from artmator.model.fields import setting
+
 
 DeltaMode = Literal["lora", "full"]
 StorageDtype = Literal["float16", "float32"]
@@ -49,30 +51,25 @@ _STORAGE_DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "float32": 
 
 @dataclass(frozen=True)
 class DeltaConfig:
-    """How a painting's stage-2 weight update is parameterised and stored.
+    """How a painting's stage-2 weight update is parameterised and stored (rank, alpha and include_mapping only
+    matter for "lora")."""
 
-    mode: "lora" (default) tunes low-rank adapters over the frozen shared generator, many paintings per
-        generator; "full" tunes a full copy of the generator (paper-exact, one painting per copy, and the
-        delta is the whole generator). rank, alpha and include_mapping only matter for "lora".
-    rank: requested adapter rank r (>= 1); clamped per layer to min(r, in, out). Default 4 keeps the official
-        preset's delta file at ~0.8 % of the generator's fp32 bytes (60 kB vs 7.7 MB, fp16 storage).
-    alpha: adapter scale numerator: updates are multiplied by scale = alpha / rank. Default 4.0 (= the default
-        rank, so scale 1.0); as in the LoRA paper, keep alpha fixed when trying other ranks so the learning rate
-        need not be retuned.
-    include_mapping: also adapt the mapping network (latent -> FiLM frequencies/phases). Default False: its last
-        layer alone is 61 % of the generator (256 -> 4608), the painting's latent z* already steers exactly that
-        path and is stored with the delta, and including it adds ~0.7 % of the generator's bytes to a rank-4
-        delta (1.45 % in all). With it, a K > 1 generator cannot compute the truncation average
-        (rendering with psi != 1 then needs K == 1).
-    storage_dtype: dtype of adapter (or full-mode weight) tensors in delta files; latents are always float32.
-        float16 halves the file; its relative rounding error is <= 2^-11 per stored value.
-    """
-
-    mode: DeltaMode = "lora"
-    rank: int = 4
-    alpha: float = 4.0
-    include_mapping: bool = False
-    storage_dtype: StorageDtype = "float16"
+    mode: DeltaMode = setting("lora", "'lora' tunes low-rank adapters over the frozen shared generator, many "
+                                      "paintings per generator; 'full' tunes a full copy of the generator "
+                                      "(paper-exact, one painting per copy, and the delta is the whole generator).")
+    rank: int = setting(4, "Adapter rank r (>= 1), clamped per layer to min(r, in, out). 4 keeps the official "
+                           "preset's delta at ~0.8 % of the generator's fp32 bytes (60 kB vs 7.7 MB, fp16).")
+    alpha: float = setting(4.0, "Adapter scale numerator: updates are multiplied by alpha / rank. As in the LoRA "
+                                "paper, keep alpha fixed when trying other ranks so the learning rate need not be "
+                                "retuned.")
+    include_mapping: bool = setting(False, "Also adapt the mapping network (latent -> FiLM frequencies/phases). "
+                                           "Off by default: its last layer alone is 61 % of the generator, z* "
+                                           "already steers that path and is stored with the delta; on, it adds "
+                                           "~0.7 % of the generator's bytes and a K > 1 generator cannot compute the "
+                                           "truncation average (psi != 1 then needs K == 1).")
+    storage_dtype: StorageDtype = setting("float16", "dtype of adapter (or full-mode weight) tensors in delta "
+                                                     "files; latents are always float32. float16 halves the file "
+                                                     "(relative rounding error <= 2^-11 per value).")
 
     def __post_init__(self) -> None:
         if self.mode not in ("lora", "full"):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from artmator.model.backbone import Backbone, Latent
+from artmator.model.fields import setting
 
 SURFACE_LEVEL = 0.5
 """Occupancy of the visible surface (`FieldSample.occupancy`)."""
@@ -30,10 +31,11 @@ class MeshError(ValueError):
 class MeshConfig:
     """How finely the field is sampled and what survives of the extracted surface."""
 
-    resolution: int = 128             # grid points per side of the field box (cost grows with its cube)
-    chunk_points: int = 65536         # field queries per forward pass (bounds memory)
-    min_component_share: float = 0.05  # connected parts with fewer faces than this share of the largest are
-                                        # dropped (floaters inside or around the head)
+    resolution: int = setting(128, "Grid points per side of the field box (cost grows with its cube).")
+    chunk_points: int = setting(65536, "Field queries per forward pass (bounds memory; same mesh).", result=False)
+    min_component_share: float = setting(
+        0.05, "Connected parts with fewer faces than this share of the largest are dropped (floaters inside or "
+              "around the head).")
 
     def __post_init__(self):
         if not 8 <= self.resolution <= 512:

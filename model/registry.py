@@ -62,10 +62,3 @@ def seeded(make: Callable[[], Backbone]) -> Callable[[int], Backbone]:
 
     return build
 
-
-def weight_parts() -> list[str]:
-    """Every weight part name of every registered preset (for CLI options), in first-seen order."""
-    seen: dict[str, None] = {}
-    for entry in _REGISTRY.values():
-        seen.update(dict.fromkeys(entry.parts))
-    return list(seen)

@@ -13,6 +13,7 @@ import torch
 
 from artmator.model.backbone import Backbone, Latent
 from artmator.model.camera import turntable_yaws
+from artmator.model.fields import setting
 
 
 MESH_AUTO_MAX = 128
@@ -23,19 +24,25 @@ MESH_AUTO_MAX = 128
 class RenderConfig:
     """What to render for each tuned painting."""
 
-    resolution: int = 256                  # output size in pixels (square)
-    turntable_frames: int = 36             # frames of the yaw sweep
-    turntable_half_range_deg: float = 20.0 # sweep from -range to +range around the painting's yaw... or frontal
-    turntable_around_pose: bool = False    # True: sweep around the painting's own yaw; False: around frontal
-    turntable_pitch_deg: float | None = None  # None: the painting's pitch
-    fps: float = 12.0                      # playback rate written into results and videos
-    expressions: tuple[str, ...] | None = None  # expression stills (names or files); None: the backbone's default
-    frame_batch: int = 4                   # frames rendered per forward pass
-    chunk_rays: int | None = None          # rays per chunk (None: the backbone's default)
-    autocast: bool = False                 # CUDA only: render in float16/bfloat16 autocast
-    psi: float = 1.0                       # truncation for the painting's own latent (1 = none)
-    mesh_resolution: int | None = None     # grid points per side for the GLB mesh (model.mesh); 0: no mesh;
-                                           # None: the render resolution, at most MESH_AUTO_MAX (detail to match)
+    resolution: int = setting(256, "Output render size in pixels (square).")
+    turntable_frames: int = setting(36, "Frames of the turntable's yaw sweep.")
+    turntable_half_range_deg: float = setting(20.0, "The sweep goes from -range to +range degrees around frontal "
+                                                    "(or the painting's yaw, see turntable_around_pose).")
+    turntable_around_pose: bool = setting(False, "Sweep around the painting's own yaw instead of frontal.")
+    turntable_pitch_deg: float | None = setting(None, "Pitch of the turntable in degrees (none: the painting's).")
+    fps: float = setting(12.0, "Playback rate written into results and videos.")
+    expressions: tuple[str, ...] | None = setting(
+        None, "Expression stills: names or files (.mat URIs), comma-separated; none: the backbone's default "
+              "(happiness for AniFaceGAN presets; nothing for a backbone without expression codes, which refuses "
+              "any); an empty value: no stills.")
+    frame_batch: int = setting(4, "Frames rendered per forward pass (memory vs speed; same images).", result=False)
+    chunk_rays: int | None = setting(None, "Rays per chunk (none: the backbone's default; memory vs speed, same "
+                                           "images).", result=False)
+    autocast: bool = setting(False, "CUDA only: render in float16/bfloat16 autocast.")
+    psi: float = setting(1.0, "Truncation for the painting's own latent (1 = none).")
+    mesh_resolution: int | None = setting(
+        None, "Grid points per side of the mesh.glb iso-surface (model.mesh); 0: no mesh; none: the render "
+              "resolution, at most 128 (MESH_AUTO_MAX).")
 
     def __post_init__(self):
         if self.resolution < 8 or self.turntable_frames < 1 or self.frame_batch < 1:

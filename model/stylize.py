@@ -10,7 +10,7 @@ The PTI-style baseline instead tunes on L2 + LPIPS at the reference view only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -18,6 +18,7 @@ import torch
 from artmator.model.augment import AugmentConfig
 from artmator.model.backbone import Backbone, Latent
 from artmator.model.camera import random_views
+from artmator.model.fields import setting
 from artmator.model.localize import finite_total
 from artmator.model.losses import clip_direction, content_loss, directional_loss, spatial_loss
 
@@ -28,21 +29,24 @@ Objective = Literal["artmator", "pti"]
 class StylizeConfig:
     """Stage 2 settings. Learning rate: the paper's 1e-5 is for full-weight tuning; adapters need a larger one."""
 
-    steps: int = 100                    # optimisation steps (one random view per painting per step)
-    lr_full: float = 1e-5               # Adam lr when every generator weight is tuned (paper)
-    lr_lora: float = 2e-3               # Adam lr for low-rank adapters
-    lambda_dir: float = 1.0             # weight of the style-directional loss (paper: 1)
-    lambda_spa: float = 1.0             # weight of the spatial loss (paper: 1)
-    view_yaw_range_deg: float = 30.0    # random views θ_i: yaw uniform in ±range around frontal
-    view_pitch_range_deg: float = 10.0  # pitch uniform in ±range
-    use_directional: bool = True        # ablation switch: False = "w/o directional loss"
-    use_spatial: bool = True            # ablation switch: False = "w/o spatial loss"
-    objective: Objective = "artmator"   # "pti": L2 + LPIPS at the reference view only (baseline)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    steps: int = setting(100, "Stage 2 (stylization): optimisation steps, one random view per painting each.")
+    lr_full: float = setting(1e-5, "Stage 2 Adam learning rate when every generator weight is tuned (paper).")
+    lr_lora: float = setting(2e-3, "Stage 2 Adam learning rate for low-rank adapters.")
+    lambda_dir: float = setting(1.0, "Weight of the style-directional loss L_dir (paper: 1).")
+    lambda_spa: float = setting(1.0, "Weight of the spatial loss L_spa (paper: 1).")
+    view_yaw_range_deg: float = setting(30.0, "Random views: yaw uniform in +-range degrees around frontal.")
+    view_pitch_range_deg: float = setting(10.0, "Random views: pitch uniform in +-range degrees.")
+    use_directional: bool = setting(True, "Ablation switch: off = 'w/o directional loss'.")
+    use_spatial: bool = setting(True, "Ablation switch: off = 'w/o spatial loss'.")
+    objective: Objective = setting("artmator", "'artmator' (L_dir + L_spa) or 'pti': L2 + LPIPS at the "
+                                               "reference view only (baseline).")
+    augment: AugmentConfig = setting(factory=AugmentConfig, help="Crops shared by both images of a CLIP pair.")
 
     def __post_init__(self):
         if self.steps < 0:
             raise ValueError(f"stage 2 steps must be >= 0 (got {self.steps})")
+        if self.objective not in ("artmator", "pti"):
+            raise ValueError(f"stage 2 objective must be 'artmator' or 'pti' (got {self.objective!r})")
         if self.objective == "artmator" and not (self.use_directional or self.use_spatial):
             raise ValueError("stage 2 needs at least one of the directional and spatial losses")
 

@@ -11,13 +11,14 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
 from artmator.model.backbone import Backbone, Latent
 from artmator.model.delta import Delta, DeltaMetadata, apply_delta, painting_delta
 from artmator.model.encoders import ClipConfig, LpipsConfig, load_clips, load_lpips
+from artmator.model.fields import setting
 from artmator.model.localize import LocalizeConfig, PoseSearchConfig, localize, search_pose
 from artmator.model.lora import DeltaConfig, attach_adapters, trainable_parameters
 from artmator.model.metrics import psnr
@@ -28,22 +29,33 @@ from artmator.model.stylize import StylizeConfig, stylize
 class EncoderConfig:
     """The frozen networks the losses use: CLIP image encoder(s) for L_dir and LPIPS for L_cr / L_spa."""
 
-    clip: tuple[ClipConfig, ...] = (ClipConfig(),)   # several encoders: L_dir is averaged over them
-    lpips: LpipsConfig = field(default_factory=LpipsConfig)
+    clip: tuple[ClipConfig, ...] = setting((ClipConfig(),), "CLIP image encoder(s) for L_dir; with several, L_dir "
+                                                            "is averaged over them.")
+    lpips: LpipsConfig = setting(factory=LpipsConfig, help="LPIPS network for L_cr (stage 1) and L_spa (stage 2).")
+
+    def __post_init__(self):
+        if not self.clip:
+            raise ValueError("the style-directional loss needs at least one CLIP encoder")
 
 
 @dataclass(frozen=True)
 class TuneConfig:
     """Everything that decides a painting's result (its hash keys resume: same config, same outputs)."""
 
-    stage1: LocalizeConfig = field(default_factory=LocalizeConfig)
-    stage2: StylizeConfig = field(default_factory=StylizeConfig)
-    delta: DeltaConfig = field(default_factory=DeltaConfig)
-    pose_search: PoseSearchConfig = field(default_factory=PoseSearchConfig)
-    encoders: EncoderConfig = field(default_factory=EncoderConfig)
-    use_localization: bool = True        # ablation switch: False = stage 2 from a random latent ("w/o localization")
-    resolution: int | None = None        # tuning resolution (None: the backbone's training resolution)
-    seed: int = 0                        # run seed; each painting derives its own from it and its id
+    stage1: LocalizeConfig = setting(factory=LocalizeConfig, help="Stage 1: localization of the painting's latent.")
+    stage2: StylizeConfig = setting(factory=StylizeConfig, help="Stage 2: stylization of the generator.")
+    delta: DeltaConfig = setting(factory=DeltaConfig, help="How the stage-2 update is parameterised and stored.")
+    pose_search: PoseSearchConfig = setting(factory=PoseSearchConfig, help="Pose search for rows without a pose.")
+    encoders: EncoderConfig = setting(factory=EncoderConfig, help="The frozen networks the losses use.")
+    use_localization: bool = setting(True, "Ablation switch: off = stage 2 from a random latent "
+                                           "('w/o localization').")
+    resolution: int | None = setting(None, "Tuning resolution in pixels (none: the backbone's training "
+                                           "resolution).")
+    seed: int = setting(0, "Run seed; each painting derives its own from it and its id.")
+
+    def __post_init__(self):
+        if self.resolution is not None and self.resolution < 16:
+            raise ValueError(f"the tuning resolution must be >= 16 pixels or none, got {self.resolution}")
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))

@@ -22,16 +22,77 @@ class WeightsError(ValueError):
     """A weight file that cannot be used; the message names the part, the file and what is wrong."""
 
 
-def read_bytes(uri: str, storage_options: Mapping | None = None) -> bytes:
+HTTP_TIMEOUT_S = 120.0
+"""Default bound on one http(s) request (connecting, and waiting for each chunk of the answer)."""
+
+
+def read_bytes(uri: str, storage_options: Mapping | None = None, timeout_s: float | None = None) -> bytes:
     """Read a whole file from a local path or any fsspec URI (s3://, gs://, https://, file://, memory://).
 
     `storage_options` are the run's object-store options (credentials, endpoint); http(s) URIs are read without
-    them (a signed URL carries its own authorisation, and aiohttp refuses s3fs's keyword arguments).
+    them (a signed URL carries its own authorisation, and aiohttp refuses s3fs's keyword arguments), and every
+    http(s) request is bounded by `timeout_s` (default `HTTP_TIMEOUT_S`): a server that stalls raises
+    TimeoutError instead of hanging.
     """
+    options = dict(storage_options or {})
     if str(uri).lower().startswith(("http://", "https://")):
-        storage_options = None
-    with fsspec.open(uri, "rb", **dict(storage_options or {})) as f:
+        import asyncio
+
+        import aiohttp
+
+        limit = float(timeout_s or HTTP_TIMEOUT_S)
+        options = {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=None, connect=limit, sock_connect=limit,
+                                                                       sock_read=limit)}}
+        try:
+            with fsspec.open(uri, "rb", **options) as f:
+                return f.read()
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise TimeoutError(f"{_shown(uri)}: no answer within {limit:g} s (the server stalled)") from exc
+        except FileNotFoundError as exc:
+            raise _http_failure(uri, exc, limit) from exc
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(f"{_shown(uri)}: the connection failed ({type(exc).__name__}: {exc})") from exc
+    with fsspec.open(uri, "rb", **options) as f:
         return f.read()
+
+
+def _http_failure(uri: str, exc: FileNotFoundError, limit: float) -> OSError:
+    """What an http(s) failure really was: fsspec reports any failed request as FileNotFoundError, with the
+    cause behind it. A stall is a TimeoutError, a 5xx/429/408 answer or a dropped connection a ConnectionError
+    (both transient: retried, then the painting fails as `storage`), 401/403 a PermissionError, the rest (404,
+    no cause) stays FileNotFoundError."""
+    import asyncio
+
+    import aiohttp
+
+    cause: BaseException | None = exc
+    for _ in range(8):                # fsspec may wrap its FileNotFoundError in another one (glob hint)
+        if not isinstance(cause, FileNotFoundError):
+            break
+        cause = cause.__cause__ or cause.__context__
+    shown = _shown(uri)
+    if isinstance(cause, (asyncio.TimeoutError, TimeoutError)):
+        return TimeoutError(f"{shown}: no answer within {limit:g} s (the server stalled)")
+    if isinstance(cause, aiohttp.ClientResponseError):
+        what = f"{shown}: the server answered HTTP {cause.status} {cause.message or ''}".rstrip()
+        if cause.status >= 500 or cause.status in (408, 429):
+            return ConnectionError(what)
+        if cause.status in (401, 403):
+            return PermissionError(what)
+        return FileNotFoundError(what)
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return ConnectionError(f"{shown}: the host could not be reached ({type(cause).__name__}: {cause})")
+    if isinstance(cause, (aiohttp.ClientError, OSError)):
+        return ConnectionError(f"{shown}: the connection failed ({type(cause).__name__}: {cause})")
+    return exc
+
+
+def _shown(uri: str) -> str:
+    """`uri` without its query string or userinfo (signatures stay out of messages)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
 
 
 def read_weight_bytes(uri: str, *, part: str, storage_options: Mapping | None = None) -> bytes:

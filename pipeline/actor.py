@@ -8,9 +8,7 @@ commits under, `pipeline.changes`); the marker records both, so the next run can
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -19,17 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from artmator.model.images import fetch_painting
-from artmator.model.tune import tune_paintings
 from artmator.pipeline import changes
+from artmator.pipeline.claims import DEFAULT_TTL_S, Claim, Claimed, ClaimLost, Claims, painting_claims
 from artmator.pipeline.errors import classify, with_retries
-from artmator.pipeline.inputs import LazyFaceAnalyzer, face_scorer, painting_input
-from artmator.pipeline.layout import DELTA, METADATA_COLUMNS, REPORT_SCHEMA, RESULT, Fingerprints
+from artmator.pipeline.flow import PaintingContext, PaintingOutcome, backbone_record, load_context, paint
+from artmator.pipeline.layout import DELTA, REPORT_SCHEMA, RESULT, UNKNOWN, Fingerprints
 from artmator.pipeline.manifest import PaintingTask, task_from_row
-from artmator.pipeline.painting import painting_files, quality_flags, result_flags
-from artmator.pipeline.provenance import provenance_record
-from artmator.pipeline.settings import JobSettings, load_models, resolve_expressions, settings_from_json
-from artmator.pipeline.storage import OutputStore, atomic_write, redact_uri
+from artmator.pipeline.painting import result_flags
+from artmator.pipeline.settings import JobSettings, settings_from_json
+from artmator.pipeline.storage import OutputStore, atomic_write
 
 # The columns an actor reports per painting: the run report's, less what the driver adds.
 REPORT_COLUMNS = tuple(n for n in REPORT_SCHEMA.names if n not in ("attempts", "run_id", "config_hash",
@@ -45,10 +41,10 @@ class ActorSpec:
     storage_options: dict
     run_id: str
     config_hash: str
-    random_models: bool
     threads: int = 0                     # torch threads per actor (0: leave as is)
     max_attempts: int = 0                # a painting started this often in this run (its actor died each time)
                                          # is failed as actor_died instead of being tuned again; 0: no limit
+    claim_ttl_s: float = DEFAULT_TTL_S   # lease of the claims this run's workers take (`pipeline.claims`)
 
 
 class TuneActor:
@@ -58,15 +54,14 @@ class TuneActor:
         if spec.threads:
             torch.set_num_threads(spec.threads)
         self.spec = spec
-        self.settings: JobSettings = settings_from_json(spec.settings_json)
-        self.settings = _with_device(self.settings)
-        self.models = with_retries(lambda: load_models(self.settings, spec.storage_options))
+        self.context = load_context(_with_device(settings_from_json(spec.settings_json)), spec.storage_options)
         self.store = OutputStore(spec.out_uri, spec.storage_options)
-        self.default_expressions = resolve_expressions(self.models.backbone, self.settings.render.expressions,
-                                                       spec.storage_options)
-        self.faces = LazyFaceAnalyzer(self.settings.device)
-        self.scorer = face_scorer(self.settings.device)
+        self.claims = painting_claims(self.store, spec.run_id, spec.claim_ttl_s)
         self.metrics = _Metrics()
+
+    @property
+    def settings(self) -> JobSettings:
+        return self.context.settings
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         if self.spec.threads:
@@ -75,64 +70,116 @@ class TuneActor:
             torch.set_num_threads(self.spec.threads)
         tasks = [task_from_row(json.loads(s)) for s in batch["task"]]
         plans = [json.loads(s) for s in batch["plan"]] if "plan" in batch else None
-        rows = tune_and_commit(tasks, self.models, self.settings, self.store, self.spec, self.default_expressions,
-                               self.faces, self.scorer, plans)
+        rows = tune_and_commit(tasks, self.context, self.store, self.spec, plans, self.claims)
         for row in rows:
             self.metrics.record(row)
         return {c: [r[c] for r in rows] for c in REPORT_COLUMNS}
 
 
-def tune_and_commit(tasks: list[PaintingTask], models, settings: JobSettings, store: OutputStore, spec: ActorSpec,
-                    default_expressions, faces: LazyFaceAnalyzer | None = None, scorer=None,
-                    plans: list[dict] | None = None) -> list[dict]:
-    """Pure-ish per-batch step (no Ray): prepare inputs, tune the good ones together, commit each result.
+def tune_and_commit(tasks: list[PaintingTask], context: PaintingContext, store: OutputStore, spec: ActorSpec,
+                    plans: list[dict] | None = None, claims: Claims | None = None) -> list[dict]:
+    """One batch without Ray: count each attempt, claim each painting, run the painting flow
+    (`pipeline.flow.paint`), commit each painting's files under its plan and claim, release the claims; one
+    report row per task.
 
-    `faces`, `scorer`: the process's face analyzer and render scorer (`pipeline.inputs`, built on first use);
-    rows that need no analysis never load the analyzer. `plans`: each task's plan as the driver made it
-    (`wire_plan`); None plans every task here as a first commit."""
-    faces = faces or LazyFaceAnalyzer(settings.device)
-    scorer = scorer or face_scorer(settings.device)
+    `plans`: each task's plan as the driver made it (`wire_plan`); None plans every task here as a first commit.
+    `claims`: the process's painting claims (made here from `spec` when None). A painting another run holds a
+    live claim on is reported `claimed`; one that another run committed exactly as this plan would, after this
+    run planned it, `skipped`."""
+    settings = context.settings
+    claims = claims or painting_claims(store, spec.run_id, spec.claim_ttl_s)
     if plans is None:
         base = changes.base_identity(settings, spec.storage_options)
         plans = [wire_plan(changes.fresh_plan(t, settings, base), settings) for t in tasks]
     start = time.perf_counter()
     rows: dict[str, dict] = {}
-    inputs: list[tuple] = []
-    resolution = settings.tune.resolution or models.backbone.default_resolution
-    for task, plan in zip(tasks, plans):
-        attempt = _note_attempt(store, spec.run_id, task.painting_id)
-        if spec.max_attempts and attempt > spec.max_attempts:
-            rows[task.painting_id] = failed_row(
-                task.painting_id, "actor_died",
-                f"its actor died during each of {attempt - 1} attempts in this run (a crash in native code, "
-                "out of host memory, or lost nodes); not tried again until the next run")
-            continue
-        try:
-            data = with_retries(lambda: fetch_painting(task.image_uri, spec.storage_options))
-            tune_input, face = painting_input(task, resolution, settings.image, faces, spec.storage_options,
-                                              models.backbone.face_framing, image_bytes=data)
-            expressions = (default_expressions if task.expressions is None
-                           else resolve_expressions(models.backbone, task.expressions, spec.storage_options,
-                                                    unsupported="skip"))
-            inputs.append((task, tune_input, expressions, face, _with_image(plan, data), data))
-        except Exception as exc:  # noqa: BLE001 - one painting's failure never stops the batch
-            rows[task.painting_id] = failed_row(task.painting_id, *classify(exc))
-    if inputs:
-        try:
-            tuned_all = with_retries(lambda: tune_paintings(models.backbone, [i[1] for i in inputs], settings.tune,
-                                                            models.encoders))
-        except Exception as exc:  # noqa: BLE001
-            kind, message = classify(exc)
-            tuned_all = None
-            for task, *_ in inputs:
-                rows[task.painting_id] = failed_row(task.painting_id, kind, message)
-        for (task, tune_input, expressions, face, plan, data), tuned in zip(inputs, tuned_all or []):
-            rows[task.painting_id] = _commit(task, tuned, tune_input, expressions, face, models, settings, store,
-                                             spec, scorer, plan, (time.perf_counter() - start) / len(inputs), data)
+    todo, plan_of = [], {}
+    held: dict[str, Claim] = {}
+    try:
+        for task, plan in zip(tasks, plans):
+            pid = task.painting_id
+            attempt = _note_attempt(store, spec.run_id, pid)
+            if spec.max_attempts and attempt > spec.max_attempts:
+                rows[pid] = failed_row(
+                    pid, "actor_died",
+                    f"its actor died during each of {attempt - 1} attempts in this run (a crash in native code, "
+                    "out of host memory, or lost nodes); not tried again until the next run")
+                continue
+            try:
+                if claims is not None:
+                    held[pid] = with_retries(lambda: claims.take(pid, "tune"))
+                done = committed_meanwhile(store, pid, plan)
+            except (Claimed, ClaimLost) as exc:
+                rows[pid] = claimed_row(pid, exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - one painting's failure never stops the batch
+                rows[pid] = failed_row(pid, *classify(exc))
+                done = None
+            if pid in rows or done is not None:
+                rows.setdefault(pid, done)
+                if pid in held:
+                    held.pop(pid).release()              # nothing to tune: let the painting go at once
+                continue
+            todo.append(task)
+            plan_of[pid] = plan
+        outcomes = paint(todo, context, plans=plan_of) if todo else []
+        seconds = (time.perf_counter() - start) / max(1, len(outcomes))
+        for outcome in outcomes:
+            pid = outcome.task.painting_id
+            rows[pid] = _commit(outcome, store, spec, plan_of[pid], seconds, held.get(pid))
+            if pid in held:
+                held.pop(pid).release()
+    finally:
+        for claim in held.values():
+            claim.release()
     elapsed = time.perf_counter() - start
     for row in rows.values():
         row["seconds_total"] = elapsed / max(1, len(tasks))
     return [rows[t.painting_id] for t in tasks]
+
+
+def committed_meanwhile(store: OutputStore, painting_id: str, plan: dict) -> dict | None:
+    """The report row (`skipped`) of a painting that another run committed after this run planned it, with the
+    fingerprints this plan would commit; None when there is work to do. Called under the painting's claim, so
+    the commit it sees stays current until the claim is released. Before the image is read (its fingerprint
+    still UNKNOWN) the image's listing stamp stands for its bytes, when there is one."""
+    current = store.current_ref(painting_id)
+    if current is None or current.version == plan.get("current"):
+        return None
+    want = Fingerprints.from_dict(plan["fingerprints"])
+    have = current.fingerprints
+    if want.image == UNKNOWN:
+        if want.stamp == UNKNOWN:
+            return None
+        have = have._replace(image=UNKNOWN)
+    if have != want:
+        return None
+    commit = store.read_commit(painting_id)
+    by = commit.run_id if commit is not None else "?"
+    return {**failed_row(painting_id, "", f"committed by run {by} after this run planned it; nothing to redo"),
+            "status": "skipped", "version": current.version}
+
+
+def claimed_row(painting_id: str, exc: Claimed | ClaimLost) -> dict:
+    """The report row of a painting this run did not work on (or could not commit) because another run holds
+    its claim: status `claimed`, the message names the holder's run. A claim lost with no new holder (the
+    lease ran out, e.g. through an outage) is a failure to retry (`claim_lost`)."""
+    holder = exc.holder
+    if isinstance(exc, ClaimLost) and (holder is None or not holder.run_id):
+        return failed_row(painting_id, "claim_lost", str(exc))
+    return {**failed_row(painting_id, "", f"claimed by {holder.describe()}"), "status": "claimed"}
+
+
+def _with_holder(exc: ClaimLost, claim: Claim | None) -> ClaimLost:
+    """`exc` with the subject's current holder read (a fencing check only lists generations)."""
+    if claim is None or (exc.holder is not None and exc.holder.run_id):
+        return exc
+    try:
+        holder = claim.owner.holder(claim.subject)
+    except Exception:  # noqa: BLE001
+        return exc
+    live = holder is not None and not holder.released and holder.generation > claim.generation
+    return ClaimLost(exc.subject, exc.reason, holder if live else None)
 
 
 def wire_plan(plan: changes.RowPlan, settings: JobSettings) -> dict:
@@ -141,47 +188,34 @@ def wire_plan(plan: changes.RowPlan, settings: JobSettings) -> dict:
             "backbone": backbone_record(settings), "current": plan.current.version if plan.current else None}
 
 
-def backbone_record(settings: JobSettings) -> dict:
-    """The backbone settings a commit was made with, weight URIs redacted (what `artmator render` reloads)."""
-    b = settings.backbone
-    return {"preset": b.preset, "weights": [[part, redact_uri(uri)] for part, uri in b.weights],
-            "head_prior": b.head_prior, "seed": b.seed}
-
-
-def _with_image(plan: dict, data: bytes) -> dict:
-    """The plan completed with the image bytes the actor read: their sha256 is the `image` fingerprint."""
-    sha = hashlib.sha256(data).hexdigest()
-    fingerprints = {**plan["fingerprints"], "image": changes.image_fingerprint(sha)}
-    inputs = {**plan["inputs"], "image": {**plan["inputs"].get("image", {}), "sha256": sha}}
+def _with_image(plan: dict, sha256: str) -> dict:
+    """The plan completed with the sha256 of the image bytes the flow read: the `image` fingerprint."""
+    fingerprints = {**plan["fingerprints"], "image": changes.image_fingerprint(sha256)}
+    inputs = {**plan["inputs"], "image": {**plan["inputs"].get("image", {}), "sha256": sha256}}
     return {**plan, "fingerprints": fingerprints, "inputs": inputs}
 
 
-def _commit(task, tuned, tune_input, expressions, face, models, settings, store: OutputStore, spec: ActorSpec,
-            scorer, plan: dict, seconds: float, image_bytes: bytes | None = None) -> dict:
-    if tuned.error:
-        return failed_row(task.painting_id, "numerical", tuned.error)
-    broken = _non_finite_delta(tuned.delta)
-    if broken:  # finite losses do not prove finite weights (an overflow in the last step): never commit NaN/inf
-        return failed_row(task.painting_id, "numerical", f"tuned delta tensor {broken} is not finite (NaN or inf) "
-                                                         "although the losses were; no delta was written")
+def _commit(outcome: PaintingOutcome, store: OutputStore, spec: ActorSpec, plan: dict, seconds: float,
+            claim: Claim | None = None) -> dict:
+    """Write a painting's files then its marker (under its claim); its report row."""
+    pid = outcome.task.painting_id
+    if not outcome.ok:
+        return failed_row(pid, outcome.error_kind, outcome.message)
+    files, tuned = outcome.files, outcome.tuned
+    plan = _with_image(plan, outcome.image_sha256)
     try:
-        flags = quality_flags(tuned, spec.random_models, face.pose_source)
-        if task.expressions and not models.backbone.supports_expressions:
-            flags.append("expressions_unsupported")           # the row asked for stills this backbone cannot make
-        files = painting_files(models.backbone, tuned, settings.render, expressions, _metadata(task), flags,
-                               face.as_dict(), scorer() if settings.face_metrics else None, tune_input.image,
-                               task.extra, image_bytes,
-                               provenance_record(plan, plan["inputs"].get("image", {}).get("sha256")),
-                               plan["inputs"].get("metadata", {}).get("weights_license"))
-        flags = result_flags(files)
-        marker = commit_marker(spec, plan, "done", flags, {"tune": seconds})
-        written = with_retries(lambda: store.commit(task.painting_id, files, marker,
-                                                     Fingerprints.from_dict(plan["fingerprints"])))
+        if (done := committed_meanwhile(store, pid, plan)) is not None:
+            return done                          # the same result, committed by another run meanwhile
+        marker = commit_marker(spec, plan, "done", result_flags(files), {"tune": seconds})
+        written = with_retries(lambda: store.commit(pid, files, marker, Fingerprints.from_dict(plan["fingerprints"]),
+                                                     claim=claim))
+    except ClaimLost as exc:
+        return claimed_row(pid, _with_holder(exc, claim))
     except Exception as exc:  # noqa: BLE001
-        return failed_row(task.painting_id, *classify(exc))
-    t, m = tuned.timings, tuned.metrics
+        return failed_row(pid, *classify(exc))
+    t = tuned.timings
     k = t.get("batch_size", 1.0)
-    return {**committed_row(task.painting_id, "done", json.loads(files[RESULT]), written["version"]),
+    return {**committed_row(pid, "done", json.loads(files[RESULT]), written["version"]),
             "seconds_stage1": (t["stage1"] + t["pose_search"]) / k, "seconds_stage2": t["stage2"] / k,
             "delta_bytes": len(files[DELTA]), "pose_estimated": tuned.pose_estimated}
 
@@ -226,26 +260,12 @@ def _face_columns(doc: Mapping) -> dict:
             "flags": ",".join(doc["quality"]["flags"])}
 
 
-def _non_finite_delta(delta) -> str | None:
-    """Name of the first update or latent tensor of `delta` holding NaN/inf, or None when all are finite."""
-    if delta is None:
-        return None
-    for name, t in {**delta.tensors, **{f"latent.{k}": v for k, v in delta.metadata.latent.items()}}.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            return repr(name)
-    return None
-
-
 def failed_row(painting_id: str, kind: str, message: str) -> dict:
     nan = float("nan")
     return {"painting_id": painting_id, "status": "failed", "error_kind": kind, "message": message,
             "seconds_total": nan, "seconds_stage1": nan, "seconds_stage2": nan, "lpips_ref": nan, "psnr_ref": nan,
             "lpips_stage1": nan, "delta_bytes": -1, "pose_estimated": False, "pose_source": "",
             "face_confidence": nan, **{c: nan for c in FACE_COLUMNS}, "flags": "", "version": ""}
-
-
-def _metadata(task: PaintingTask) -> dict:
-    return {k: getattr(task, k) for k in METADATA_COLUMNS}
 
 
 def _note_attempt(store: OutputStore, run_id: str, painting_id: str) -> int:
@@ -310,5 +330,3 @@ class _Metrics:
         else:
             self.failed.inc(tags={"error_kind": row["error_kind"] or "unknown"})
 
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

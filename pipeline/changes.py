@@ -8,8 +8,10 @@ for a manifest row without loading a model and compares:
 | `t` tune    | tuning/image settings, base weights (file contents), the row's crop, face_align, pose    | tune       |
 | `i` image   | sha256 of the image bytes                                                               | tune       |
 | `s` stamp   | the image's URI, size and ETag/mtime as a listing shows them (a cheap proxy for `i`)    | re-hash    |
-| `r` render  | render settings, the row's expressions, face metrics on/off, the set of files written    | render     |
-| `m` metadata| title, artist, date, rights, credit line, source URL and every pass-through column       | refresh    |
+| `r` render  | render settings (the mesh grid among them), the row's expressions, face metrics on/off,  | render     |
+|             | the set of files written                                                                |            |
+| `m` metadata| title, artist, date, rights, credit line, source URL, every pass-through column and the  | refresh    |
+|             | weights' licence the model cards state                                                  |            |
 
 The image is re-read and hashed only when its stamp moved (a re-upload, a touched file): same bytes then only
 refresh the stamp; other bytes retune. Expressions given as `.mat` URIs and CLIP/LPIPS weight URIs count by
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import json
 import posixpath
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -28,14 +29,13 @@ from typing import Any
 
 import fsspec
 
+from artmator.pipeline.config_schema import encode
 from artmator.pipeline.layout import (FILES_FORMAT, METADATA_COLUMNS, UNKNOWN, CommitRef, Fingerprints, digest,
                                       plain_json)
 from artmator.pipeline.manifest import PaintingTask
 
 ACTIONS = ("tune", "render", "refresh", "skip")
 STATUS_OF = {"tune": "done", "render": "rendered", "refresh": "refreshed", "skip": "skipped"}
-# Render settings that change how fast, not what is rendered.
-_RENDER_SPEED_ONLY = ("frame_batch", "chunk_rays")
 _STAMP_KEYS = ("ETag", "etag", "Content-MD5", "Digest", "mtime", "LastModified", "Last-Modified", "last_modified",
                "created")
 _LIST_PARENT_FROM = 16
@@ -45,8 +45,9 @@ _LIST_PARENT_FROM = 16
 # ------------------------------------------------------------------------------------------------ inputs
 
 def settings_dict(settings) -> dict:
-    """JobSettings as plain JSON data (what the fingerprints hash)."""
-    return json.loads(json.dumps(asdict(settings)))
+    """The JobSettings that change results, as plain JSON data (what the fingerprints hash): settings declared
+    `result=False` (batching, chunking, caches, the device, weight URIs) are left out."""
+    return encode(settings, result_only=True)
 
 
 def base_identity(settings, storage_options: Mapping | None = None) -> dict:
@@ -70,8 +71,7 @@ def tune_inputs(task: PaintingTask, settings, base: Mapping) -> dict:
 
 def render_inputs(task: PaintingTask | None, settings, expressions: list[str] | None = None) -> dict:
     """What decides a painting's renders given its delta: render settings and the expressions it gets."""
-    render = {k: v for k, v in settings_dict(settings)["render"].items()
-              if k not in _RENDER_SPEED_ONLY and k != "expressions"}
+    render = {k: v for k, v in settings_dict(settings)["render"].items() if k != "expressions"}
     if expressions is None:
         chosen = task.expressions if task is not None and task.expressions is not None else settings.render.expressions
         expressions = None if chosen is None else list(chosen)      # None: the backbone's default stills

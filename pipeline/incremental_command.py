@@ -8,11 +8,17 @@ from collections import Counter
 
 import click
 
-from artmator.pipeline.gallery.publication import publication_options
-from artmator.pipeline.options import parse_storage_options, storage_options_option
+from artmator.pipeline.config_schema import SettingsError
+from artmator.pipeline.gallery.publication import Publication
+from artmator.pipeline.job import RunConfig
+from artmator.pipeline.options import (SETTINGS_LEAVES, build_config, config_options, flag_label,
+                                       parse_storage_options, setting_overrides, storage_options_option)
 from artmator.pipeline.progress import configure_logging, duration, logging_options
 from artmator.pipeline.run_command import run_config, run_options
 
+# What `artmator render` takes of a run's resources (the rest of its options change recorded render settings).
+RENDER_RESOURCES = ("only", "actors", "gpus_per_actor", "cpus_per_actor", "threads_per_actor", "progress_every_s",
+                    "claim_ttl_s")
 ACTION_WORDS = {"tune": "tune", "render": "re-render from the stored delta", "refresh": "refresh metadata only",
                 "skip": "skip (unchanged)"}
 
@@ -70,32 +76,15 @@ def plan(as_json: bool, **options) -> None:
 
 @click.command("render")
 @click.argument("out_uri")
-@click.option("--only", "only", multiple=True, metavar="ID[,ID...]",
-              help="Re-render only these paintings (repeatable, or comma-separated). Default: every committed one.")
-@click.option("--frames", type=click.IntRange(min=1), default=None, help="Turntable frames (default: as committed).")
-@click.option("--render-resolution", type=click.IntRange(min=16), default=None,
-              help="Output render size (default: as committed).")
-@click.option("--expressions", default=None, metavar="NAMES",
-              help="Comma-separated expression stills: built-in names or .mat URIs (default: as committed).")
-@click.option("--face-metrics/--no-face-metrics", default=None,
-              help="Score the new renders with the face networks (default: as committed).")
-@click.option("--mesh-resolution", type=click.IntRange(min=0, max=512), default=None,
-              help="Grid points per side of the mesh.glb iso-surface; 0: no mesh (default: as committed).")
-@click.option("--actors", type=click.IntRange(min=1), default=None, help="Actor pool size (default: fits the cluster).")
-@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True)
-@click.option("--cpus-per-actor", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
-@click.option("--threads-per-actor", type=click.IntRange(min=0), default=0, help="torch threads per actor (0: default).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda ... (actors given GPUs use them).")
+@config_options(RunConfig, include=RENDER_RESOURCES, into="resources",
+                aliases={"progress_every_s": "progress-every", "claim_ttl_s": "claim-ttl"})
+@setting_overrides(("render", "face_metrics", "device"), into="changes")
 @click.option("--gallery/--no-gallery", default=True, show_default=True, help="Update the static gallery at OUT/gallery.")
-@publication_options
-@click.option("--progress-every", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
-              help="Seconds between progress log lines and partial report writes (0: none).")
+@config_options(Publication, into="publication")
 @storage_options_option
 @logging_options
-def render(out_uri: str, only, frames, render_resolution, expressions, face_metrics, mesh_resolution, actors,
-           gpus_per_actor,
-           cpus_per_actor, threads_per_actor, device, gallery, progress_every, storage_option, endpoint_url,
-           log_level, log_format, **publication) -> None:
+def render(out_uri: str, resources: dict, changes: dict, gallery: bool, publication: dict, storage_option,
+           endpoint_url, log_level, log_format) -> None:
     """Re-render committed paintings of OUT from their deltas alone: new frames, sizes or expressions, no tuning.
 
     Each painting keeps its backbone (as its commit records it), delta and metadata; the new renders replace the
@@ -104,17 +93,15 @@ def render(out_uri: str, only, frames, render_resolution, expressions, face_metr
 
     configure_logging(log_level, log_format)
     options = parse_storage_options(storage_option, endpoint_url)
-    ids = tuple(i.strip() for value in only for i in value.split(",") if i.strip())
-    names = None if expressions is None else tuple(e.strip() for e in expressions.split(",") if e.strip())
+    site = build_config(Publication, publication)          # refused before any work
     try:
-        summary = rerender(out_uri, options, only=ids, frames=frames, resolution=render_resolution,
-                           expressions=names, face_metrics=face_metrics, mesh_resolution=mesh_resolution,
-                           device=device, actors=actors,
-                           gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
-                           threads_per_actor=threads_per_actor, progress_every_s=progress_every)
+        summary = rerender(out_uri, options, changes=changes, **resources)
+    except SettingsError as exc:
+        raise click.BadParameter(exc.message, param_hint=[flag_label(SETTINGS_LEAVES)(p) for p in changes]) from None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"render {summary.run_id}: {summary.rendered} re-rendered, {summary.failed} failed, "
+    claimed = f", {summary.claimed} claimed by other runs" if summary.claimed else ""
+    click.echo(f"render {summary.run_id}: {summary.rendered} re-rendered{claimed}, {summary.failed} failed, "
                f"{summary.seconds:.0f} s")
     for kind, n in sorted(summary.failures.items()):
         click.echo(f"  failed ({kind}): {n}")
@@ -122,7 +109,13 @@ def render(out_uri: str, only, frames, render_resolution, expressions, face_metr
     if gallery:
         from artmator.pipeline.gallery.site import build_gallery
 
-        result = build_gallery(out_uri, out_uri.rstrip("/") + "/gallery", storage_options=options or None,
-                               **publication)
-        click.echo(f"gallery: {result.index_url}")
+        from artmator.pipeline.gallery.site import GalleryBusy
+        from artmator.pipeline.run_command import GALLERY_WAIT_S
+
+        try:
+            result = build_gallery(out_uri, out_uri.rstrip("/") + "/gallery", storage_options=options or None,
+                                   publication=site, wait_s=GALLERY_WAIT_S)
+            click.echo(f"gallery: {result.index_url}")
+        except GalleryBusy as exc:
+            click.echo(f"gallery: not updated: {exc}", err=True)
     sys.exit(0 if summary.ok else 1)

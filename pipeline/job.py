@@ -18,42 +18,67 @@ import secrets
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from artmator.model.render import RenderConfig
+from artmator.model.fields import setting
 from artmator.pipeline import changes
 from artmator.pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, failed_row, wire_plan
+from artmator.pipeline.claims import DEFAULT_TTL_S
 from artmator.pipeline.layout import FILES_FORMAT, REPORT_SCHEMA, digest
 from artmator.pipeline.manifest import load_manifest
 from artmator.pipeline.progress import RunProgress
 from artmator.pipeline.recommit import RenderActor, refresh_batch
-from artmator.pipeline.settings import JobSettings, check_run_expressions, uses_random_models
+from artmator.pipeline.config_schema import encode, leaves, with_values
+from artmator.pipeline.settings import JobSettings, check_run_expressions
 from artmator.pipeline.storage import OutputStore, redact_options, redact_uri
 
 log = logging.getLogger("artmator.run")
+RESULT_OF = {leaf.path: leaf.result for leaf in leaves(JobSettings)}     # does a setting change outputs?
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One `artmator run`."""
+    """One `artmator run`. The fields after `storage_options` are command-line options (`pipeline.options`)."""
 
-    manifest_uri: str
-    out_uri: str
-    settings: JobSettings
-    storage_options: dict = field(default_factory=dict)
-    actors: int | None = None            # actor pool size (None: from the cluster's resources)
-    gpus_per_actor: float = 0.0          # fractional values pack several actors per GPU
-    cpus_per_actor: float = 1.0
-    threads_per_actor: int = 0           # torch threads in each actor (0: Ray's default for its CPUs)
-    retry_failed: bool = False           # also redo paintings that failed deterministically in earlier runs
-    max_task_retries: int = 3            # a painting whose actor died this many more times fails (actor_died)
-    run_id: str | None = None
-    only: tuple[str, ...] = ()           # process only these painting ids (all when empty)
-    force: bool = False                  # tune every selected row, whatever is committed or failed before
-    progress_every_s: float = 60.0       # seconds between progress log lines and partial reports (0: never)
+    manifest_uri: str = setting(help="The manifest (Parquet) to tune.")
+    out_uri: str = setting(help="Output folder or URI.")
+    settings: JobSettings = setting(help="The tuning settings (they decide results).")
+    storage_options: dict = setting(factory=dict, help="fsspec storage options for OUT, images and weights.")
+    actors: int | None = setting(None, "Actor pool size (none: what fits the cluster's resources).")
+    gpus_per_actor: float = setting(0.0, "GPUs per tuning actor; fractions pack several actors on one GPU.")
+    cpus_per_actor: float = setting(1.0, "CPUs Ray reserves per tuning actor.")
+    threads_per_actor: int = setting(0, "torch threads in each actor (0: this machine's cores split among the "
+                                        "actors on a local Ray, Ray's default on a cluster).")
+    retry_failed: bool = setting(False, "Also retry paintings that failed for good (deterministic errors) in "
+                                        "earlier runs with the same settings.")
+    max_task_retries: int = setting(3, "A painting whose actor died this many more times in one run fails as "
+                                       "actor_died.")
+    run_id: str | None = setting(None, "The run's id (none: a new timestamped one).")
+    only: tuple[str, ...] = setting((), "Process only these painting ids (comma-separated, or the option "
+                                        "repeated); all when none is given.", metavar="ID[,ID...]")
+    force: bool = setting(False, "Tune every selected painting again, whatever is committed or failed before.")
+    progress_every_s: float = setting(60.0, "Seconds between progress log lines and partial report writes "
+                                            "(0: none).", metavar="SECONDS")
+    claim_ttl_s: float = setting(DEFAULT_TTL_S, "Lease of each painting's claim, renewed while a worker holds it: "
+                                                "another run leaves a painting claimed by a live worker alone and "
+                                                "takes over a claim this long after its worker stopped renewing it.",
+                                 metavar="SECONDS")
+
+    def __post_init__(self):
+        if self.actors is not None and self.actors < 1:
+            raise ValueError(f"actors must be >= 1 or none, got {self.actors}")
+        if self.gpus_per_actor < 0 or self.cpus_per_actor < 0.1:
+            raise ValueError(f"gpus_per_actor must be >= 0 and cpus_per_actor >= 0.1, got {self.gpus_per_actor} "
+                             f"and {self.cpus_per_actor}")
+        if self.claim_ttl_s < 1:
+            raise ValueError(f"claim_ttl_s must be >= 1 s, got {self.claim_ttl_s}")
+        if self.threads_per_actor < 0 or self.max_task_retries < 0 or self.progress_every_s < 0:
+            raise ValueError("threads_per_actor, max_task_retries and progress_every_s must be >= 0, got "
+                             f"{self.threads_per_actor}, {self.max_task_retries} and {self.progress_every_s}")
 
 
 @dataclass
@@ -68,6 +93,7 @@ class RunSummary:
     failures: dict[str, int]             # error_kind -> count
     rendered: int = 0                    # re-rendered from their stored delta
     refreshed: int = 0                   # metadata refreshed
+    claimed: int = 0                     # left to another run that holds their claim
 
     @property
     def ok(self) -> bool:
@@ -184,7 +210,7 @@ def run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -
     plan = make_plan(config, store)
     counts = plan.counts()
     log.info("plan: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
-    from artmator.pipeline.settings import load_backbone_only, settings_json
+    from artmator.pipeline.settings import load_backbone_only
 
     if plan.of("render") or plan.of("tune"):
         # Validate at the edge: a bad preset or weight file stops the run with one error before anything is
@@ -195,7 +221,7 @@ def run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -
                                     "out": store.uri, "config_hash": plan.config_hash, "plan": counts,
                                     "only": list(config.only), "force": config.force,
                                     "storage_options": redact_options(config.storage_options),
-                                    "settings": json.loads(settings_json(config.settings, redact_uri)),
+                                    "settings": config.settings.to_dict(),   # `run --config` reads it back
                                     "actors": config.actors, "gpus_per_actor": config.gpus_per_actor,
                                     "cpus_per_actor": config.cpus_per_actor})
     fingerprints = {r.task.painting_id: r.failure_key for r in plan.rows}
@@ -220,10 +246,10 @@ def run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -
             init_ray()
             spec = ActorSpec(settings_json=json.dumps(config.settings.to_dict()), out_uri=config.out_uri,
                              storage_options=dict(config.storage_options), run_id=run_id,
-                             config_hash=plan.config_hash, random_models=uses_random_models(config.settings),
+                             config_hash=plan.config_hash,
                              threads=config.threads_per_actor or local_threads_per_actor(config, work["tune"]
                                                                                           or work["render"]),
-                             max_attempts=config.max_task_retries + 1)
+                             max_attempts=config.max_task_retries + 1, claim_ttl_s=config.claim_ttl_s)
             total = sum(work.values())
             for action in ("refresh", "render", "tune"):
                 items = [{"painting_id": r.task.painting_id, "task": json.dumps(r.task.as_row()),
@@ -243,9 +269,12 @@ def run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -
                          skipped=statuses.count("skipped"),
                          failed=statuses.count("failed") + statuses.count("invalid"),
                          seconds=time.perf_counter() - start, report_path=path, failures=failures,
-                         rendered=statuses.count("rendered"), refreshed=statuses.count("refreshed"))
-    log.info("run %s finished: %d tuned, %d re-rendered, %d refreshed, %d skipped, %d failed in %.0f s", run_id,
-             summary.done, summary.rendered, summary.refreshed, summary.skipped, summary.failed, summary.seconds)
+                         rendered=statuses.count("rendered"), refreshed=statuses.count("refreshed"),
+                         claimed=statuses.count("claimed"))
+    claimed = f", {summary.claimed} claimed by other runs" if summary.claimed else ""
+    log.info("run %s finished: %d tuned, %d re-rendered, %d refreshed, %d skipped%s, %d failed in %.0f s", run_id,
+             summary.done, summary.rendered, summary.refreshed, summary.skipped, claimed, summary.failed,
+             summary.seconds)
     return summary
 
 
@@ -380,19 +409,44 @@ def _plain(v):
 
 # ------------------------------------------------------------------------------------------------ re-render
 
-def rerender(out_uri: str, storage_options: Mapping | None = None, *, only: tuple[str, ...] = (),
-             frames: int | None = None, resolution: int | None = None, expressions: tuple[str, ...] | None = None,
-             face_metrics: bool | None = None, device: str = "cpu", actors: int | None = None,
-             gpus_per_actor: float = 0.0, cpus_per_actor: float = 1.0, threads_per_actor: int = 0,
-             run_id: str | None = None, progress_every_s: float = 60.0,
-             mesh_resolution: int | None = None) -> RunSummary:
+RENDER_CHANGES = ("render", "face_metrics", "device")
+"""The settings `artmator render` changes (JobSettings sections); the rest is each painting's as committed."""
+
+
+def recorded_render_changed(recorded: Mapping, changes: Mapping[tuple[str, ...], Any]) -> dict:
+    """A commit's recorded render inputs (`changes.render_inputs`) with result-changing settings replaced."""
+    render = json.loads(json.dumps(recorded))
+    for path, value in changes.items():
+        if path == ("face_metrics",):
+            render["face_metrics"] = value
+        elif path == ("render", "expressions"):
+            render["expressions"] = list(value)
+        elif path[0] == "render":
+            render["render"][path[1]] = encode(value)
+    render["files_format"] = FILES_FORMAT          # the new commit holds this version's set of files
+    return render
+
+
+def rerender(out_uri: str, storage_options: Mapping | None = None, *,
+             changes: Mapping[tuple[str, ...], Any] | None = None, only: tuple[str, ...] = (),
+             actors: int | None = None, gpus_per_actor: float = 0.0, cpus_per_actor: float = 1.0,
+             threads_per_actor: int = 0, run_id: str | None = None, progress_every_s: float = 60.0,
+             claim_ttl_s: float = DEFAULT_TTL_S) -> RunSummary:
     """`artmator render`: re-render committed paintings (all, or `only`) from their stored deltas, with their
     recorded render settings changed as given; the same `RenderActor` path `run` takes for `rendered` rows.
 
-    Each painting keeps its recorded backbone (preset and weight URIs, from its marker), delta, tuned input
-    and metadata; its renders, face metrics and result.json are new."""
+    `changes`: {JobSettings leaf path: value} under `RENDER_CHANGES`, e.g. {("render", "turntable_frames"): 5};
+    a value the config refuses raises `SettingsError` naming it. Each painting keeps its recorded backbone
+    (preset and weight URIs, from its marker), delta, tuned input and metadata; its renders, face metrics and
+    result.json are new."""
     from artmator.pipeline.recommit import backbone_settings
 
+    changes = dict(changes or {})
+    outside = [".".join(p) for p in changes if p[0] not in RENDER_CHANGES]
+    if outside:
+        raise ValueError(f"artmator render changes render settings, face metrics and the device only, not {outside}")
+    process = with_values(JobSettings(), changes)          # checks every value; speed-only render settings are ours
+    changes_results = {p: v for p, v in changes.items() if RESULT_OF[p]}
     start = time.perf_counter()
     run_id = run_id or new_run_id()
     options = dict(storage_options or {})
@@ -410,30 +464,18 @@ def rerender(out_uri: str, storage_options: Mapping | None = None, *, only: tupl
             rows.append(failed_row(pid, "config", "its commit records no render inputs (committed by an older "
                                                   "artmator?); run `artmator run --force --only` on it instead"))
             continue
-        render = json.loads(json.dumps(inputs["render"]))
-        if frames is not None:
-            render["render"]["turntable_frames"] = frames
-        if resolution is not None:
-            render["render"]["resolution"] = resolution
-        if expressions is not None:
-            render["expressions"] = list(expressions)
-        if face_metrics is not None:
-            render["face_metrics"] = face_metrics
-        if mesh_resolution is not None:
-            render["render"]["mesh_resolution"] = mesh_resolution
-        render["files_format"] = FILES_FORMAT      # the new commit holds this version's set of files
+        render = recorded_render_changed(inputs["render"], changes_results)
         fingerprints = commit.fingerprints._replace(render=digest(render))
         key = json.dumps(record, sort_keys=True)
         records[key] = record
         groups.setdefault(key, []).append({"painting_id": pid, "plan": json.dumps(
             {"action": "render", "fingerprints": fingerprints._asdict(), "inputs": {**inputs, "render": render},
              "backbone": record, "current": commit.version})})
+    expressions = process.render.expressions if ("render", "expressions") in changes else None
     for record in records.values() if expressions else ():   # stills a backbone cannot make: refused before any work
-        check_run_expressions(JobSettings(backbone=backbone_settings(record),
-                                          render=RenderConfig(expressions=tuple(expressions))), options)
+        check_run_expressions(replace(process, backbone=backbone_settings(record)), options)
     store.write_run_config(run_id, {"run_id": run_id, "command": "render", "out": store.uri, "only": list(only),
-                                    "frames": frames, "resolution": resolution, "expressions": expressions,
-                                    "face_metrics": face_metrics, "mesh_resolution": mesh_resolution,
+                                    "changes": {".".join(p): encode(v) for p, v in changes.items()},
                                     "storage_options": redact_options(options)})
     work = {"render": sum(len(items) for items in groups.values())}
     tracker = RunProgress(run_id, work, history_estimates(store), progress_every_s,
@@ -441,16 +483,15 @@ def rerender(out_uri: str, storage_options: Mapping | None = None, *, only: tupl
                               rows + done, count_attempts(store, run_id), run_id, ""), "running"))
     with tracker:
         for key, items in groups.items():
-            settings = JobSettings(backbone=backbone_settings(records[key]), device=device,
-                                   face_metrics=bool(face_metrics) if face_metrics is not None else True)
+            settings = replace(process, backbone=backbone_settings(records[key]))
             config = RunConfig(manifest_uri="", out_uri=out_uri, settings=settings, storage_options=options,
                                actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
-                               threads_per_actor=threads_per_actor)
+                               threads_per_actor=threads_per_actor, claim_ttl_s=claim_ttl_s)
             init_ray()
             spec = ActorSpec(settings_json=json.dumps(settings.to_dict()), out_uri=out_uri, storage_options=options,
-                             run_id=run_id, config_hash="", random_models=uses_random_models(settings),
+                             run_id=run_id, config_hash="",
                              threads=threads_per_actor or local_threads_per_actor(config, len(items)),
-                             max_attempts=config.max_task_retries + 1)
+                             max_attempts=config.max_task_retries + 1, claim_ttl_s=config.claim_ttl_s)
             for row in execute_phase("render", items, spec, config, tracker, settings):
                 tracker.add("render", row)
         rows += tracker.snapshot()
@@ -459,6 +500,7 @@ def rerender(out_uri: str, storage_options: Mapping | None = None, *, only: tupl
     for r in rows:
         if r["status"] == "failed":
             failures[r["error_kind"]] = failures.get(r["error_kind"], 0) + 1
-    return RunSummary(run_id=run_id, total=len(rows), done=0, skipped=0, failed=sum(failures.values()),
-                      seconds=time.perf_counter() - start, report_path=path, failures=failures,
-                      rendered=sum(r["status"] == "rendered" for r in rows))
+    return RunSummary(run_id=run_id, total=len(rows), done=0, skipped=sum(r["status"] == "skipped" for r in rows),
+                      failed=sum(failures.values()), seconds=time.perf_counter() - start, report_path=path,
+                      failures=failures, rendered=sum(r["status"] == "rendered" for r in rows),
+                      claimed=sum(r["status"] == "claimed" for r in rows))

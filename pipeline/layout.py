@@ -5,6 +5,7 @@ report's schema and the catalogue metadata keys. Storage writes it, the gallery,
     OUT/commits/<id>/<version>.<t>.<i>.<s>.<r>.<m>.json
                                                 the commit marker, written LAST: the painting's current version
     OUT/runs/<run_id>/config.json, report.parquet, attempts/<id>/<uuid>
+    OUT/claims/<id>/g<generation>.json          a live claim on the painting (`pipeline.claims`): who works on it
 
 A version is `v<seq>-<nonce>` (`v000003-9f2c1a`); the marker of the highest (seq, nonce) is the painting's
 current commit. A marker lists every file of the painting as {name: {path, bytes, sha256}}, where `path` is
@@ -99,6 +100,7 @@ RUNS_DIR = "runs"
 REPORT_NAME = "report.parquet"
 RUN_CONFIG_NAME = "config.json"
 ATTEMPTS_DIR = "attempts"
+CLAIMS_DIR = "claims"
 
 
 def join(root: str, *parts: str) -> str:
@@ -124,6 +126,56 @@ def commit_dir(root: str, painting_id: str) -> str:
 
 def run_dir(root: str, run_id: str) -> str:
     return join(root, RUNS_DIR, check_id(run_id, "run_id"))
+
+
+# ------------------------------------------------------------------------------------------------ claims
+# A claim is a folder of generation objects (`pipeline.claims`): `<claims folder>/<subject>/g<generation>.json`
+# is a held claim, `g<generation>.released` what is left of a released one (it keeps the generation number, so
+# numbers only grow). Taking a subject is CREATING the next generation's .json with an atomic create; the
+# highest generation is the holder. Paintings are claimed under OUT/claims/<painting_id>/, a gallery site under
+# SITE/_claims/gallery/, a `prepare` output under <stem>.review/_claims/prepare/.
+
+SITE_CLAIMS_DIR = "_claims"
+GALLERY_SUBJECT = "gallery"
+PREPARE_SUBJECT = "prepare"
+_CLAIM = re.compile(r"^g(\d{12})\.(json|released)$")
+
+
+def claims_root(root: str) -> str:
+    """Where the painting claims of an output lie."""
+    return join(root, CLAIMS_DIR)
+
+
+def claim_dir(folder: str, subject: str) -> str:
+    """The folder of one subject's claim generations."""
+    return join(folder, check_id(subject, "claim subject"))
+
+
+def claim_name(generation: int, released: bool = False) -> str:
+    if not 0 < generation < 10 ** 12:
+        raise LayoutError(f"claim generation {generation} is out of range (1 .. 10^12 - 1)")
+    return f"g{generation:012d}." + ("released" if released else "json")
+
+
+def parse_claim_name(path: str) -> tuple[int, bool] | None:
+    """(generation, released) of a claim object's path, or None when the path is not one."""
+    m = _CLAIM.fullmatch(posixpath.basename(path))
+    return (int(m.group(1)), m.group(2) == "released") if m else None
+
+
+def site_claims_root(site_root: str) -> str:
+    return join(site_root, SITE_CLAIMS_DIR)
+
+
+# --------------------------------------------------------------------------------------- prepare's outputs
+
+
+def prepare_paths(out_uri: str) -> tuple[str, str, str, str]:
+    """`prepare -o OUT.parquet` -> (manifest, report, review page, review folder) beside it. The review folder
+    holds one sub-folder of images per prepare run (`<stem>.review/<run_id>/`, the page names its own) and the
+    output's claims (`<stem>.review/_claims/`)."""
+    stem = out_uri[:-len(".parquet")] if out_uri.endswith(".parquet") else out_uri
+    return out_uri, f"{stem}.report.parquet", f"{stem}.review.html", f"{stem}.review"
 
 
 # ------------------------------------------------------------------------------------ a painting's files
@@ -411,10 +463,12 @@ def plain_json(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------- run report
 
-STATUSES = ("done", "rendered", "refreshed", "skipped", "failed", "invalid", "pending")
+STATUSES = ("done", "rendered", "refreshed", "skipped", "claimed", "failed", "invalid", "pending")
 """Report `status`: done = tuned and committed; rendered = re-rendered from the stored delta; refreshed =
 result.json/metadata rewritten, no model; skipped = nothing changed (or an earlier failure that retrying cannot
-fix: `error_kind` set); failed; invalid = manifest row refused; pending = not finished yet (partial reports)."""
+fix: `error_kind` set; or another run committed exactly this meanwhile); claimed = another run holds a live
+claim on the painting (the message names its run id; a later run picks the painting up if it is never
+committed); failed; invalid = manifest row refused; pending = not finished yet (partial reports)."""
 COMMITTING = ("done", "rendered", "refreshed")
 
 # The run report (runs/<run_id>/report.parquet): one row per manifest row of the run; its one definition.

@@ -212,21 +212,10 @@ def validate_manifest(table: pa.Table, base_dir: str | None = None) -> list[Prob
     return _check(table, base_dir).problems
 
 
-def manifest_tasks(table: pa.Table, base_dir: str | None = None) -> list[PaintingTask]:
-    """Tasks for the valid rows only (see `split_manifest` for the reasons of the others)."""
-    return split_manifest(table, base_dir)[0]
-
-
 def split_manifest(table: pa.Table, base_dir: str | None = None) -> tuple[list[PaintingTask], list[Problem]]:
     """(tasks of valid rows, problems of the others), so a run skips bad rows with their reasons and goes on."""
     checked = _check(table, base_dir)
     return _build_tasks(table, checked, base_dir), checked.problems
-
-
-def problems_table(problems: list[Problem]) -> pa.Table:
-    """Problems as a table (row, painting_id, column, reason) for reports."""
-    return pa.Table.from_pylist([asdict(p) for p in problems], schema=pa.schema([
-        ("row", pa.int64()), ("painting_id", pa.string()), ("column", pa.string()), ("reason", pa.string())]))
 
 
 @dataclass

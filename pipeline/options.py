@@ -1,151 +1,236 @@
-"""Click options shared by `artmator tune` and `artmator run`, turned into one `JobSettings`."""
+"""click options derived from the config dataclasses (`pipeline.config_schema`), and the storage options.
+
+`settings_options` gives a command every `JobSettings` leaf as an option (`--stage1-steps`, `--render-fps`, ...)
+plus where settings start from: `--settings quick|paper` (a preset), `--config FILE` (a `config.json` written by
+`tune` or `run`) and `--official-root` (the official checkout's four weight files). Options given explicitly
+override the file, which overrides the preset. `config_options(cls)` does the same for a flat config
+(`PrepareConfig`, the `RunConfig` resources). No option is declared by hand here.
+"""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import wraps
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from artmator.model.encoders import TINY_CLIP, ClipConfig, LpipsConfig
-from artmator.model.lora import DeltaConfig
-from artmator.model.registry import backbone_entry, backbone_names, weight_parts
-from artmator.pipeline.settings import PRESET_SETTINGS, BackboneSettings, JobSettings
+from artmator.model.registry import backbone_entry
+from artmator.pipeline.config_schema import (Leaf, SettingsError, format_text, leaves, metavar, parse_text,
+                                             with_values)
+from artmator.pipeline.settings import (PRESET_SETTINGS, JobSettings, default_settings_name, preset_settings,
+                                        settings_from_document, settings_part)
 
-PARTS = tuple(weight_parts())                  # every registered backbone's weight parts (model.registry)
+SETTINGS_LEAVES = leaves(JobSettings)
+WEIGHTS = ("backbone", "weights")
+PRESET = ("backbone", "preset")
 
 
-def model_options(fn):
-    """Decorator adding every model/tuning option; the command receives `settings: JobSettings`."""
-    options = [
-        click.option("--preset", type=click.Choice(backbone_names()), default="tiny", show_default=True,
-                     help="Backbone: " + "; ".join(f"'{n}' ({backbone_entry(n).description})" for n in backbone_names())
-                          + "."),
-        click.option("--settings", "settings_name", type=click.Choice(sorted(PRESET_SETTINGS)), default=None,
-                     help="Step counts and sizes: 'quick' (CPU demo) or 'paper'. Default: quick for the small demo "
-                          "presets, paper for the others."),
-        click.option("--official-root", default=None, metavar="URI",
-                     help="Checkout of the preset's official release (local or fsspec URI): loads all its parts "
-                          "(AniFaceGAN presets)."),
-        click.option("--weights-license", default="unknown", show_default=True, metavar="TEXT",
-                     help="Licence of the backbone weights, as you hold them (SPDX id, URL or words); written into "
-                          "every painting's model_card.md. Never guessed."),
-        click.option("--head-prior/--no-head-prior", default=True, show_default=True,
-                     help="A preset without weights starts from its demo prior when it has one (tiny: the "
-                          "procedural 3D head); else random weights."),
-        *[click.option(f"--{p.replace('_', '-')}-weights", p, default=None, metavar="URI",
-                       help=f"Weights of the {p} part (.pth or .safetensors; local or s3://, gs://, https://...).")
-          for p in PARTS],
-        click.option("--stage1-steps", type=click.IntRange(min=0), default=None, help="Stage 1 (localization) steps."),
-        click.option("--stage2-steps", type=click.IntRange(min=0), default=None, help="Stage 2 (stylization) steps."),
-        click.option("--delta-mode", type=click.Choice(["lora", "full"]), default=None,
-                     help="Tune low-rank adapters (default) or every generator weight (paper-exact)."),
-        click.option("--rank", type=click.IntRange(min=1), default=None, help="Adapter rank (lora mode)."),
-        click.option("--resolution", type=click.IntRange(min=16), default=None, help="Tuning resolution (pixels)."),
-        click.option("--render-resolution", type=click.IntRange(min=16), default=None, help="Output render size."),
-        click.option("--frames", type=click.IntRange(min=1), default=None, help="Turntable frames."),
-        click.option("--mesh-resolution", type=click.IntRange(min=0, max=512), default=None,
-                     help="Grid points per side of the mesh.glb iso-surface (default: the render resolution, at most "
-                          "128); 0: no mesh."),
-        click.option("--expressions", default=None, metavar="NAMES",
-                     help="Comma-separated expression stills: built-in names (happiness, neutral) or .mat URIs; "
-                          "default: the backbone's own (happiness for AniFaceGAN presets; none for a backbone "
-                          "without expression codes, which refuses any)."),
-        click.option("--clip", "clip_specs", multiple=True, metavar="MODEL[:TAG|=URI]",
-                     help="CLIP image encoder(s) for L_dir, e.g. ViT-B-32:openai or ViT-B-32=s3://b/clip.safetensors; "
-                          "repeat for an ensemble. 'tiny-random' = untrained tiny encoder (demo/tests)."),
-        click.option("--lpips", "lpips_spec", default=None, metavar="NET[=URI]|tiny-random",
-                     help="LPIPS backbone: vgg or alex, optionally =URI of torchvision weights; 'tiny-random' for demos."),
-        click.option("--seed", type=int, default=None, help="Run seed (each painting derives its own)."),
-        click.option("--find-faces/--no-find-faces", default=True, show_default=True,
-                     help="Rows without crop/face_align are whole paintings: detect and align the face. "
-                          "--no-find-faces: such images already are face crops."),
-        click.option("--face-metrics/--no-face-metrics", default=True, show_default=True,
-                     help="Score the renders with the pretrained face networks (result.json 'face', quality flags)."),
-        click.option("--device", default=None, help="cpu, cuda, cuda:1 ..."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
+class LeafType(click.ParamType):
+    """A leaf's command-line text -> its value (errors name the option through click)."""
+
+    def __init__(self, leaf: Leaf):
+        self.leaf = leaf
+        self.name = "|".join(leaf.choices) if leaf.choices else leaf.metavar or metavar(leaf.item)
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return self.name
+
+    def convert(self, value: Any, param, ctx) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            parsed = parse_text(self.leaf.item, value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if self.leaf.choices is not None and parsed not in self.leaf.choices:
+            self.fail(f"{value!r} is not one of {', '.join(self.leaf.choices)}", param, ctx)
+        return parsed
+
+
+def leaf_option(leaf: Leaf, show_default: str | bool = False) -> Callable:
+    """The click option of one leaf. Its default is 'not given' (None), so a given value is told apart from the
+    base settings it overrides by click's parameter source, not by comparing values."""
+    if leaf.is_flag:
+        decls = [f"{f}/--no-{f[2:]}" for f in leaf.flags]
+        return click.option(*decls, leaf.dest, default=None, help=leaf.help, show_default=show_default)
+    many = leaf.repeated or leaf.variadic
+    return click.option(*leaf.flags, leaf.dest, type=LeafType(leaf), multiple=many, default=None,
+                        help=leaf.help + (" Repeatable." if many else ""), show_default=show_default)
+
+
+def given_values(ctx: click.Context, kw: dict, leaves_: list[Leaf]) -> dict[tuple[str, ...], Any]:
+    """{leaf path: value} of the leaves given on the command line (or by env/default map); consumes their kwargs."""
+    out = {}
+    for leaf in leaves_:
+        value = kw.pop(leaf.dest)
+        if ctx.get_parameter_source(leaf.dest) not in (ParameterSource.DEFAULT, None):
+            if leaf.variadic:                        # each occurrence is a comma-separated list: all of them, in order
+                lists = [v for v in value if v is not None]                   # ("none" alone: the optional's None)
+                value = tuple(item for occurrence in lists for item in occurrence) if lists else None
+            out[leaf.path] = tuple(value) if leaf.repeated else value
+    return out
+
+
+def flag_label(leaves_: list[Leaf]) -> Callable[[tuple[str, ...]], str]:
+    by_path = {leaf.path: leaf.flags[0] for leaf in leaves_}
+    return lambda path: by_path.get(path, ".".join(path))
+
+
+def _preset_defaults(leaf: Leaf) -> str:
+    """'quick: 60, paper: 300' (or one value when both presets agree) for --help."""
+    if leaf.path == PRESET:
+        return "tiny"
+    values = {name: leaf.get(s) for name, s in PRESET_SETTINGS.items()}
+    texts = {name: _default_text(leaf, v) for name, v in values.items()}
+    if len(set(texts.values())) == 1:
+        return next(iter(texts.values()))
+    return ", ".join(f"{k}: {v}" for k, v in texts.items())
+
+
+def _default_text(leaf: Leaf, value: Any) -> str:
+    if leaf.is_flag:
+        return "on" if value else "off"
+    if leaf.repeated:
+        return " ".join(format_text(leaf.item, v) for v in value) or "none"
+    return format_text(leaf.hint, value)
+
+
+# ------------------------------------------------------------------------------------------ JobSettings
+
+def settings_options(fn):
+    """Decorator adding every `JobSettings` option; the command receives `settings: JobSettings`."""
+    for leaf in reversed(SETTINGS_LEAVES):
+        fn = leaf_option(leaf, _preset_defaults(leaf))(fn)
+    fn = click.option("--official-root", default=None, metavar="URI",
+                      help="Checkout of the preset's official release (local or fsspec URI): weights of all its "
+                           "parts (AniFaceGAN presets; explicit --weights win).")(fn)
+    fn = click.option("--settings", "settings_name", type=click.Choice(sorted(PRESET_SETTINGS)), default=None,
+                      help="Settings preset the options start from: 'quick' (CPU demo) or 'paper'. Default: quick "
+                           "for the small demo backbones, paper for the others.")(fn)
+    fn = click.option("--config", "config_file", default=None, metavar="FILE",
+                      help="A config.json written by `artmator tune` or `artmator run` (OUT/runs/<id>/config.json): "
+                           "start from its settings; options given here override them. Keys it leaves out keep "
+                           "the preset's values.")(fn)
 
     @wraps(fn)
     def wrapper(**kw):
-        kw["settings"] = settings_from_options(kw)
+        ctx = click.get_current_context()
+        given = given_values(ctx, kw, SETTINGS_LEAVES)
+        doc = _read_config(kw.pop("config_file"), kw)
+        kw["settings"] = resolve_settings(given, doc, kw.pop("settings_name"), kw.pop("official_root"))
         return fn(**kw)
 
     return wrapper
 
 
-def settings_from_options(kw: dict) -> JobSettings:
-    """Build the resolved settings; pops the options it consumed from `kw`."""
-    preset = kw.pop("preset")
-    entry = backbone_entry(preset)
-    name = kw.pop("settings_name") or ("quick" if entry.demo else "paper")
-    s = PRESET_SETTINGS[name](preset)
-    root = kw.pop("official_root", None)
-    if root and entry.weights_from_root is None:
-        raise click.UsageError(f"--official-root: the {preset} preset has no official checkout layout; give "
-                               f"its parts ({', '.join(entry.parts)}) with --<part>-weights")
-    weights = entry.weights_from_root(root) if root else {}
-    for part in PARTS:
-        uri = kw.pop(part)
-        if uri:
-            weights[part] = uri
-    backbone = BackboneSettings(preset=preset, weights=tuple(sorted(weights.items())),
-                                head_prior=s.backbone.head_prior and kw.pop("head_prior") and not weights,
-                                seed=s.backbone.seed, weights_license=kw.pop("weights_license") or "unknown")
-    kw.pop("head_prior", None)
-    tune, render = s.tune, s.render
-    if (v := kw.pop("stage1_steps")) is not None:
-        tune = replace(tune, stage1=replace(tune.stage1, steps=v))
-    if (v := kw.pop("stage2_steps")) is not None:
-        tune = replace(tune, stage2=replace(tune.stage2, steps=v))
-    mode, rank = kw.pop("delta_mode"), kw.pop("rank")
-    if mode or rank:
-        d = tune.delta
-        tune = replace(tune, delta=DeltaConfig(mode=mode or d.mode, rank=rank or d.rank, alpha=d.alpha,
-                                               include_mapping=d.include_mapping, storage_dtype=d.storage_dtype))
-    if (v := kw.pop("resolution")) is not None:
-        tune = replace(tune, resolution=v)
-    if (v := kw.pop("seed")) is not None:
-        tune = replace(tune, seed=v)
-    clip_specs, lpips_spec = kw.pop("clip_specs"), kw.pop("lpips_spec")
-    if clip_specs:
-        tune = replace(tune, encoders=replace(tune.encoders, clip=tuple(parse_clip(c) for c in clip_specs)))
-    if lpips_spec:
-        tune = replace(tune, encoders=replace(tune.encoders, lpips=parse_lpips(lpips_spec)))
-    if (v := kw.pop("render_resolution")) is not None:
-        render = replace(render, resolution=v)
-    if (v := kw.pop("frames")) is not None:
-        render = replace(render, turntable_frames=v)
-    if (v := kw.pop("mesh_resolution")) is not None:
-        if v and v < 8:
-            raise click.BadParameter("must be 0 (no mesh) or at least 8", param_hint="--mesh-resolution")
-        render = replace(render, mesh_resolution=v)
-    if (v := kw.pop("expressions")) is not None:
-        render = replace(render, expressions=tuple(e.strip() for e in v.split(",") if e.strip()))
-    device = kw.pop("device") or s.device
-    image = replace(s.image, find_faces=kw.pop("find_faces"))
-    return replace(s, backbone=backbone, tune=tune, render=render, image=image, device=device,
-                   face_metrics=kw.pop("face_metrics"))
+def setting_overrides(sections: tuple[str, ...], *, into: str = "changes"):
+    """Decorator adding the `JobSettings` options under `sections` (e.g. "render", "face_metrics"), without
+    defaults: the command receives `into`: {leaf path: value} of the options given, to change recorded settings
+    with (`artmator render`: everything else stays as committed)."""
+    own = [leaf for leaf in SETTINGS_LEAVES if leaf.path[0] in sections]
+
+    def decorate(fn):
+        for leaf in reversed(own):
+            fn = leaf_option(leaf)(fn)
+
+        @wraps(fn)
+        def wrapper(**kw):
+            kw[into] = given_values(click.get_current_context(), kw, own)
+            return fn(**kw)
+
+        return wrapper
+
+    return decorate
 
 
-def parse_clip(spec: str) -> ClipConfig:
-    """'tiny-random' | 'MODEL' | 'MODEL:TAG' | 'MODEL=URI' | 'MODEL:TAG=URI' -> ClipConfig."""
-    if spec == "tiny-random":
-        return TINY_CLIP
-    spec, _, uri = spec.partition("=")
-    model_name, _, tag = spec.partition(":")
-    return ClipConfig(model_name=model_name, pretrained=tag or "openai",
-                      checkpoint_uri=uri or None)
+def resolve_settings(given: Mapping[tuple[str, ...], Any], doc: Mapping | None = None, settings_name: str | None = None,
+                     official_root: str | None = None) -> JobSettings:
+    """Preset (by name, or the default for the backbone preset) <- the config file <- options given."""
+    given = dict(given)
+    try:
+        preset = given.get(PRESET) or (_document_preset(doc) if doc is not None else None) or "tiny"
+        settings = preset_settings(settings_name or default_settings_name(preset), preset)
+        if doc is not None:
+            settings = settings_from_document(doc, settings)
+    except (SettingsError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--config" if doc is not None else "--preset") from None
+    if official_root:
+        entry = backbone_entry(settings.backbone.preset)
+        if entry.weights_from_root is None:
+            raise click.BadParameter(f"the {settings.backbone.preset} preset has no official checkout layout; give "
+                                     f"its parts ({', '.join(entry.parts)}) with --weights PART=URI",
+                                     param_hint="--official-root")
+        given[WEIGHTS] = tuple({**entry.weights_from_root(official_root), **dict(given.get(WEIGHTS, ()))}.items())
+    try:
+        return with_values(settings, given, flag_label(SETTINGS_LEAVES))
+    except SettingsError as exc:                  # "Invalid value for '--stage1-steps': stage 1 needs steps >= 0"
+        raise click.BadParameter(exc.message, param_hint=list(exc.names)) from None
 
 
-def parse_lpips(spec: str) -> LpipsConfig:
-    """'tiny-random' | 'vgg' | 'alex' | 'vgg=URI' -> LpipsConfig."""
-    if spec == "tiny-random":
-        return LpipsConfig(net="alex", random_backbone=True)
-    net, _, uri = spec.partition("=")
-    return LpipsConfig(net=net, backbone_weights_uri=uri or None)
+def _document_preset(doc: object) -> str | None:
+    """The backbone preset a config document names, if any (it picks the preset settings under the file)."""
+    backbone = settings_part(doc).get("backbone")
+    preset = backbone.get("preset") if isinstance(backbone, Mapping) else None
+    return preset if isinstance(preset, str) else None
 
+
+def _read_config(uri: str | None, kw: Mapping) -> Mapping | None:
+    if uri is None:
+        return None
+    import fsspec
+
+    options = {}
+    if "storage_option" in kw:
+        options = parse_storage_options(kw.get("storage_option") or (), kw.get("endpoint_url"))
+    try:
+        with fsspec.open(uri, "rt", **options) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise click.BadParameter(f"{uri} does not exist", param_hint="--config") from None
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{uri} is not JSON: {exc}", param_hint="--config") from None
+
+
+# ------------------------------------------------------------------------------------------ flat configs
+
+def config_options(cls: type, *, exclude: tuple[str, ...] = (), include: tuple[str, ...] | None = None,
+                   into: str = "config", aliases: Mapping[str, str] | None = None):
+    """Decorator adding an option per field of the flat config dataclass `cls` (those in `include` when given,
+    less `exclude`; `aliases`: extra option names by field); the command receives `into`: {field name: value}
+    of the options given."""
+    aliases = dict(aliases or {})
+    own = [replace(leaf, flags=(*leaf.flags, *(["--" + aliases[leaf.name]] if leaf.name in aliases else [])))
+           for leaf in leaves(cls) if leaf.path[0] not in exclude and (include is None or leaf.path[0] in include)]
+    if any(len(leaf.path) != 1 for leaf in own):
+        raise TypeError(f"config_options takes a flat config; {cls.__name__} nests others")
+
+    def decorate(fn):
+        for leaf in reversed(own):
+            fn = leaf_option(leaf, _default_text(leaf, leaf.default))(fn)
+
+        @wraps(fn)
+        def wrapper(**kw):
+            given = given_values(click.get_current_context(), kw, own)
+            kw[into] = {path[0]: value for path, value in given.items()}
+            return fn(**kw)
+
+        return wrapper
+
+    return decorate
+
+
+def build_config(cls: type, values: Mapping[str, Any], **fixed):
+    """`cls(**fixed, **values)`, a refused value as a usage error naming its option."""
+    try:
+        return cls(**fixed, **values)
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------- storage options
 
 def storage_options_option(fn):
     fn = click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",

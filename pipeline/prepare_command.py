@@ -1,28 +1,12 @@
 """`artmator prepare CATALOG -o OUT.parquet`: find, align and pose the faces of a catalog of whole paintings."""
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import click
 
-from artmator.pipeline.options import parse_storage_options, storage_options_option
+from artmator.pipeline.options import build_config, config_options, parse_storage_options, storage_options_option
 from artmator.pipeline.prepare import PrepareConfig
-
-
-def config_options(cls):
-    """click options derived from a config dataclass: `--field-name`, typed by the default, help from metadata."""
-    def wrap(fn):
-        for f in reversed(dataclasses.fields(cls)):
-            flag = "--" + f.name.replace("_", "-")
-            if isinstance(f.default, bool):
-                fn = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=f.default, show_default=True,
-                                  help=f.metadata.get("help"))(fn)
-            else:
-                fn = click.option(flag, f.name, type=type(f.default), default=f.default, show_default=True,
-                                  help=f.metadata.get("help"))(fn)
-        return fn
-    return wrap
 
 
 @click.command("prepare")
@@ -32,7 +16,7 @@ def config_options(cls):
 @click.option("--actors", type=click.IntRange(min=1), default=None, help="Analysis actors (default: fits the cluster).")
 @storage_options_option
 @config_options(PrepareConfig)
-def prepare(catalog: str, out_uri: str, actors, storage_option, endpoint_url, **config) -> None:
+def prepare(catalog: str, out_uri: str, actors, storage_option, endpoint_url, config: dict) -> None:
     """Analyse every painting of CATALOG (CSV, Parquet, or a IIIF Presentation 2.1/3 Manifest or Collection; a
     path or any fsspec/http(s) URI): find the face, its 68 landmarks, the backbone's training crop and the head
     pose, and write a manifest that `artmator run` accepts.
@@ -46,10 +30,7 @@ def prepare(catalog: str, out_uri: str, actors, storage_option, endpoint_url, **
 
     if not out_uri.endswith(".parquet"):
         raise click.BadParameter("the output must end in .parquet", param_hint="--out")
-    try:
-        settings = PrepareConfig(**config)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    settings = build_config(PrepareConfig, config)
     bar = tqdm(unit="painting", file=sys.stderr, disable=not sys.stderr.isatty())
 
     def progress(done: int, total: int) -> None:

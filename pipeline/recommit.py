@@ -8,17 +8,21 @@ all (`refresh_batch` is a plain Ray Data task). `run` uses them for rows whose r
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from artmator.model.delta import apply_delta, decode_delta, delta_latent
 from artmator.model.render import RenderConfig
-from artmator.pipeline.actor import (ActorSpec, REPORT_COLUMNS, _Metrics, _note_attempt, _with_device, commit_marker,
-                                     committed_row, failed_row)
+from artmator.pipeline.actor import (ActorSpec, REPORT_COLUMNS, _Metrics, _note_attempt, _with_device, _with_holder,
+                                     claimed_row, commit_marker, committed_meanwhile, committed_row, failed_row)
+from artmator.pipeline.claims import Claimed, ClaimLost, Claims, holding, painting_claims
+from artmator.pipeline.config_schema import decode
 from artmator.pipeline.errors import classify, with_retries
 from artmator.pipeline.inputs import face_scorer
 from artmator.pipeline.layout import DELTA, INPUT, METADATA_FILES, MODEL_CARD, RESULT, TUNED_FILES, Commit, Fingerprints
@@ -43,12 +47,13 @@ def current_commit(store: OutputStore, painting_id: str, plan: dict) -> Commit:
 
 
 def render_config(render_inputs: dict, speed: RenderConfig) -> RenderConfig:
-    """The RenderConfig of recorded render inputs, with this process's speed-only settings (batching, chunks)."""
+    """The RenderConfig of recorded render inputs (strictly decoded; settings an older artmator recorded and this
+    one no longer has are left out), with this process's settings for what the record leaves out: the speed-only
+    ones (batching, chunks)."""
     known = {f.name for f in dataclasses.fields(RenderConfig)}
     values = {k: v for k, v in render_inputs["render"].items() if k in known}
     names = render_inputs["expressions"]
-    return RenderConfig(**values, expressions=None if names is None else tuple(names), frame_batch=speed.frame_batch,
-                        chunk_rays=speed.chunk_rays)
+    return decode(RenderConfig, {**values, "expressions": None if names is None else list(names)}, base=speed)
 
 
 # ---------------------------------------------------------------------------------------------- re-render
@@ -64,6 +69,7 @@ class RenderActor:
         self.backbone = with_retries(lambda: load_backbone_only(self.settings, spec.storage_options))
         self.store = OutputStore(spec.out_uri, spec.storage_options)
         self.scorer = face_scorer(self.settings.device)
+        self.claims = painting_claims(self.store, spec.run_id, spec.claim_ttl_s)
         self.metrics = _Metrics()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -72,15 +78,16 @@ class RenderActor:
         rows = []
         for pid, plan in zip(batch["painting_id"], batch["plan"]):
             row = render_and_commit(str(pid), json.loads(plan), self.backbone, self.settings, self.store,
-                                    self.spec, self.scorer)
+                                    self.spec, self.scorer, self.claims)
             self.metrics.record(row)
             rows.append(row)
         return {c: [r[c] for r in rows] for c in REPORT_COLUMNS}
 
 
 def render_and_commit(painting_id: str, plan: dict, backbone, settings: JobSettings, store: OutputStore,
-                      spec: ActorSpec, scorer=None) -> dict:
-    """Re-render one committed painting from its stored delta with the plan's render inputs and commit it.
+                      spec: ActorSpec, scorer=None, claims: Claims | None = None) -> dict:
+    """Re-render one committed painting from its stored delta with the plan's render inputs and commit it, under
+    the painting's claim (`claims`: the process's; made from `spec` when None).
 
     The delta and the tuned input are kept where they lie; renders and result.json are new (tuning's numbers and
     flags carried over, face metrics and flags of the new renders added)."""
@@ -88,7 +95,10 @@ def render_and_commit(painting_id: str, plan: dict, backbone, settings: JobSetti
     attempt = _note_attempt(store, spec.run_id, painting_id)
     if spec.max_attempts and attempt > spec.max_attempts:
         return failed_row(painting_id, "actor_died", f"its actor died during each of {attempt - 1} attempts")
-    try:
+    claims = claims or painting_claims(store, spec.run_id, spec.claim_ttl_s)
+    with _claimed(painting_id, start) as outcome, holding(claims, painting_id, "render") as claim:
+        if (done := committed_meanwhile(store, painting_id, plan)) is not None:
+            return {**done, "seconds_total": time.perf_counter() - start}
         commit = current_commit(store, painting_id, plan)
         delta = decode_delta(with_retries(lambda: store.read_file(painting_id, DELTA, commit)),
                              source=f"{painting_id}/{DELTA}")
@@ -114,14 +124,30 @@ def render_and_commit(painting_id: str, plan: dict, backbone, settings: JobSetti
         keep = {rel: commit.files[rel] for rel in TUNED_FILES if rel in commit.files}
         marker = commit_marker(spec, plan, "rendered", result_flags(files),
                                {"render": time.perf_counter() - start}, commit.doc)
+        outcome["claim"] = claim
         written = with_retries(lambda: store.commit(painting_id, files, marker,
-                                                     Fingerprints.from_dict(plan["fingerprints"]), keep))
+                                                     Fingerprints.from_dict(plan["fingerprints"]), keep, claim))
+        return {**committed_row(painting_id, "rendered", json.loads(files[RESULT]), written["version"]),
+                "seconds_total": time.perf_counter() - start}
+    return outcome["row"]
+
+
+@contextlib.contextmanager
+def _claimed(painting_id: str, start: float) -> Iterator[dict]:
+    """Turns a re-render's or refresh's exception into its report row (`outcome["row"]`): claimed by another
+    run, changed since planned, or failed with its kind."""
+    outcome: dict = {}
+    try:
+        yield outcome
+    except (Claimed, ClaimLost) as exc:
+        row = claimed_row(painting_id, _with_holder(exc, outcome.get("claim")) if isinstance(exc, ClaimLost) else exc)
     except ChangedError as exc:
-        return {**failed_row(painting_id, "changed", str(exc)), "seconds_total": time.perf_counter() - start}
+        row = failed_row(painting_id, "changed", str(exc))
     except Exception as exc:  # noqa: BLE001 - one painting's failure never stops the batch
-        return {**failed_row(painting_id, *classify(exc)), "seconds_total": time.perf_counter() - start}
-    return {**committed_row(painting_id, "rendered", json.loads(files[RESULT]), written["version"]),
-            "seconds_total": time.perf_counter() - start}
+        row = failed_row(painting_id, *classify(exc))
+    else:
+        return
+    outcome["row"] = {**row, "seconds_total": time.perf_counter() - start}
 
 
 # ------------------------------------------------------------------------------------------------ refresh
@@ -129,20 +155,29 @@ def render_and_commit(painting_id: str, plan: dict, backbone, settings: JobSetti
 def refresh_batch(batch: dict[str, np.ndarray], spec: ActorSpec) -> dict[str, list]:
     """Ray Data task (no actor, no model): refresh every painting of the batch."""
     store = OutputStore(spec.out_uri, spec.storage_options)
+    claims = painting_claims(store, spec.run_id, spec.claim_ttl_s)
     metrics = _Metrics()
     rows = []
-    for pid, plan in zip(batch["painting_id"], batch["plan"]):
-        row = refresh_and_commit(str(pid), json.loads(plan), store, spec)
-        metrics.record(row)
-        rows.append(row)
+    try:
+        for pid, plan in zip(batch["painting_id"], batch["plan"]):
+            row = refresh_and_commit(str(pid), json.loads(plan), store, spec, claims)
+            metrics.record(row)
+            rows.append(row)
+    finally:
+        if claims is not None:
+            claims.close()
     return {c: [r[c] for r in rows] for c in REPORT_COLUMNS}
 
 
-def refresh_and_commit(painting_id: str, plan: dict, store: OutputStore, spec: ActorSpec) -> dict:
-    """Rewrite one committed painting's result.json with the plan's metadata (and record its new image stamp);
-    every other file is kept where it lies."""
+def refresh_and_commit(painting_id: str, plan: dict, store: OutputStore, spec: ActorSpec,
+                       claims: Claims | None = None) -> dict:
+    """Rewrite one committed painting's result.json with the plan's metadata (and record its new image stamp),
+    under the painting's claim; every other file is kept where it lies."""
     start = time.perf_counter()
-    try:
+    claims = claims or painting_claims(store, spec.run_id, spec.claim_ttl_s)
+    with _claimed(painting_id, start) as outcome, holding(claims, painting_id, "refresh") as claim:
+        if (done := committed_meanwhile(store, painting_id, plan)) is not None:
+            return {**done, "seconds_total": time.perf_counter() - start}
         commit = current_commit(store, painting_id, plan)
         result = json.loads(with_retries(lambda: store.read_file(painting_id, RESULT, commit)))
         tuned, rendered = records_of(result)
@@ -152,17 +187,14 @@ def refresh_and_commit(painting_id: str, plan: dict, store: OutputStore, spec: A
         keep = {rel: entry for rel, entry in commit.files.items() if rel not in METADATA_FILES}
         marker = commit_marker(spec, plan, "refreshed", result_flags(files),
                                {"refresh": time.perf_counter() - start}, commit.doc)
+        outcome["claim"] = claim
         written = with_retries(lambda: store.commit(painting_id, files, marker,
-                                                     Fingerprints.from_dict(plan["fingerprints"]), keep))
-    except ChangedError as exc:
-        return {**failed_row(painting_id, "changed", str(exc)), "seconds_total": time.perf_counter() - start}
-    except Exception as exc:  # noqa: BLE001
-        return {**failed_row(painting_id, *classify(exc)), "seconds_total": time.perf_counter() - start}
-    return {**committed_row(painting_id, "refreshed", json.loads(files[RESULT]), written["version"]),
-            "seconds_total": time.perf_counter() - start}
+                                                     Fingerprints.from_dict(plan["fingerprints"]), keep, claim))
+        return {**committed_row(painting_id, "refreshed", json.loads(files[RESULT]), written["version"]),
+                "seconds_total": time.perf_counter() - start}
+    return outcome["row"]
 
 
 def backbone_settings(record: dict) -> BackboneSettings:
-    """BackboneSettings from a marker's `backbone` record (`actor.backbone_record`)."""
-    return BackboneSettings(preset=record["preset"], weights=tuple((p, u) for p, u in record.get("weights") or ()),
-                            head_prior=bool(record.get("head_prior", True)), seed=int(record.get("seed", 0)))
+    """BackboneSettings from a marker's `backbone` record (`flow.backbone_record`), strictly decoded."""
+    return decode(BackboneSettings, record)

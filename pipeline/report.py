@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from artmator.pipeline.layout import COMMITTING, REPORT_SCHEMA  # noqa: F401 - REPORT_SCHEMA re-exported for readers
+from artmator.pipeline.claims import Holder, list_holders, process_alive
+from artmator.pipeline.layout import COMMITTING, REPORT_SCHEMA, claims_root  # noqa: F401 - REPORT_SCHEMA re-exported
 from artmator.pipeline.storage import OutputStore
 
-RUN_COUNTS = ("done", "rendered", "refreshed", "skipped", "failed", "invalid", "pending")
+RUN_COUNTS = ("done", "rendered", "refreshed", "skipped", "claimed", "failed", "invalid", "pending")
 
 
 def status_summary(out_uri: str, storage_options: Mapping | None = None) -> str:
@@ -18,7 +19,8 @@ def status_summary(out_uri: str, storage_options: Mapping | None = None) -> str:
     store = OutputStore(out_uri, storage_options)
     committed = store.committed_ids()
     reports = store.read_reports()
-    lines = [f"{store.uri}: {len(committed)} paintings committed"]
+    holders = list_holders(store.fs, claims_root(store.root))
+    lines = [f"{store.uri}: {len(committed)} paintings committed"] + claim_lines(holders)
     if reports.num_rows == 0:
         return "\n".join(lines + ["no runs recorded yet"])
     rows = reports.to_pylist()
@@ -27,8 +29,10 @@ def status_summary(out_uri: str, storage_options: Mapping | None = None) -> str:
         if r.get("status") not in ("skipped", "pending"):
             latest[r["painting_id"]] = r
     failed = {pid: r for pid, r in latest.items() if r["status"] in ("failed", "invalid") and pid not in committed}
-    partial = store.partial_paintings()
-    lines.append(f"{len(failed)} failed (latest attempt), {len(partial)} partial (no marker; redone on rerun)")
+    working = {h.subject for h in active_claims(holders)}
+    partial = [pid for pid in store.partial_paintings() if pid not in working]
+    lines.append(f"{len(failed)} failed (latest attempt), {len(partial)} partial (no marker, no live claim; redone "
+                 "on rerun)")
     reasons = Counter(r.get("error_kind") or "unknown" for r in failed.values())
     for kind, n in reasons.most_common():
         example = next(r for r in failed.values() if (r.get("error_kind") or "unknown") == kind)
@@ -45,6 +49,37 @@ def status_summary(out_uri: str, storage_options: Mapping | None = None) -> str:
         state = " (running)" if (of_run[0].get("run_state") == "running") else ""
         lines.append(f"run {run_id}{state}: {counts.get('done', 0)} done{rate}" + (f"; {others}" if others else ""))
     return "\n".join(lines)
+
+
+def active_claims(holders: list[Holder]) -> list[Holder]:
+    """The claims whose lease runs and whose process is not known to be gone (a claim of a process of this host
+    that no longer exists is as good as expired: any run takes it over at once)."""
+    import socket
+
+    here = socket.gethostname()
+    return [h for h in holders if h.live() and not (h.host == here and not process_alive(h.pid, h.pid_started))]
+
+
+def claim_lines(holders: list[Holder]) -> list[str]:
+    """Live claims by run (who is working on what, until when) and the expired ones the next run takes over."""
+    live = active_claims(holders)
+    lines = []
+    if live:
+        lines.append(f"{len(live)} live claims (paintings being worked on now):")
+        by_run: dict[str, list[Holder]] = {}
+        for h in live:
+            by_run.setdefault(h.run_id, []).append(h)
+        for run_id, held in sorted(by_run.items()):
+            purposes = Counter(h.purpose or "?" for h in held)
+            example = held[0]
+            shown = ", ".join(h.subject for h in held[:5]) + (" ..." if len(held) > 5 else "")
+            lines.append(f"  run {run_id}: {len(held)} ({', '.join(f'{n} {p}' for p, n in purposes.most_common())}) "
+                         f"on host {example.host}, e.g. {shown}; leases until "
+                         f"{max(held, key=lambda h: h.expires_at).describe().rsplit('lease until ', 1)[1]}")
+    expired = len(holders) - len(live)
+    if expired:
+        lines.append(f"{expired} expired claims (their workers stopped; the next run takes them over)")
+    return lines
 
 
 def _face_lines(done: list[dict]) -> list[str]:

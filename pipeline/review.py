@@ -23,8 +23,9 @@ h1{font-size:1.3rem;margin:0 0 .3rem} .summary{margin:0 0 1rem;color:#555}
 """
 
 
-def review_page(results: list[dict], assets_dir: str, catalog_uri: str) -> str:
-    """HTML of the contact sheet; `assets_dir` is the thumbnails' folder relative to the page."""
+def review_page(results: list[dict], assets_dir: str, catalog_uri: str, run_id: str = "") -> str:
+    """HTML of the contact sheet; `assets_dir` is the thumbnails' folder relative to the page, `run_id` the
+    prepare run that wrote it (also named in the manifest and report it was written with)."""
     ordered = sorted(results, key=lambda r: (r.get("status") == "ok", r.get("row") if r.get("row") is not None
                                              else -1, str(r.get("painting_id"))))
     counts: dict[str, int] = {}
@@ -34,6 +35,7 @@ def review_page(results: list[dict], assets_dir: str, catalog_uri: str) -> str:
     rows = "\n".join(_row(r, assets_dir) for r in ordered)
     return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<meta name=\"artmator-prepare-run\" content=\"{escape(run_id)}\">"
             f"<title>artmator prepare: review</title><style>{_STYLE}</style></head><body>\n"
             f"<h1>Faces found in {escape(catalog_uri)}</h1>\n"
             f"<p class=\"summary\">{len(results)} rows: {summary}. Rows without a usable face come first.</p>\n"

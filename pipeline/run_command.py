@@ -1,74 +1,53 @@
 """`artmator run`, `artmator validate` and `artmator status`."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from artmator.pipeline.gallery.publication import publication_kwargs, publication_options
-from artmator.pipeline.options import model_options, parse_storage_options, storage_options_option
+from artmator.pipeline.gallery.publication import Publication
+from artmator.pipeline.job import RunConfig
+from artmator.pipeline.options import (build_config, config_options, parse_storage_options, settings_options,
+                                       storage_options_option)
 from artmator.pipeline.progress import logging_options
 from artmator.pipeline.settings import JobSettings
 
+GALLERY_WAIT_S = 900.0
+"""How long `run` and `render` wait for another driver's gallery build on the same output."""
 DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "demo" / "manifest.parquet"
+RUN_ARGUMENTS = ("manifest_uri", "out_uri", "settings", "storage_options", "run_id")   # not options of `run`
 
 
 def run_options(fn):
-    """The options of `artmator run`, shared with `artmator plan` (a plan is the run it describes)."""
-    for option in reversed([
-        click.argument("manifest", required=False, default=None),
-        click.option("--out", "out_uri", default="./artmator-out", show_default=True, help="Output folder or URI."),
-        click.option("--actors", type=click.IntRange(min=1), default=None,
-                     help="Actor pool size (default: fits the cluster)."),
-        click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
-                     help="GPUs per tuning actor; fractions pack several actors on one GPU."),
-        click.option("--cpus-per-actor", type=click.FloatRange(min=0.1), default=1.0, show_default=True),
-        click.option("--threads-per-actor", type=click.IntRange(min=0), default=0,
-                     help="torch threads per actor (0: default)."),
-        click.option("--paintings-per-batch", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Paintings tuned together in one optimisation by an actor."),
-        click.option("--retry-failed", is_flag=True, help="Also retry paintings that failed for good in earlier runs."),
-        click.option("--only", "only", multiple=True, metavar="ID[,ID...]",
-                     help="Process only these painting ids (repeatable, or comma-separated)."),
-        click.option("--force", is_flag=True,
-                     help="Tune every selected painting again, whatever is committed or failed before."),
-        storage_options_option,
-        model_options,
-    ]):
-        fn = option(fn)
-    return fn
+    """The options of `artmator run`, shared with `artmator plan` (a plan is the run it describes): MANIFEST,
+    --out, one option per RunConfig field (`config_options`) and every setting (`settings_options`)."""
+    fn = settings_options(fn)
+    fn = storage_options_option(fn)
+    fn = config_options(RunConfig, exclude=RUN_ARGUMENTS, into="resources",
+                        aliases={"progress_every_s": "progress-every", "claim_ttl_s": "claim-ttl"})(fn)
+    fn = click.option("--out", "out_uri", default="./artmator-out", show_default=True,
+                      help="Output folder or URI.")(fn)
+    return click.argument("manifest", required=False, default=None)(fn)
 
 
-def run_config(manifest, out_uri, actors, gpus_per_actor, cpus_per_actor, threads_per_actor, paintings_per_batch,
-               retry_failed, only, force, storage_option, endpoint_url, settings: JobSettings, **extra):
-    """The RunConfig the run options describe (`extra`: RunConfig fields of the command itself)."""
-    from dataclasses import replace
-
-    from artmator.pipeline.job import RunConfig
-
-    return RunConfig(manifest_uri=manifest or str(DEMO_MANIFEST), out_uri=out_uri,
-                     settings=replace(settings, paintings_per_batch=paintings_per_batch),
-                     storage_options=parse_storage_options(storage_option, endpoint_url), actors=actors,
-                     gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
-                     threads_per_actor=threads_per_actor, retry_failed=retry_failed,
-                     only=tuple(i.strip() for value in only for i in value.split(",") if i.strip()), force=force,
-                     **extra)
+def run_config(manifest, out_uri, resources: dict, storage_option, endpoint_url, settings: JobSettings) -> RunConfig:
+    """The RunConfig the run options describe."""
+    return build_config(RunConfig, resources, manifest_uri=manifest or str(DEMO_MANIFEST), out_uri=out_uri,
+                        settings=settings, storage_options=parse_storage_options(storage_option, endpoint_url))
 
 
 @click.command("run")
 @run_options
 @click.option("--gallery/--no-gallery", default=True, show_default=True, help="Build the static gallery at OUT/gallery.")
-@publication_options
-@click.option("--progress-every", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
-              help="Seconds between progress log lines and partial report writes (0: none).")
+@config_options(Publication, into="publication")
 @logging_options
-def run(gallery, progress_every, log_level, log_format, **options) -> None:
+def run(gallery, log_level, log_format, **options) -> None:
     """Tune every painting of MANIFEST (Parquet; default: the bundled demo) on Ray and commit outputs to --out.
 
     Rerunning does per painting the least that is correct: nothing when nothing changed, a metadata refresh,
-    a re-render from the stored delta, or a new tuning. Exit code 0 only when no painting failed.
+    a re-render from the stored delta, or a new tuning. Exit code 0 only when no painting failed. Settings start
+    from a preset (--settings) or a config.json (--config); every option below overrides them.
     """
     from tqdm import tqdm
 
@@ -76,8 +55,8 @@ def run(gallery, progress_every, log_level, log_format, **options) -> None:
     from artmator.pipeline.progress import configure_logging
 
     configure_logging(log_level, log_format)
-    publication = publication_kwargs(options)
-    config = run_config(**options, progress_every_s=progress_every)
+    publication = build_config(Publication, options.pop("publication"))
+    config = run_config(**options)
     bar = tqdm(unit="painting", file=sys.stderr, disable=not sys.stderr.isatty())
 
     def progress(done: int, total: int) -> None:
@@ -97,18 +76,25 @@ def run(gallery, progress_every, log_level, log_format, **options) -> None:
         raise click.ClickException(f"storage error: {message} (committed paintings are kept; rerun to resume)") from None
     finally:
         bar.close()
+    claimed = f", {summary.claimed} claimed by other runs" if summary.claimed else ""
     click.echo(f"run {summary.run_id}: {summary.done} committed, {summary.rendered} re-rendered, "
-               f"{summary.refreshed} refreshed, {summary.skipped} skipped (unchanged), {summary.failed} failed, "
-               f"{summary.seconds:.0f} s")
+               f"{summary.refreshed} refreshed, {summary.skipped} skipped (unchanged){claimed}, {summary.failed} "
+               f"failed, {summary.seconds:.0f} s")
     for kind, n in sorted(summary.failures.items()):
         click.echo(f"  failed ({kind}): {n}")
     click.echo(f"report: {summary.report_path}")
     if gallery:
         from artmator.pipeline.gallery.site import build_gallery
 
+        from artmator.pipeline.gallery.site import GalleryBusy
+
         site = config.out_uri.rstrip("/") + "/gallery"
-        result = build_gallery(config.out_uri, site, storage_options=config.storage_options or None, **publication)
-        click.echo(f"gallery: {result.index_url}")
+        try:
+            result = build_gallery(config.out_uri, site, storage_options=config.storage_options or None,
+                                   publication=publication, wait_s=GALLERY_WAIT_S)
+            click.echo(f"gallery: {result.index_url}")
+        except GalleryBusy as exc:     # another driver is still publishing: its build or the next one shows ours
+            click.echo(f"gallery: not updated: {exc}", err=True)
     sys.exit(0 if summary.ok else 1)
 
 

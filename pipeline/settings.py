@@ -1,36 +1,62 @@
 """Resolved settings of a tuning job (shared by `artmator tune` and `artmator run`) and model loading.
 
-Everything that changes a painting's result is in `JobSettings`; its `result_hash()` keys commit markers so a
-rerun with the same settings skips committed paintings and a changed setting redoes them.
+`JobSettings` is the one source of the job's settings: its fields (and the config dataclasses of `model/` it
+nests) are declared with `model.fields.setting`, and the command-line options, the JSON written beside outputs
+(`config.json`, readable again with `--config`) and the resume hash are derived from them (`pipeline.config_schema`).
+`result_hash()` covers exactly the settings declared to change results, so a rerun with the same settings skips
+committed paintings, a changed one redoes them, and a different device, batch size or chunking changes nothing.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 
 from artmator.model import Backbone, load_backbone
-from artmator.model.registry import backbone_entry
 from artmator.model.encoders import TINY_CLIP, LpipsConfig
+from artmator.model.fields import setting
 from artmator.model.images import ImageConfig
 from artmator.model.localize import LocalizeConfig
+from artmator.model.registry import backbone_entry, backbone_names
 from artmator.model.render import RenderConfig
 from artmator.model.stylize import StylizeConfig
 from artmator.model.tune import EncoderConfig, Encoders, TuneConfig, load_encoders
+from artmator.pipeline.config_schema import decode, encode
 
 
 @dataclass(frozen=True)
 class BackboneSettings:
     """Which generator to tune from."""
 
-    preset: str = "tiny"                              # a registered preset (`artmator.model.registry`)
-    weights: tuple[tuple[str, str], ...] = ()         # (part, URI) for the preset's parts (Backbone.WEIGHT_PARTS)
-    head_prior: bool = True                           # no weights: start from the preset's demo prior, if any
-    seed: int = 0                                     # initialisation of parts without weights
-    weights_license: str = "unknown"                  # licence of the weights, as the user states it (model cards)
+    preset: str = setting("tiny", "A registered backbone preset: 'anifacegan' (the official architecture), or a small "
+                                  "demo preset for CPU demos and tests ('tiny', 'triplane-tiny').",
+                          choices=backbone_names)
+    weights: tuple[tuple[str, str], ...] = setting(
+        (), "Weights of one part of the backbone (its Backbone.WEIGHT_PARTS; AniFaceGAN: generator, deform, vae_id, "
+            "vae_exp): .pth or .safetensors, local or s3://, gs://, https://...; repeat per part. Parts not given "
+            "start from the backbone seed.", result=False, metavar="PART=URI")    # by content instead: the hash takes base_hash
+    head_prior: bool = setting(True, "A preset without weights starts from its demo prior when it has one (tiny: the "
+                                     "procedural 3D head); else random weights. Ignored when weights are given.")
+    seed: int = setting(0, "Initialisation of the backbone parts without weights.")
+    weights_license: str = setting(
+        "unknown", "Licence of the backbone weights, as you hold them (SPDX id, URL or words); written into every "
+                   "painting's model_card.md, never guessed. Changing it refreshes the model cards only.")
+    # an output (the model cards) but not the weights: the metadata fingerprint covers it (changes.metadata_inputs),
+    # the tune fingerprint's base identity does not
+
+    def __post_init__(self):
+        parts = backbone_entry(self.preset).parts                     # an unknown preset names the registered ones
+        names = [p for p, _ in self.weights]
+        unknown = sorted(set(names) - set(parts))
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(f"weights of {self.preset!r} are given per part, once each; its parts are "
+                             f"{list(parts)} (got {names})")
+        object.__setattr__(self, "weights", tuple(sorted(self.weights)))      # one order: equal settings compare equal
+        if self.weights and self.head_prior:      # a prior only replaces missing weights: the same backbone either way
+            object.__setattr__(self, "head_prior", False)
 
     def weight_map(self) -> dict[str, str]:
         return dict(self.weights)
@@ -38,109 +64,110 @@ class BackboneSettings:
 
 @dataclass(frozen=True)
 class JobSettings:
-    """All settings of a tuning job; `device` and batching do not change results and are not hashed."""
+    """All settings of a tuning job. Field metadata names the command-line options: `tune`'s are unprefixed
+    (`--stage1-steps`, `--seed`), the others carry their section's name (`--render-resolution`); the aliases keep
+    the short names users know (`--preset`, `--frames`, `--clip`...)."""
 
-    backbone: BackboneSettings = field(default_factory=BackboneSettings)
-    tune: TuneConfig = field(default_factory=TuneConfig)
-    render: RenderConfig = field(default_factory=RenderConfig)
-    image: ImageConfig = field(default_factory=ImageConfig)
-    device: str = "cpu"                               # "cpu", "cuda", "cuda:1" ...
-    paintings_per_batch: int = 1                      # paintings tuned together in one optimisation
-    face_metrics: bool = True                         # score renders with the pretrained face networks
+    backbone: BackboneSettings = setting(
+        factory=BackboneSettings, help="Which generator to tune from.",
+        aliases={"preset": "preset", "weights": "weights", "head_prior": "head-prior",
+                 "weights_license": "weights-license"})
+    tune: TuneConfig = setting(
+        factory=TuneConfig, help="The method: stages 1 and 2, delta, pose search, loss networks.", prefix="",
+        aliases={"encoders.clip": "clip", "encoders.lpips": "lpips", "delta.rank": "rank"})
+    render: RenderConfig = setting(
+        factory=RenderConfig, help="What is rendered for each tuned painting.",
+        aliases={"turntable_frames": "frames", "expressions": "expressions", "mesh_resolution": "mesh-resolution"})
+    image: ImageConfig = setting(factory=ImageConfig, help="How painting files are decoded and fitted.",
+                                 aliases={"find_faces": "find-faces"})
+    device: str = setting("cpu", "cpu, cuda, cuda:1 ... (an actor uses the GPU Ray gives it).", result=False)
+    paintings_per_batch: int = setting(1, "Paintings tuned together in one optimisation (each follows the updates "
+                                          "it would get alone).", result=False)
+    face_metrics: bool = setting(True, "Score the renders with the pretrained face networks (result.json 'face', "
+                                       "quality flags).")
+
+    def __post_init__(self):
+        if self.paintings_per_batch < 1:
+            raise ValueError(f"paintings_per_batch must be >= 1, got {self.paintings_per_batch}")
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        return encode(self)
 
     def result_hash(self, base_hash: str) -> str:
-        """Hash of what decides outputs: backbone weights (by content), tuning, rendering and image settings."""
-        d = self.to_dict()
-        d["backbone"].pop("weights")                  # URIs may move; the content hash is what matters
-        for volatile in ("device", "paintings_per_batch"):
-            d.pop(volatile)
-        d["base_hash"] = base_hash
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of what decides outputs: the backbone's weights by content (`base_hash`) and every setting declared
+        to change results (`setting(result=False)` ones are left out: device, batching, chunking, caches, URIs)."""
+        view = {**encode(self, result_only=True), "base_hash": base_hash}
+        return hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()[:16]
+
+
+QUICK = JobSettings(
+    tune=TuneConfig(stage1=LocalizeConfig(steps=60), stage2=StylizeConfig(steps=30, lr_lora=5e-4),
+                    encoders=EncoderConfig(clip=(TINY_CLIP,), lpips=LpipsConfig(net="alex", random_backbone=True)),
+                    resolution=96),
+    render=RenderConfig(resolution=128, turntable_frames=24),
+)
+"""Step counts and sizes for the offline CPU demo (random tiny encoders).
+
+Stage 2's adapters learn at 5e-4 (not the default 2e-3): with the random LPIPS and CLIP of the demo the stage-2
+losses mostly reward texture, and at 2e-3 the tiny head prior's face dissolves into noise within 30 steps
+(bench/demo_faces.py: faces detected in no turntable frame). Tuning runs at 96 px, not the tiny backbone's 64: the
+painting's face is framed as the demo bust frames it (0.57 of the square), and at 64 px stage 2 blurs the eyes and
+mouth below what the face networks read (bench/demo_faces.py: frames with a face 0.63 at 64 px, 0.82 at 96 px;
+~1.7x the tuning time)."""
+
+PAPER = JobSettings(
+    backbone=BackboneSettings(head_prior=False),
+    tune=TuneConfig(stage1=LocalizeConfig(steps=300), stage2=StylizeConfig(steps=300), resolution=128),
+    render=RenderConfig(resolution=256, turntable_frames=36),
+)
+"""Paper-faithful settings for pretrained CLIP ViT-B/32 and LPIPS (GPU)."""
+
+PRESET_SETTINGS = {"quick": QUICK, "paper": PAPER}
+
+
+def preset_settings(name: str, backbone_preset: str) -> JobSettings:
+    """The named settings preset ('quick', 'paper') for a backbone preset."""
+    base = PRESET_SETTINGS[name]
+    return replace(base, backbone=replace(base.backbone, preset=backbone_preset))
+
+
+def default_settings_name(backbone_preset: str) -> str:
+    """'quick' for the small demo presets (`BackboneEntry.demo`), 'paper' for the others."""
+    return "quick" if backbone_entry(backbone_preset).demo else "paper"
 
 
 def quick_settings(preset: str = "tiny") -> JobSettings:
-    """Step counts and sizes for the offline CPU demo (tiny preset, random tiny encoders).
-
-    Stage 2's adapters learn at 5e-4 (not the default 2e-3): with the random LPIPS and CLIP of the demo the
-    stage-2 losses mostly reward texture, and at 2e-3 the tiny head prior's face dissolves into noise within
-    30 steps (bench/demo_faces.py: faces detected in no turntable frame). Tuning runs at 96 px, not the tiny
-    backbone's 64: the painting's face is framed as the demo bust frames it (0.57 of the square), and at 64 px
-    stage 2 blurs the eyes and mouth below what the face networks read (bench/demo_faces.py: frames with a face
-    0.63 at 64 px, 0.82 at 96 px; ~1.7x the tuning time)."""
-    return JobSettings(
-        backbone=BackboneSettings(preset=preset),
-        tune=TuneConfig(stage1=LocalizeConfig(steps=60), stage2=StylizeConfig(steps=30, lr_lora=5e-4),
-                        encoders=EncoderConfig(clip=(TINY_CLIP,), lpips=LpipsConfig(net="alex", random_backbone=True)),
-                        resolution=96),
-        render=RenderConfig(resolution=128, turntable_frames=24),
-    )
+    return preset_settings("quick", preset)
 
 
 def paper_settings(preset: str = "anifacegan") -> JobSettings:
-    """Paper-faithful settings for the official backbone with pretrained CLIP ViT-B/32 and LPIPS (GPU)."""
-    return JobSettings(
-        backbone=BackboneSettings(preset=preset, head_prior=False),
-        tune=TuneConfig(stage1=LocalizeConfig(steps=300), stage2=StylizeConfig(steps=300), resolution=128),
-        render=RenderConfig(resolution=256, turntable_frames=36),
-    )
+    return preset_settings("paper", preset)
 
 
 def settings_from_json(text: str) -> JobSettings:
-    """Inverse of `json.dumps(settings.to_dict())` (how settings travel to Ray actors and run folders)."""
-    return _from_dict(JobSettings, json.loads(text))
+    """Inverse of `json.dumps(settings.to_dict())` (how settings travel to Ray actors). Strict: an unknown key or
+    a value of the wrong type is a `config_schema.SettingsError` naming the setting."""
+    return decode(JobSettings, json.loads(text))
 
 
-def _from_dict(cls, data):
-    """Rebuild a (nested, frozen) dataclass from plain JSON data using its type hints."""
-    import dataclasses
-    import typing
-
-    if dataclasses.is_dataclass(cls):
-        hints = typing.get_type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} settings {unknown}")
-        return cls(**{k: _from_dict(hints[k], v) for k, v in data.items()})
-    origin, args = typing.get_origin(cls), typing.get_args(cls)
-    if origin is tuple:
-        item_types = args[:1] * len(data) if len(args) == 2 and args[1] is Ellipsis else args
-        return tuple(_from_dict(t, v) for t, v in zip(item_types, data))
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union)):
-        if data is None:
-            return None
-        for t in args:
-            if t is not type(None):
-                try:
-                    return _from_dict(t, data)
-                except (TypeError, ValueError):
-                    continue
-        raise ValueError(f"settings value {data!r} fits none of {[getattr(t, '__name__', t) for t in args]}")
-    if dataclasses.is_dataclass(cls) is False and isinstance(cls, type) and cls in (int, float, str, bool):
-        if cls is float and isinstance(data, int) and not isinstance(data, bool):
-            return float(data)
-        if not isinstance(data, cls) or (cls is int and isinstance(data, bool)):
-            raise ValueError(f"settings value {data!r} is not a {cls.__name__}")
-    return data
+def settings_from_document(doc: Mapping, base: JobSettings) -> JobSettings:
+    """Settings from a `config.json`: the one `artmator tune` writes (the settings themselves) or a run's
+    `runs/<run_id>/config.json` (settings under "settings", beside facts about the run). Keys it leaves out keep
+    `base`'s values."""
+    return decode(JobSettings, settings_part(doc), base=base)
 
 
-def settings_json(settings: JobSettings, redact) -> str:
-    """The resolved settings as JSON with weight URIs passed through `redact` (no credentials written)."""
-    d = settings.to_dict()
-    d["backbone"]["weights"] = [[p, redact(u)] for p, u in d["backbone"]["weights"]]
-    for clip in d["tune"]["encoders"]["clip"]:
-        if clip.get("checkpoint_uri"):
-            clip["checkpoint_uri"] = redact(clip["checkpoint_uri"])
-    lp = d["tune"]["encoders"]["lpips"]
-    if lp.get("backbone_weights_uri"):
-        lp["backbone_weights_uri"] = redact(lp["backbone_weights_uri"])
-    return json.dumps(d, indent=1, sort_keys=True)
+def settings_part(doc: object) -> Mapping:
+    """The settings object of a `config.json` document (see `settings_from_document`)."""
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"a settings file holds a JSON object, got {type(doc).__name__}")
+    return doc["settings"] if isinstance(doc.get("settings"), Mapping) else doc
 
 
-PRESET_SETTINGS = {"quick": quick_settings, "paper": paper_settings}
+def settings_json(settings: JobSettings, redact: Callable[[object], object]) -> str:
+    """The resolved settings as JSON (what `config.json` holds) with every value passed through `redact`
+    (`storage.redact_config`: URIs lose credentials and signatures). `--config` reads it back."""
+    return json.dumps(redact(settings.to_dict()), indent=1, sort_keys=True)
 
 
 @dataclass
@@ -202,5 +229,6 @@ def check_run_expressions(settings: JobSettings, storage_options: Mapping | None
         resolve_expressions(backbone, settings.render.expressions, storage_options)
 
 
-__all__ = ["BackboneSettings", "JobSettings", "Models", "PRESET_SETTINGS", "check_run_expressions", "load_models",
-           "quick_settings", "paper_settings", "resolve_expressions", "settings_from_json", "replace"]
+__all__ = ["BackboneSettings", "JobSettings", "Models", "PAPER", "PRESET_SETTINGS", "QUICK", "check_run_expressions",
+           "default_settings_name", "load_models", "paper_settings", "preset_settings", "quick_settings",
+           "resolve_expressions", "settings_from_document", "settings_from_json", "settings_json", "settings_part"]

@@ -190,6 +190,11 @@ class OutputStore:
         refs = [r for p in paths if (r := layout.parse_marker_path(p)) and r.painting_id == painting_id]
         return sorted(refs, key=lambda r: r.order)
 
+    def current_ref(self, painting_id: str) -> CommitRef | None:
+        """The painting's current marker as a listing shows it (None: not committed); one listing, no read."""
+        refs = self._refs(painting_id)
+        return refs[-1] if refs else None
+
     def read_commit(self, painting_id: str) -> Commit | None:
         """The painting's current commit, or None when it has none (or an unreadable one)."""
         refs = self._refs(painting_id)
@@ -216,13 +221,16 @@ class OutputStore:
     # ---- committing
 
     def commit(self, painting_id: str, files: Mapping[str, bytes], marker: Mapping[str, Any],
-               fingerprints: Fingerprints | None = None, keep: Mapping[str, FileEntry] | None = None) -> dict:
+               fingerprints: Fingerprints | None = None, keep: Mapping[str, FileEntry] | None = None,
+               claim: Any = None) -> dict:
         """Commit a new version of a painting: `files` go to a fresh version folder, `keep` (entries of the
         current commit) are referred to where they lie, then the marker is written, then what it supersedes is
         removed. Returns the marker as written.
 
         `marker` must hold `run_id` (and may hold more: inputs, seconds, flags); the store adds `painting_id`,
-        `version`, `committed_at` (if absent), `fingerprints` and `files` ({name: {path, bytes, sha256}}).
+        `version`, `committed_at` (if absent), `fingerprints`, `files` ({name: {path, bytes, sha256}}) and, with
+        a `claim` (`pipeline.claims.Claim`), `claim`: the claim it was written under. The claim is checked right
+        before the marker is written (ClaimLost when it expired or was taken over: nothing becomes visible).
         """
         folder = self.painting_dir(painting_id)
         keep = dict(keep or {})
@@ -246,6 +254,8 @@ class OutputStore:
             order = layout.version_order(entry.path.split("/", 1)[0])
             if order is None or order[0] >= seq:
                 raise StoreError(f"{painting_id}: kept file {rel!r} does not lie in an earlier version")
+        if claim is not None:
+            claim.check()                     # a claim already lost writes nothing
         entries: dict[str, FileEntry] = {}
         for rel, data in sorted(checked.items()):
             data = bytes(data)
@@ -254,10 +264,29 @@ class OutputStore:
         entries.update(keep)
         full.update(version=version, fingerprints=fingerprints._asdict(),
                     files={rel: e.as_json() for rel, e in sorted(entries.items())})
+        if claim is not None:
+            try:
+                claim.check()                 # only the claim's holder writes the marker (pipeline.claims)
+            except Exception:
+                self._remove_quietly([f"{folder}/{entries[rel].path}" for rel in checked])
+                raise
+            full["claim"] = claim.record()
         atomic_write(self.fs, f"{self.commit_dir(painting_id)}/{layout.marker_name(version, fingerprints)}",
                      layout.marker_bytes(full))
         self._collect(painting_id, layout.version_order(version), {e.path for e in entries.values()})
         return full
+
+    def _remove_quietly(self, paths: list[str]) -> None:
+        """Remove files this process wrote and no marker refers to (best effort: a later commit collects them)."""
+        try:
+            self.fs.rm(paths)
+            if is_local(self.fs):
+                for path in {posixpath.dirname(p) for p in paths}:
+                    while path.startswith(self.paintings_root + "/") and not self.fs.find(path):
+                        self.fs.rm(path, recursive=True)
+                        path = posixpath.dirname(path)
+        except Exception:  # noqa: BLE001
+            pass
 
     def write_painting(self, painting_id: str, files: Mapping[str, bytes], marker: Mapping[str, Any]) -> dict:
         """Commit a complete new version (every file new); fingerprints from `marker["fingerprints"]` if any."""
@@ -269,7 +298,7 @@ class OutputStore:
             raise StoreError(f"{painting_id}: the commit marker needs run_id")
         if marker.get("painting_id", painting_id) != painting_id:
             raise StoreError(f"marker painting_id {marker['painting_id']!r} does not match {painting_id!r}")
-        for computed in ("files", "version"):
+        for computed in ("files", "version", "claim"):
             if computed in marker:
                 raise StoreError(f"the marker's {computed!r} entry is computed by the store; do not pass it")
         full = {**marker, "painting_id": painting_id}

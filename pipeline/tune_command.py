@@ -6,21 +6,13 @@ import time
 from pathlib import Path
 
 import click
-import torch
 
-from artmator.model.backbone import ExpressionError
-from artmator.model.images import PaintingImageError
-from artmator.model.faces.analyzer import FaceError
-from artmator.model.weights import WeightsError
 from artmator.pipeline.errors import classify
-from artmator.model.tune import tune_paintings
-from artmator.pipeline.inputs import LazyFaceAnalyzer, face_scorer, painting_input
+from artmator.pipeline.flow import load_context, paint
 from artmator.pipeline.manifest import Crop, PaintingTask
-from artmator.pipeline.options import model_options
-from artmator.pipeline.settings import settings_json
-from artmator.pipeline.painting import painting_files, quality_flags
-from artmator.pipeline.settings import JobSettings, load_models, resolve_expressions, uses_random_models
-from artmator.pipeline.storage import redact_uri
+from artmator.pipeline.options import settings_options
+from artmator.pipeline.settings import JobSettings, settings_json
+from artmator.pipeline.storage import redact_config
 
 
 class StepBar:
@@ -47,10 +39,11 @@ class StepBar:
 @click.option("--crop", default=None, metavar="X,Y,W,H", help="Crop box in pixels of the upright image.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--id", "painting_id", default="painting", show_default=True, help="Painting id written into results.")
-@model_options
+@settings_options
 def tune(image: str, yaw: float | None, pitch: float | None, crop: str | None, out_dir: str, painting_id: str,
          settings: JobSettings) -> None:
-    """Tune the backbone to one painting (3DArtmator stages 1 and 2) and write delta, renders and result.json.
+    """Tune the backbone to one painting (3DArtmator stages 1 and 2) and write delta, renders, result.json and
+    config.json (which --config reads back).
 
     IMAGE may be a whole painting: without --crop the face is detected and cut out as the backbone's training
     crop; without --yaw/--pitch the pose comes from the face's landmarks (or, when they do not fit a face, a
@@ -58,42 +51,31 @@ def tune(image: str, yaw: float | None, pitch: float | None, crop: str | None, o
     """
     if (yaw is None) != (pitch is None):
         raise click.UsageError("give both --yaw and --pitch, or neither (pose search)")
-    try:
-        _tune(image, yaw, pitch, _parse_crop(crop), out_dir, painting_id, settings)
-    except (PaintingImageError, FaceError, WeightsError, ExpressionError, ValueError, OSError) as exc:
-        kind, message = classify(exc)
-        raise click.ClickException(f"{painting_id} ({kind}): {message}") from None
-
-
-def _tune(image, yaw, pitch, box, out_dir, painting_id, settings: JobSettings) -> None:
-    torch.manual_seed(settings.tune.seed)
-    start = time.perf_counter()
-    models = load_models(settings)
-    resolution = settings.tune.resolution or models.backbone.default_resolution
+    box = _parse_crop(crop)
     task = PaintingTask(row=0, painting_id=painting_id, image_uri=image, yaw_deg=yaw, pitch_deg=pitch,
-                        crop=None if box is None else Crop(*box))
-    painting, face = painting_input(task, resolution, settings.image, LazyFaceAnalyzer(settings.device),
-                                 framing=models.backbone.face_framing)
-    expressions = resolve_expressions(models.backbone, settings.render.expressions)
+                        crop=None if box is None else Crop(*box), title=painting_id)
+    start = time.perf_counter()
+    try:
+        context = load_context(settings)
+    except Exception as exc:  # noqa: BLE001 - missing weights, unreadable files: one clear line
+        kind, message = classify(exc)
+        if kind == "internal":
+            raise
+        raise click.ClickException(f"{painting_id} ({kind}): {message}") from None
     bar = StepBar(settings, enabled=sys.stderr.isatty())
     try:
-        [tuned] = tune_paintings(models.backbone, [painting], settings.tune, models.encoders, progress=bar)
+        [outcome] = paint([task], context, progress=bar)
     finally:
         bar.close()
-    if tuned.error:
-        raise click.ClickException(f"{painting_id}: {tuned.error}")
-    random_models = uses_random_models(settings)
-    scorer = face_scorer(settings.device)() if settings.face_metrics else None
-    files = painting_files(models.backbone, tuned, settings.render, expressions, {"title": painting_id},
-                           quality_flags(tuned, random_models, face.pose_source), face.as_dict(), scorer,
-                           painting.image)
-    files["config.json"] = settings_json(settings, redact_uri).encode()
+    if not outcome.ok:
+        raise click.ClickException(f"{painting_id} ({outcome.error_kind}): {outcome.message}")
+    files = {**outcome.files, "config.json": settings_json(settings, redact_config).encode()}
     out = Path(out_dir)
     for rel, data in files.items():
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    m = tuned.metrics
+    tuned, face, m = outcome.tuned, outcome.face, outcome.tuned.metrics
     click.echo(f"{painting_id}: pose yaw {tuned.yaw_deg:.1f}° pitch {tuned.pitch_deg:.1f}° ({face.pose_source}); "
                f"face {face.alignment_source}; reference LPIPS {m['lpips_stage1']:.3f} after "
                f"stage 1 -> {m['lpips_ref']:.3f} after stage 2; PSNR {m['psnr_ref']:.2f} dB; delta "

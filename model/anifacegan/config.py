@@ -54,15 +54,6 @@ class AniFaceGANConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "AniFaceGANConfig":
-        d = dict(d)
-        render = RenderSettings(**d.pop("render", {}))
-        for key in ("sampler_center", "face_framing"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d, render=render)
-
 
 PRESETS: dict[str, AniFaceGANConfig] = {
     # The official checkpoint's architecture and inference settings.

@@ -13,7 +13,6 @@ from artmator.model.backbone import ExpressionError  # defined with the generic 
 from artmator.model.weights import read_bytes
 
 EXP_DIM = 64
-ID_DIM = 80
 
 # Built-in named expressions shipped with the package. `happiness` is the official AniFaceGAN example smile
 # (3DMM coefficients of FFHQ image 01626, MIT licence; see model/anifacegan/data/NOTICE.md).

@@ -1,7 +1,6 @@
 """AniFaceGAN as a `Backbone`: VAEs -> codes, deformation -> canonical space, manifolds -> radiance -> pixels."""
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
@@ -237,6 +236,3 @@ class AniFaceGAN(Backbone):
         color, depth, opacity, _ = composite(rgb_sigma, dist, valid, alpha_delta=rs.alpha_delta, rgb_widen=rs.rgb_widen)
         return color, depth, opacity
 
-
-def frontal_radians(batch: int, device=None) -> torch.Tensor:
-    return torch.full((batch,), math.pi / 2, device=device)

@@ -29,10 +29,6 @@ class RadianceSiren(nn.Module):
         self.output_color = nn.ModuleList([nn.Linear(hidden_dim, 3) for _ in range(num_layers - 1)])
         self.mapping_network = MappingNetwork(latent_dim, mapping_hidden_dim, (num_layers + 1) * hidden_dim * 2)
 
-    @property
-    def modulation_dim(self) -> int:
-        return (len(self.network) + 1) * self.hidden_dim
-
     def reset_parameters(self) -> None:
         for lin in [f.layer for f in self.network] + list(self.output_sigma) + [self.color_layer_sine[0].layer] + list(self.output_color):
             siren_uniform_(lin)

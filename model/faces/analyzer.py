@@ -6,7 +6,7 @@ the sitter, not a face in a background painting or a reflection.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -62,9 +62,9 @@ class Face:
         """The same face in an image `factor` times larger, then shifted by (dx, dy): analysis ran on a reduced
         copy, or on a region of the image."""
         a, (x, y, w, h) = self.alignment, self.box
-        return Face(box=(x * factor + dx, y * factor + dy, w * factor, h * factor), confidence=self.confidence,
-                    landmarks=self.landmarks * factor + np.array([dx, dy]), pose=self.pose,
-                    alignment=FaceAlignment(a.cx * factor + dx, a.cy * factor + dy, a.size * factor, a.angle_deg))
+        return replace(self, box=(x * factor + dx, y * factor + dy, w * factor, h * factor),
+                       landmarks=self.landmarks * factor + np.array([dx, dy]),
+                       alignment=replace(a, cx=a.cx * factor + dx, cy=a.cy * factor + dy, size=a.size * factor))
 
 
 @dataclass(frozen=True)
@@ -109,16 +109,6 @@ class FaceAnalyzer:
         faces = [_face(tuple(float(v) for v in f.box), float(f.score), np.asarray(lm), self.config.fov_deg)
                  for f, lm in zip(found, marks) if np.isfinite(lm).all()]
         return sorted(faces, key=lambda f: -f.prominence)
-
-    def main_face(self, image: Image.Image, source: str) -> tuple[Face, int]:
-        """(the main face, faces found) or FaceError: `no_face`, or `face_too_small` under `min_face_px`."""
-        faces = self.faces(image)
-        if not faces:
-            raise FaceError("no_face", source, f"no face found at detector confidence >= "
-                                               f"{self.config.min_confidence:g}; give a crop or face_align by "
-                                               "hand, or lower the confidence threshold")
-        check_face_size(faces[0], self.config, source)
-        return faces[0], len(faces)
 
 
 def _face(box: tuple[float, float, float, float], score: float, landmarks: np.ndarray, fov_deg: float) -> Face:

@@ -21,11 +21,11 @@ from .source import PaintingResult, Unavailable
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'")
 STATIC_ASSETS = ("viewer.js", "style.css", "mesh-viewer.js", "favicon.svg", "search.js")
+"""Files copied verbatim to `<site>/assets/`."""
 PAGE_SIZE = 60
 """Cards per static index page: a catalogue of 20,000 works is 334 light pages, never one page of 20,000 cards."""
-INDEX_FIELDS = ("id", "title", "artist", "date", "year", "flags")
-"""Columns of each row of the search index (`index.json`, `index-data.js`)."""
-"""Files copied verbatim to `<site>/assets/`."""
+INDEX_FIELDS = ("id", "title", "artist", "date", "year", "flags", "media")
+"""Columns of each row of the search index (`index.json`, `index-data.js`); `media`: the card's media folder."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class Card:
     title: str
     artist: str | None
     date: str | None
+    media: str = ""
+    """The painting's media folder, relative to p/<id>/ and ending in "/" (its thumbnail is there)."""
     flags: tuple[str, ...] = ()
 
 
@@ -52,12 +54,15 @@ class ViewerInfo:
     wrap: bool
     expressions: list[str]
     """Expression names, in the order of the `expr/<i>.png` stills."""
+    media: str = ""
+    """The folder of the media this page shows, relative to the page and ending in "/" (one folder per
+    version of the media, so a page never shows files of two versions)."""
     mesh: bool = False
-    """The painting has a published `mesh.glb`."""
+    """The painting has a published `mesh.glb` (in the media folder)."""
     painting: tuple[int, int] | None = None
-    """Size of the published `painting.jpg` (the source painting), if any."""
+    """Size of the published `painting.jpg` (the source painting, in the media folder), if any."""
     model_card: bool = False
-    """The painting has a published `model_card.md`."""
+    """The painting has a published `model_card.md` (in the media folder)."""
 
 
 def asset_bytes(name: str) -> bytes:
@@ -93,7 +98,7 @@ def link_or_text(value: str) -> str:
 def _card(card: Card) -> str:
     base = f"p/{card.painting_id}/"
     lines = [f'<li class="card" data-painting="{esc(card.painting_id)}"><a href="{base}index.html">',
-             f'<img src="{base}thumb.webp" alt="" loading="lazy" decoding="async">',
+             f'<img src="{base}{card.media}thumb.webp" alt="" loading="lazy" decoding="async">',
              f'<span class="title">{esc(card.title)}</span></a>']
     lines += [f'<span class="{cls}">{esc(value)}</span>' for cls, value in (("artist", card.artist),
                                                                              ("date", card.date)) if value]
@@ -142,7 +147,7 @@ def year_of(date: str | None) -> int | None:
 def index_rows(cards: list[Card]) -> dict:
     """The search index: one compact row per painting (`INDEX_FIELDS`), in index order."""
     return {"version": 1, "fields": list(INDEX_FIELDS), "page_size": PAGE_SIZE,
-            "items": [[c.painting_id, c.title, c.artist or "", c.date or "", year_of(c.date), list(c.flags)]
+            "items": [[c.painting_id, c.title, c.artist or "", c.date or "", year_of(c.date), list(c.flags), c.media]
                       for c in cards]}
 
 
@@ -215,10 +220,10 @@ def _face_text(face: dict[str, float]) -> str:
     return "Face metrics: " + "; ".join(parts)
 
 
-def _painting_figure(label: str, size: tuple[int, int] | None) -> str:
+def _painting_figure(label: str, size: tuple[int, int] | None, media: str) -> str:
     if not size:
         return ""
-    return (f'<figure class="painting"><img src="painting.jpg" width="{int(size[0])}" height="{int(size[1])}" '
+    return (f'<figure class="painting"><img src="{esc(media)}painting.jpg" width="{int(size[0])}" height="{int(size[1])}" '
             f'alt="{esc("The painting: " + label)}" loading="lazy" decoding="async">'
             "<figcaption>The painting (the catalogue's image; its own rights apply)</figcaption></figure>")
 
@@ -231,15 +236,18 @@ def render_viewer(site_title: str, result: PaintingResult, info: ViewerInfo) -> 
     yaws = result.yaw_deg if len(result.yaw_deg) == info.frames else []
     data = {"title": label, "frames": info.frames, "columns": info.columns, "rows": info.rows,
             "fps": result.fps, "start": info.start, "wrap": info.wrap, "yaw_deg": yaws,
-            "expressions": [{"name": n, "src": f"expr/{i}.png"} for i, n in enumerate(info.expressions)],
-            "mesh": "mesh.glb" if info.mesh else None}
+            "expressions": [{"name": n, "src": f"{info.media}expr/{i}.png"} for i, n in enumerate(info.expressions)],
+            "mesh": f"{info.media}mesh.glb" if info.mesh else None}
+    media = esc(info.media)
     page = _template("viewer.template.html").substitute(
         csp=CSP, title=esc(label), site_title=esc(site_title), last_frame=info.frames - 1, start=info.start,
         width=info.width, height=info.height, expression_buttons=buttons, metadata=_metadata_rows(result),
-        quality=_quality(result), data=json_script(data),
-        mesh_download='<li><a href="mesh.glb" download>3D mesh (glTF binary, .glb)</a></li>' if info.mesh else "",
-        model_card_download=('<li><a href="model_card.md">Model card: how this was made (Markdown)</a></li>'
+        quality=_quality(result), data=json_script(data), media=media,
+        mesh_download=(f'<li><a href="{media}mesh.glb" download>3D mesh (glTF binary, .glb)</a></li>'
+                       if info.mesh else ""),
+        model_card_download=(f'<li><a href="{media}model_card.md">Model card: how this was made (Markdown)</a></li>'
                              if info.model_card else ""),
-        painting_figure=_painting_figure(label, info.painting), ai_label=esc(AI_LABEL), ai_note=esc(AI_NOTE),
+        painting_figure=_painting_figure(label, info.painting, info.media), ai_label=esc(AI_LABEL),
+        ai_note=esc(AI_NOTE),
         mesh_script='<script src="../../assets/mesh-viewer.js"></script>' if info.mesh else "")
     return page.encode("utf-8")

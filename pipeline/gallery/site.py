@@ -6,27 +6,39 @@ Site layout (`DEST`):
     index.json, index-data.js   the search index (one compact row per painting); the .js copy is what search.js
                                 loads, as pages opened from file:// cannot fetch JSON
     collection.json             IIIF Collection of every painting Manifest
-    assets/viewer.js, style.css
+    assets/viewer.js, style.css, mesh-viewer.js, search.js
     p/<id>/index.html           viewer page          p/<id>/manifest.json   IIIF Manifest
-    p/<id>/poster.png thumb.webp sprite.webp turntable.webm turntable.mp4 turntable.webp expr/<i>.png
-    p/<id>/mesh.glb             the head as a glTF 2.0 mesh, when the painting has one (turned in WebGL)
-    p/<id>/painting.jpg         the source painting (web-sized copy), when the commit holds one
+    p/<id>/m-<key>/             the media of one version: poster.png thumb.webp sprite.webp turntable.webm
+                                turntable.mp4 turntable.webp expr/<i>.png (<key>: the media key below),
+                                mesh.glb (the head as a glTF 2.0 mesh, when the painting has one: turned in
+                                WebGL), painting.jpg (the source painting's web copy, when the commit holds one),
+                                model_card.md (provenance; rewritten in place by a metadata refresh)
     p/<id>/_gallery.json        stamp, written last for the painting: keys that decide what to redo
+    _claims/gallery/            the claim of the build that writes the site now (`pipeline.claims`)
 
-Incremental: a painting's media are re-encoded only when the sha256s of its committed frames/stills (plus fps,
-expression list and this module's FORMAT) change; its pages only when result.json (e.g. a metadata refresh),
-the base URL or the title change as well. Paintings no longer committed are removed from the site.
+Incremental: a painting's media are re-encoded only when the sha256s of its committed frames/stills, mesh and
+painting copy (plus fps, expression list and this module's FORMAT) change; its pages and model card only when
+result.json or model_card.md (e.g. a metadata refresh) or the publication settings (`Publication`: base URL,
+title, language, provider, rights of the renders) change as well. Paintings no longer committed are removed from the site.
+
+Readers never see a mix of two versions: new media go to a new `m-<key>/` folder, then the pages that point at
+it, then the stamp; the index and collection are written after every painting, and only then are the media
+folders and paintings they no longer show removed. A build killed at any point leaves each page showing one
+complete version (the next build finishes the job). One build writes a site at a time: it holds the site's claim
+(another build waits for it, or fails with the holder's run id).
 """
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import io
 import json
 import os
 import posixpath
+import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import fsspec
@@ -35,12 +47,15 @@ from PIL import Image
 from artmator.pipeline.layout import MESH, MODEL_CARD, PAINTING
 
 from . import iiif, pages, video
+from .publication import Publication
 from .source import (CommittedPainting, IntegrityError, PaintingResult, Unavailable, latest_failures,
                      list_committed, parse_result, read_verified)
 
 FORMAT = 3
 """Bump when encoded media or page structure change, so existing sites get rebuilt."""
 STAMP = "_gallery.json"
+PAGE_FILES = ("index.html", "manifest.json", STAMP)
+"""What p/<id>/ holds besides its current media folder."""
 
 
 @dataclass
@@ -89,6 +104,7 @@ class Published:
     card: pages.Card
     manifest: object
     encoded: bool
+    media_dir: str
 
 
 class _Site:
@@ -159,10 +175,15 @@ def _wraps(result: PaintingResult, frames: int) -> bool:
     return abs(yaws[-1] - yaws[0]) + step >= 359.0
 
 
+def _media_dir(media_key: str) -> str:
+    """The folder of one version of a painting's media, inside p/<id>/."""
+    return f"m-{media_key[:16]}"
+
+
 def _encode_media(site: _Site, fs: fsspec.AbstractFileSystem, painting: CommittedPainting,
-                  result: PaintingResult) -> MediaFacts:
-    """Read verified frames and stills, encode every published format, write them under p/<id>/."""
-    rel = f"p/{painting.painting_id}/"
+                  result: PaintingResult, media_dir: str) -> MediaFacts:
+    """Read verified frames and stills, encode every published format, write them under p/<id>/<media_dir>/."""
+    rel = f"p/{painting.painting_id}/{media_dir}/"
     frame_paths = painting.frame_paths()
     if not frame_paths:
         raise IntegrityError("no turntable frames in the commit marker")
@@ -193,8 +214,6 @@ def _encode_media(site: _Site, fs: fsspec.AbstractFileSystem, painting: Committe
             stills.append((name, *size))
     if MESH in painting.files:
         site.put(rel + "mesh.glb", read_verified(fs, painting, MESH))
-    else:                                     # re-rendered without a mesh: no stale one left behind
-        site.remove(rel + "mesh.glb")
     painting_size = None
     if PAINTING in painting.files:
         data = read_verified(fs, painting, PAINTING)
@@ -206,9 +225,9 @@ def _encode_media(site: _Site, fs: fsspec.AbstractFileSystem, painting: Committe
                       painting_size)
 
 
-def _painting_media(painting_id: str, facts: MediaFacts, model_card: bool) -> iiif.PaintingMedia:
+def _painting_media(painting_id: str, facts: MediaFacts, media_dir: str, model_card: bool) -> iiif.PaintingMedia:
     """Published media with paths relative to the site root (Manifests resolve them against the base URL)."""
-    pre = f"p/{painting_id}/"
+    pre = f"p/{painting_id}/{media_dir}/"
     w, h = facts.width + facts.width % 2, facts.height + facts.height % 2  # videos are padded to even sizes
     webm = iiif.Media(pre + "turntable.webm", "video/webm", w, h, facts.duration)
     mp4 = iiif.Media(pre + "turntable.mp4", "video/mp4", w, h, facts.duration)
@@ -225,12 +244,13 @@ def _painting_media(painting_id: str, facts: MediaFacts, model_card: bool) -> ii
 
 
 def _publish(site: _Site, fs: fsspec.AbstractFileSystem, painting: CommittedPainting,
-             publication: iiif.Publication) -> Published:
+             publication: Publication) -> Published:
     """Bring one painting's folder on the site up to date; returns its card and Manifest."""
     pid = painting.painting_id
     result_bytes = read_verified(fs, painting, "result.json")
     result = parse_result(result_bytes, pid)
     media_key = _media_key(painting, result)
+    media_dir = _media_dir(media_key)
     card_entry = painting.files.get(MODEL_CARD)
     page_key = _digest({"media": media_key, "result": hashlib.sha256(result_bytes).hexdigest(),
                         "model_card": card_entry.sha256 if card_entry else None,
@@ -238,28 +258,46 @@ def _publish(site: _Site, fs: fsspec.AbstractFileSystem, painting: CommittedPain
     stamp = site.read_json(f"p/{pid}/{STAMP}") or {}
     encoded = stamp.get("media_key") != media_key
     if encoded:
-        facts = _encode_media(site, fs, painting, result)
+        facts = _encode_media(site, fs, painting, result, media_dir)
     else:
         raw = stamp["media"]
         facts = MediaFacts(**{**raw, "expressions": [tuple(e) for e in raw["expressions"]],
                               "painting": tuple(raw["painting"]) if raw.get("painting") else None})
-    manifest = iiif.build_manifest(publication, result, _painting_media(pid, facts, MODEL_CARD in painting.files))
+    has_card = card_entry is not None
+    manifest = iiif.build_manifest(publication, result, _painting_media(pid, facts, media_dir, has_card))
     if encoded or stamp.get("page_key") != page_key:
-        if MODEL_CARD in painting.files:     # rewritten by refreshes, like result.json: a page-level file
-            site.put(f"p/{pid}/model_card.md", read_verified(fs, painting, MODEL_CARD))
+        if has_card:     # rewritten by refreshes, like result.json: replaced in place, before the page naming it
+            site.put(f"p/{pid}/{media_dir}/model_card.md", read_verified(fs, painting, MODEL_CARD))
         else:
-            site.remove(f"p/{pid}/model_card.md")
+            site.remove(f"p/{pid}/{media_dir}/model_card.md")
         site.put(f"p/{pid}/manifest.json", iiif.to_json(manifest))
         info = pages.ViewerInfo(facts.width, facts.height, facts.frames, facts.columns, facts.rows,
                                 _start_frame(result, facts.frames), _wraps(result, facts.frames),
-                                [name for name, _, _ in facts.expressions], facts.mesh, facts.painting,
-                                MODEL_CARD in painting.files)
+                                [name for name, _, _ in facts.expressions], f"{media_dir}/", facts.mesh,
+                                facts.painting, has_card)
         site.put(f"p/{pid}/index.html", pages.render_viewer(publication.title, result, info))
         site.put(f"p/{pid}/{STAMP}", json.dumps({"format": FORMAT, "media_key": media_key, "page_key": page_key,
                                                  "run_id": painting.run_id, "media": asdict(facts)}).encode())
     meta = result.metadata
-    card = pages.Card(pid, iiif.painting_label(result), meta.artist, meta.date, tuple(result.flags))
-    return Published(card, manifest, encoded)
+    card = pages.Card(pid, iiif.painting_label(result), meta.artist, meta.date, f"{media_dir}/",
+                      tuple(result.flags))
+    return Published(card, manifest, encoded, media_dir)
+
+
+def _collect_media(site: _Site, published: list[Published]) -> None:
+    """After the index is written: remove what no page shows any more (older media folders, files of older
+    site formats) from each published painting's folder."""
+    for p in published:
+        folder = site.path(f"p/{p.card.painting_id}")
+        site.fs.invalidate_cache(folder)
+        try:
+            entries = site.fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            name = posixpath.basename(entry.rstrip("/"))
+            if name not in PAGE_FILES and name != p.media_dir:
+                site.fs.rm(entry.rstrip("/"), recursive=True)
 
 
 def default_base_url(fs: fsspec.AbstractFileSystem, root: str) -> str:
@@ -282,16 +320,15 @@ def _prune(site: _Site, keep: set[str]) -> list[str]:
 
 
 def build_gallery(out_uri: str, site_uri: str, storage_options: dict | None = None,
-                  title: str = "artmator gallery", base_url: str | None = None,
-                  site_storage_options: dict | None = None, workers: int = 2, language: str = "none",
-                  provider: str | None = None, provider_url: str | None = None,
-                  render_rights: str | None = None) -> GallerySummary:
+                  publication: Publication | None = None, site_storage_options: dict | None = None,
+                  workers: int = 2, wait_s: float = 0.0, **fields) -> GallerySummary:
     """Build or update the static gallery for OUT at `site_uri`.
 
     `storage_options` open OUT; the site uses `site_storage_options`, or the same options when both URIs
-    share a protocol. `base_url` (absolute, ends with "/") prefixes IIIF ids; default: see
-    `default_base_url`. `language`, `provider`, `provider_url`, `render_rights`: see `iiif.Publication`.
-    Paintings are published by `workers` threads (encoders release the GIL)."""
+    share a protocol. `publication`: what the site says about itself (`Publication`: title, base URL, language,
+    provider, rights of the renders), or its fields as keywords (`title=...`, `base_url=...`). `base_url`
+    prefixes IIIF ids; default: see `default_base_url`. Paintings are published by `workers` threads (encoders release the GIL). The build
+    holds the site's claim; another build's live claim is waited for up to `wait_s` seconds, then GalleryBusy."""
     storage_options = storage_options or {}
     out_fs, out_path = fsspec.core.url_to_fs(out_uri, **storage_options)
     same_protocol = fsspec.core.split_protocol(out_uri)[0] == fsspec.core.split_protocol(site_uri)[0]
@@ -301,9 +338,50 @@ def build_gallery(out_uri: str, site_uri: str, storage_options: dict | None = No
     site = _Site(site_fs, site_path)
     for fs in {id(out_fs): out_fs, id(site_fs): site_fs}.values():
         fs.invalidate_cache()  # fsspec caches instances and listings: a long-lived caller must see new commits
-    base = (base_url.rstrip("/") + "/") if base_url else default_base_url(site_fs, site.root)
-    publication = iiif.Publication(base, title, language, provider, provider_url, render_rights)
+    publication = replace(publication or Publication(), **fields)
+    publication = replace(publication, base_url=publication.base_url or default_base_url(site_fs, site.root))
 
+    with _site_claim(site, wait_s):
+        return _build(site, out_fs, out_path, site_uri, publication, workers)
+
+
+class GalleryBusy(RuntimeError):
+    """Another gallery build holds the site's claim (the message names its run and lease)."""
+
+
+@contextlib.contextmanager
+def _site_claim(site: _Site, wait_s: float):
+    """Hold the site's claim for the build, waiting up to `wait_s` for another build to finish."""
+    from artmator.pipeline.claims import Claimed, Claims
+    from artmator.pipeline.layout import GALLERY_SUBJECT, site_claims_root
+
+    claims = Claims(site.fs, site_claims_root(site.root), _gallery_run_id())
+    if not claims.supported:
+        yield None
+        return
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            claim = claims.take(GALLERY_SUBJECT, "gallery")
+            break
+        except Claimed as exc:
+            if time.monotonic() >= deadline:
+                raise GalleryBusy(f"the site {site.root} is being written by another gallery build: {exc}; "
+                                  "try again when it has finished") from None
+            time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+    with claim:
+        yield claim
+
+
+def _gallery_run_id() -> str:
+    from datetime import datetime, timezone
+
+    return "gallery-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def _build(site: _Site, out_fs, out_path: str, site_uri: str, publication: Publication, workers: int
+           ) -> GallerySummary:
+    base, title = publication.base_url, publication.title
     for name in pages.STATIC_ASSETS:
         site.put(f"assets/{name}", pages.asset_bytes(name))
     listing = list_committed(out_fs, out_path)
@@ -324,7 +402,6 @@ def build_gallery(out_uri: str, site_uri: str, storage_options: dict | None = No
     summary.reused = [p.card.painting_id for p in published if not p.encoded]
     shown = set(summary.paintings)
     summary.unavailable = [u for u in latest_failures(out_fs, out_path) if u.painting_id not in shown]
-    summary.removed = _prune(site, shown)
 
     site.put("collection.json", iiif.to_json(iiif.build_collection(publication, [p.manifest for p in published])))
     cards = [p.card for p in published]
@@ -335,9 +412,11 @@ def build_gallery(out_uri: str, site_uri: str, storage_options: dict | None = No
     for name, data in index_pages.items():
         if name != "index.html":
             site.put(name, data)
-    for stale in site.fs.glob(site.path("index-*.html")):   # the catalogue shrank: fewer pages
-        if posixpath.basename(stale) not in index_pages:
-            site.fs.rm_file(stale)
     site.put("index.html", index_pages["index.html"])
+    for stale in site.fs.glob(site.path("index-*.html")):   # the catalogue shrank: fewer pages (after index.html,
+        if posixpath.basename(stale) not in index_pages:       # which no longer links them)
+            site.fs.rm_file(stale)
+    summary.removed = _prune(site, shown)         # only now: the index written before named them
+    _collect_media(site, published)
     summary.index_url = (Path(site.path("index.html")).resolve().as_uri() if site.local else base + "index.html")
     return summary

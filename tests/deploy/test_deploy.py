@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from artmator.pipeline.cli import main
-from artmator.pipeline.options import parse_clip, parse_lpips
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -123,13 +122,14 @@ def test_rayjob_entrypoint_is_a_valid_artmator_run():
 
 def test_rayjob_entrypoint_loads_every_pretrained_weight_from_a_uri():
     """The cluster runs with HF_HUB_OFFLINE=1, so CLIP and LPIPS weights must be named, not downloaded."""
-    params = parse_cli(entrypoint_argv())
-    assert params["preset"] == "anifacegan"
-    assert params["official_root"] or all(params[p] for p in ("generator", "deform", "vae_id", "vae_exp"))
-    assert params["clip_specs"], "no --clip"
-    for spec in params["clip_specs"]:
-        assert parse_clip(spec).checkpoint_uri, spec
-    assert parse_lpips(params["lpips_spec"]).backbone_weights_uri
+    params = parse_cli(entrypoint_argv())                   # option values parsed by the real option types
+    assert params["backbone__preset"] == "anifacegan"
+    parts = {part for part, _ in params["backbone__weights"]}
+    assert params["official_root"] or parts >= {"generator", "deform", "vae_id", "vae_exp"}
+    assert params["tune__encoders__clip"], "no --clip"
+    for clip in params["tune__encoders__clip"]:
+        assert clip.checkpoint_uri, clip
+    assert params["tune__encoders__lpips"] and params["tune__encoders__lpips"].backbone_weights_uri
 
 
 def test_rayjob_actor_pool_fits_the_gpu_group():

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from artmator.pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, _with_device, tune_and_commit
+from artmator.pipeline.flow import context_of
 from artmator.pipeline.job import count_attempts
 from artmator.pipeline.manifest import PaintingTask
-from artmator.pipeline.settings import load_models, resolve_expressions
+from artmator.pipeline.settings import load_models
 from artmator.pipeline.storage import OutputStore
 from tests.pipeline.ray_fixtures import png_bytes, tiny_settings
 
@@ -35,7 +36,7 @@ def images(tmp_path_factory) -> Path:
 
 def _spec(out: Path, **kw) -> ActorSpec:
     return ActorSpec(settings_json=json.dumps(SETTINGS.to_dict()), out_uri=str(out), storage_options={},
-                     run_id="r1", config_hash="c0ffee", random_models=True, **kw)
+                     run_id="r1", config_hash="c0ffee", **kw)
 
 
 def _task(row: int, pid: str, image: Path, **kw) -> PaintingTask:
@@ -49,8 +50,7 @@ def test_one_bad_painting_never_fails_the_batch(models, images, tmp_path):
              _task(1, "text-file", images / "notes.png"),
              _task(2, "bad-expression", images / "g1.png", expressions=("no_such_expression",)),
              _task(3, "good-2", images / "g2.png", expressions=())]
-    rows = tune_and_commit(tasks, models, SETTINGS, store, _spec(tmp_path),
-                           resolve_expressions(models.backbone, ("happiness",)))
+    rows = tune_and_commit(tasks, context_of(SETTINGS, models), store, _spec(tmp_path))
 
     assert [r["painting_id"] for r in rows] == ["good", "text-file", "bad-expression", "good-2"]
     assert all(set(r) == set(REPORT_COLUMNS) for r in rows)
@@ -83,7 +83,7 @@ def test_painting_whose_actor_keeps_dying_is_failed_not_retried_forever(models, 
     for name in ("a", "b"):
         (earlier / name).write_bytes(b"")
     tasks = [_task(0, "crasher", images / "g0.png"), _task(1, "fine", images / "g1.png")]
-    rows = tune_and_commit(tasks, models, SETTINGS, store, _spec(tmp_path, max_attempts=2), {})
+    rows = tune_and_commit(tasks, context_of(SETTINGS, models), store, _spec(tmp_path, max_attempts=2))
     assert rows[0]["status"] == "failed" and rows[0]["error_kind"] == "actor_died"
     assert "2 attempts" in rows[0]["message"]
     assert rows[1]["status"] == "done"
@@ -117,7 +117,6 @@ def test_with_device_keeps_cpu_and_drops_unavailable_cuda():
 def test_whole_painting_is_aligned_and_face_metrics_reach_result_report_and_marker(models, tmp_path):
     """Defaults (find faces, face metrics) on a whole painting: the detected face is tuned, the renders are
     scored by the pretrained face networks, and the face flags land in result.json, the report and the marker."""
-    from artmator.pipeline.inputs import face_scorer
     from tests.pipeline.faces_fixtures import jpeg_bytes, no_face_painting, whole_painting
 
     (tmp_path / "whole.jpg").write_bytes(jpeg_bytes(whole_painting()))
@@ -126,8 +125,8 @@ def test_whole_painting_is_aligned_and_face_metrics_reach_result_report_and_mark
     store = OutputStore(str(tmp_path / "out"))
     tasks = [PaintingTask(row=0, painting_id="whole", image_uri=str(tmp_path / "whole.jpg")),
              PaintingTask(row=1, painting_id="land", image_uri=str(tmp_path / "land.jpg"))]
-    rows = {r["painting_id"]: r for r in tune_and_commit(tasks, models, settings, store, _spec(tmp_path), {},
-                                                          scorer=face_scorer())}
+    rows = {r["painting_id"]: r for r in tune_and_commit(tasks, context_of(settings, models), store,
+                                                          _spec(tmp_path))}
     assert rows["land"]["status"] == "failed" and rows["land"]["error_kind"] == "face"
     assert "no_face" in rows["land"]["message"]
     row = rows["whole"]
@@ -156,3 +155,34 @@ def test_whole_painting_is_aligned_and_face_metrics_reach_result_report_and_mark
     assert card.startswith("# Model card: whole") and "AI-generated 3D interpretation" in card
     assert f"Image sha256: `{image_sha}`" in card and doc["base_sha256"] in card
     assert "Licence of the weights: unknown" in card and "trainedAlgorithmicMedia" in card
+
+
+@pytest.mark.timeout(240)
+def test_claimed_paintings_are_left_to_their_holder_and_work_committed_meanwhile_is_not_redone(models, images,
+                                                                                                 tmp_path):
+    from artmator.pipeline import changes
+    from artmator.pipeline.actor import wire_plan
+    from artmator.pipeline.claims import Claims, list_holders
+    from artmator.pipeline.layout import claims_root
+
+    store = OutputStore(str(tmp_path))
+    other = Claims.of_store(store, "r-other").take("held", "tune")    # a live worker of another run, this host
+    tasks = [_task(0, "held", images / "g0.png"), _task(1, "free", images / "g1.png")]
+    base = changes.base_identity(SETTINGS)
+    plans = [wire_plan(changes.fresh_plan(t, SETTINGS, base), SETTINGS) for t in tasks]   # planned before any commit
+    context = context_of(SETTINGS, models)
+    rows = {r["painting_id"]: r for r in tune_and_commit(tasks, context, store, _spec(tmp_path), plans)}
+    assert rows["held"]["status"] == "claimed" and "run r-other (tune)" in rows["held"]["message"]
+    assert rows["free"]["status"] == "done" and not store.is_committed("held")
+    marker = store.read_marker("free")
+    assert marker["claim"]["run_id"] == "r1" and marker["claim"]["purpose"] == "tune"
+    assert [h.subject for h in list_holders(store.fs, claims_root(store.root))] == ["held"]   # r1 let go of its own
+
+    other.release()                                   # the holder gave up without committing: a later run tunes it
+    again = {r["painting_id"]: r for r in tune_and_commit(tasks, context, store, replace(_spec(tmp_path), run_id="r2"),
+                                                          plans)}
+    assert again["held"]["status"] == "done"
+    assert again["free"]["status"] == "skipped" and "committed by run r1 after this run planned it" in \
+        again["free"]["message"]
+    assert store.read_marker("free") == marker        # not tuned twice
+    assert list_holders(store.fs, claims_root(store.root)) == []

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from artmator.pipeline.manifest import (MANIFEST_SCHEMA, Crop, ManifestError, PaintingTask, Problem, load_manifest,
-                               manifest_base_dir, manifest_tasks, problems_table, read_manifest, resolve_uri,
+                               manifest_base_dir, read_manifest, resolve_uri,
                                split_manifest, task_from_row, validate_manifest)
 
 DEMO = Path(__file__).resolve().parents[2] / "manifests" / "demo"
@@ -49,7 +49,7 @@ def test_valid_manifest_gives_typed_tasks_and_keeps_unknown_columns():
         "on_view": [True, False],
     })
     assert validate_manifest(t, "/museum/catalog") == []
-    a, b = manifest_tasks(t, "/museum/catalog")
+    a, b = split_manifest(t, "/museum/catalog")[0]
     assert a == PaintingTask(row=0, painting_id="a1", image_uri="/museum/catalog/img/a1.png", yaw_deg=15.0,
                              pitch_deg=-3.0, crop=Crop(1, 2, 30, 40), date="1665",
                              expressions=("happiness", "/museum/catalog/exp/smile.mat"),
@@ -67,7 +67,7 @@ def test_struct_crop_and_pandas_style_types_are_accepted():
                   "image_uri": pa.array(["x.png"]).dictionary_encode(), "crop": crop,
                   "title": pa.nulls(1), "expressions": pa.array([["neutral"]], pa.large_list(pa.large_string()))})
     assert validate_manifest(t) == []
-    (task,) = manifest_tasks(t)
+    (task,) = split_manifest(t)[0]
     assert task.crop == Crop(1, 2, 3, 4) and task.image_uri == "x.png" and task.expressions == ("neutral",)
 
 
@@ -125,16 +125,15 @@ def test_every_problem_is_reported_at_once():
                      (4, "image_uri"), (4, "pitch_deg")}
     dup = [p for p in problems if p.row == 0][0]
     assert "duplicate" in dup.reason and "rows 2" in dup.reason and "letter case" in dup.reason
-    assert [t.painting_id for t in manifest_tasks(table(rows))] == ["p1", "p5"]
+    assert [t.painting_id for t in split_manifest(table(rows))[0]] == ["p1", "p5"]
     assert [p.row for p in problems] == sorted(p.row for p in problems)
-    assert problems_table(problems).num_rows == len(problems)
 
 
 def test_manifest_level_problems_stop_every_row():
     t = table(good_rows()).drop_columns(["image_uri"])
     (p,) = validate_manifest(t)
     assert p == Problem(None, None, "image_uri", p.reason) and "missing" in p.reason
-    assert manifest_tasks(t) == []
+    assert split_manifest(t)[0] == []
 
     t = table(good_rows()).set_column(2, "yaw_deg", pa.array(["10", "11", "12"]))
     problems = validate_manifest(t)

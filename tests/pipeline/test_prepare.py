@@ -102,9 +102,14 @@ def test_review_page_shows_boxes_landmarks_crops_and_escapes_titles(prepared):
     _, out = prepared
     page = Path(str(out).replace(".parquet", ".review.html"))
     html = page.read_text()
+    run_id = pq.read_schema(out).metadata[b"artmator.prepare_run"].decode()
+    assert pq.read_schema(str(out).replace(".parquet", ".report.parquet")).metadata[b"artmator.prepare_run"] == \
+        run_id.encode() and f'content="{run_id}"' in html            # the three outputs name one run
     assets = page.with_name("faces.review")
-    assert (assets / "portrait.jpg").exists() and (assets / "portrait.face.jpg").exists()
-    assert 'src="faces.review/portrait.face.jpg"' in html and "<polygon" in html and html.count("<circle") >= 3 * 68
+    assert sorted(p.name for p in assets.iterdir()) == ["_claims", run_id]   # one run's images only
+    assert (assets / run_id / "portrait.jpg").exists() and (assets / run_id / "portrait.face.jpg").exists()
+    assert f'src="faces.review/{run_id}/portrait.face.jpg"' in html and "<polygon" in html
+    assert html.count("<circle") >= 3 * 68
     assert "<script>window" not in html and "&lt;script&gt;" not in html or HOSTILE not in html
     assert html.index('id="landscape"') < html.index('id="portrait"')               # problems first
     assert "http://" not in html and "https://" not in html                          # no external request
@@ -121,7 +126,8 @@ def test_all_faces_gives_one_row_per_face(ray_local, tmp_path):
     summary = prepare(cat, str(tmp_path / "o.parquet"), PrepareConfig(all_faces=True))
     ids = pq.read_table(tmp_path / "o.parquet").column("painting_id").to_pylist()
     assert ids == ["pair-f1", "pair-f2"] and summary.ok == 2
-    assert isinstance(Image.open(tmp_path / "o.review" / "pair-f2.face.jpg").size, tuple)
+    [run_dir] = [p for p in (tmp_path / "o.review").iterdir() if p.name != "_claims"]
+    assert isinstance(Image.open(run_dir / "pair-f2.face.jpg").size, tuple)
     # A row's crop box limits the search: the second sitter, not the more prominent first one.
     right = pq.read_table(tmp_path / "o.parquet").to_pylist()[1]["face_align"]
     cat = _write_csv(tmp_path / "c2.csv", [{"painting_id": "pair", "image_uri": "two.jpg",
@@ -194,3 +200,22 @@ def test_prepare_writes_its_outputs_to_s3(ray_local, catalog, s3_bucket, s3_opti
     names = {p.rsplit("/", 1)[-1] for p in fs.find(f"{s3_bucket}/prepared")}
     assert {"faces.report.parquet", "faces.review.html", "portrait.jpg", "portrait.face.jpg"} <= names
     assert "testing" not in fs.cat(f"{s3_bucket}/prepared/faces.review.html").decode()   # no credential leaks
+
+
+@pytest.mark.timeout(120)
+def test_a_second_prepare_on_one_output_is_refused_while_the_first_holds_it(catalog, tmp_path):
+    from fsspec.implementations.local import LocalFileSystem
+
+    from artmator.pipeline.claims import Claims
+    from artmator.pipeline.cli import main
+    from artmator.pipeline.prepare import PrepareBusy
+
+    out = tmp_path / "faces.parquet"
+    holder = Claims(LocalFileSystem(), str(tmp_path / "faces.review" / "_claims"), "prepare-other").take(
+        "prepare", "prepare")
+    with pytest.raises(PrepareBusy, match="run prepare-other \\(prepare\\)"):
+        prepare(str(catalog / "catalog.csv"), str(out))
+    result = CliRunner().invoke(main, ["prepare", str(catalog / "catalog.csv"), "-o", str(out)])
+    assert result.exit_code != 0 and "being written by another prepare" in result.output
+    assert not out.exists() and not (tmp_path / "faces.report.parquet").exists()
+    holder.release()

@@ -59,7 +59,7 @@ def test_status_summary_counts_and_groups_failures(tmp_path):
     assert reports.num_rows == 7 and isinstance(reports, pa.Table)
     lines = status_summary(str(tmp_path)).splitlines()
     assert lines[0] == f"{tmp_path}: 2 paintings committed"
-    assert lines[1] == "2 failed (latest attempt), 1 partial (no marker; redone on rerun)"
+    assert lines[1] == "2 failed (latest attempt), 1 partial (no marker, no live claim; redone on rerun)"
     reasons = [line for line in lines if line.startswith("  ")]
     assert sorted(line.split(":")[0].strip() for line in reasons) == ["image", "manifest"]
     assert any("e.g. p3: empty: p3.png" in line for line in reasons)
@@ -79,7 +79,29 @@ def test_status_reads_a_running_runs_partial_report(tmp_path):
     lines = status_summary(str(tmp_path)).splitlines()
     assert ("run 20260103T000000Z-cccccc (running): 1 done, 360.0 paintings/hour per actor; 1 rendered, "
             "1 refreshed, 2 pending") in lines
-    assert lines[1] == "2 failed (latest attempt), 1 partial (no marker; redone on rerun)"   # pending is no failure
+    assert lines[1] == "2 failed (latest attempt), 1 partial (no marker, no live claim; redone on rerun)"   # pending is no failure
+
+
+def test_status_shows_live_claims_by_run_and_expired_ones(tmp_path):
+    """A painting a live worker holds is "being worked on", not partial; a dead worker's claim is "expired"."""
+    import time
+
+    from artmator.pipeline.claims import Claim, Claims, atomic_create
+
+    store = build_out_folder(tmp_path)
+    claims = Claims.of_store(store, "20260104T000000Z-dddddd", ttl_s=600)
+    for pid, purpose in (("p5", "tune"), ("p6", "tune"), ("p1", "render")):
+        claims.take(pid, purpose)
+    stale = Claim(Claims.of_store(store, "20260103T000000Z-cccccc", ttl_s=60), "p7", 1, "tune")
+    atomic_create(store.fs, stale.path, stale.document(time.time() - 3600))   # last renewed an hour ago
+    lines = status_summary(str(tmp_path)).splitlines()
+    assert lines[1] == "3 live claims (paintings being worked on now):"
+    assert lines[2].startswith("  run 20260104T000000Z-dddddd: 3 (2 tune, 1 render) on host ")
+    assert "e.g. p1, p5, p6; leases until 20" in lines[2]
+    assert lines[3] == "1 expired claims (their workers stopped; the next run takes them over)"
+    assert "2 failed (latest attempt), 0 partial (no marker, no live claim; redone on rerun)" in lines
+    claims.close()
+    assert "live claims" not in status_summary(str(tmp_path))
 
 
 def test_status_of_an_empty_folder(tmp_path):

@@ -1,11 +1,17 @@
-"""JobSettings travel as JSON (to actors, into run folders): round trips are exact, bad values are errors."""
+"""JobSettings: JSON round trips, strict decoding, what the resume hash covers, config.json documents."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from artmator.pipeline.settings import JobSettings, paper_settings, quick_settings, settings_from_json
+from artmator.pipeline.config_schema import SettingsError, leaves, with_values
+from artmator.pipeline.settings import (BackboneSettings, JobSettings, paper_settings, quick_settings,
+                                        settings_from_document, settings_from_json, settings_json)
+from artmator.pipeline.storage import redact_config
+from tests.pipeline.settings_cases import other_value
+
+LEAVES = leaves(JobSettings)
 
 
 @pytest.mark.parametrize("settings", [quick_settings(), paper_settings(), JobSettings()])
@@ -15,16 +21,52 @@ def test_settings_round_trip_through_json(settings):
 
 def test_unknown_and_mistyped_settings_are_errors():
     d = quick_settings().to_dict()
-    with pytest.raises(ValueError, match="unknown TuneConfig settings"):
+    with pytest.raises(SettingsError, match="unknown setting 'tune.stage3'"):
         settings_from_json(json.dumps({**d, "tune": {**d["tune"], "stage3": {}}}))
     bad = json.loads(json.dumps(d))
     bad["tune"]["stage1"]["steps"] = "sixty"
-    with pytest.raises(ValueError, match="'sixty' is not a int"):
+    with pytest.raises(ValueError, match="tune.stage1.steps: 'sixty' is not an integer"):
         settings_from_json(json.dumps(bad))
-    bad = json.loads(json.dumps(d))
-    bad["device"] = 3
-    with pytest.raises(ValueError, match="3 is not a str"):
-        settings_from_json(json.dumps(bad))
-    ok = json.loads(json.dumps(d))
-    ok["tune"]["stage1"]["lr"] = 1                                 # an int where a float is expected is fine
-    assert settings_from_json(json.dumps(ok)).tune.stage1.lr == 1.0
+
+
+@pytest.mark.parametrize("base", [paper_settings(), quick_settings()], ids=["paper", "quick"])
+@pytest.mark.parametrize("leaf", LEAVES, ids=lambda leaf: leaf.name)
+def test_the_resume_hash_covers_exactly_the_settings_that_change_results(base, leaf):
+    if leaf.name == "backbone.weights" and base.backbone.head_prior:
+        # giving weights to a head-prior backbone swaps the prior out (a different backbone, a different hash);
+        # moving weights keeps it: start from weights at another URI
+        base = with_values(base, {leaf.path: (("generator", "/weights/generator.pth"),)})
+    changed = with_values(base, {leaf.path: other_value(leaf, leaf.get(base))})
+    assert leaf.get(changed) != leaf.get(base)
+    same = changed.result_hash("base-sha") == base.result_hash("base-sha")
+    assert same == (not leaf.result), f"{leaf.name}: {'in' if not same else 'not in'} the resume hash"
+    assert base.result_hash("base-sha") != base.result_hash("other-base-sha")   # weights count by content
+
+
+def test_a_head_prior_does_not_count_when_weights_are_given():
+    weights = (("generator", "/w/g.pth"),)
+    with_prior = BackboneSettings(preset="tiny", weights=weights, head_prior=True)
+    assert with_prior == BackboneSettings(preset="tiny", weights=weights, head_prior=False)
+    assert BackboneSettings(weights=(("vae_id", "b"), ("generator", "a"))).weights == (("generator", "a"),
+                                                                                      ("vae_id", "b"))
+    with pytest.raises(ValueError, match="its parts are"):
+        BackboneSettings(weights=(("generator", "a"), ("generator", "b")))
+    with pytest.raises(ValueError, match="registered backbone presets"):
+        BackboneSettings(preset="stylegan9")
+
+
+def test_settings_json_redacts_uris_and_reads_back():
+    s = with_values(paper_settings(), {("backbone", "weights"): (("generator", "https://user:pw@host/g.pth?sig=1"),)})
+    text = settings_json(s, redact_config)
+    assert "pw" not in text and "sig=1" not in text
+    back = settings_from_document(json.loads(text), quick_settings())
+    assert back.backbone.weights == (("generator", "https://<redacted>@host/g.pth?<redacted>"),)
+    assert with_values(back, {("backbone", "weights"): s.backbone.weights}) == s
+
+
+def test_a_run_record_is_a_settings_document():
+    s = with_values(quick_settings(), {("tune", "stage1", "steps"): 9})
+    record = {"run_id": "r", "config_hash": "abc", "manifest": "m.parquet", "settings": s.to_dict()}
+    assert settings_from_document(record, paper_settings()) == s
+    with pytest.raises(SettingsError, match="unknown setting 'run_id'"):
+        settings_from_document({"run_id": "r"}, quick_settings())

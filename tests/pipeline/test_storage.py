@@ -376,3 +376,36 @@ def test_store_repr_and_uri_are_redacted(tmp_path):
     assert "abc" not in repr(store) and "abc" not in store.uri
     with pytest.raises(StoreError):
         OutputStore("  ")
+
+
+@pytest.mark.timeout(60)
+def test_a_commit_records_its_claim_and_a_lost_claim_leaves_nothing_behind(store):
+    from artmator.pipeline.claims import ClaimLost, Claims
+
+    claim = Claims.of_store(store, "run-1").take("p1", "tune")
+    written = store.commit("p1", FILES, MARKER, FP1, claim=claim)
+    assert written["claim"] == claim.record() and store.read_marker("p1")["claim"]["generation"] == 1
+    before = files_of(store, "p1")
+    newer = Claims.of_store(store, "run-1").take("p1", "tune")        # the same run's restarted attempt
+    with pytest.raises(ClaimLost, match="taken over"):
+        store.commit("p1", {"reference.png": b"late"}, MARKER, FP2, claim=claim)
+    assert store.read_commit("p1").fingerprints == FP1 and files_of(store, "p1") == before
+    assert store.verify("p1") == []                                    # no orphan files of the refused commit
+
+    calls = []
+
+    def lost_after_files():                                            # taken over while its files were written
+        calls.append(1)
+        if len(calls) == 2:
+            raise ClaimLost("p1", "taken over (injected)")
+        return None
+
+    newer.check = lost_after_files
+    with pytest.raises(ClaimLost, match="injected"):
+        store.commit("p1", {"reference.png": b"new", "renders/turntable/000.png": b"f"}, MARKER, FP2, claim=newer)
+    assert len(calls) == 2 and files_of(store, "p1") == before and store.verify("p1") == []
+    del newer.check
+    assert store.commit("p1", {"reference.png": b"new"}, MARKER, FP2, claim=newer)["claim"]["generation"] == 2
+    newer.release()
+    with pytest.raises(StoreError, match="computed by the store"):
+        store.commit("p1", {}, {**MARKER, "claim": {}}, FP2)

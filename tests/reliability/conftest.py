@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -18,8 +19,9 @@ import pytest
 
 from bench.proctree import alive, descendants  # noqa: F401 - re-exported to the tests
 from artmator.pipeline.actor import ActorSpec, failed_row, tune_and_commit, wire_plan
+from artmator.pipeline.flow import context_of
 from artmator.pipeline.job import RunConfig, count_attempts, make_plan, report_table
-from artmator.pipeline.settings import JobSettings, load_models, resolve_expressions
+from artmator.pipeline.settings import JobSettings, load_models
 from artmator.pipeline.storage import OutputStore
 from tests.pipeline.conftest import ray_local, s3_bucket, s3_endpoint, s3_options  # noqa: F401  (fixtures)
 from tests.pipeline.ray_fixtures import png_bytes, tiny_settings
@@ -85,9 +87,8 @@ def inline_run(manifest_uri: str, out_uri: str, settings: JobSettings, models, r
     if todo:
         spec = ActorSpec(settings_json=json.dumps(settings.to_dict()), out_uri=out_uri,
                          storage_options=storage_options, run_id=run_id, config_hash=plan.config_hash,
-                         random_models=True, max_attempts=4)
-        rows += tune_and_commit([r.task for r in todo], models, settings, store, spec,
-                                resolve_expressions(models.backbone, settings.render.expressions, storage_options),
+                         max_attempts=4)
+        rows += tune_and_commit([r.task for r in todo], context_of(settings, models, storage_options), store, spec,
                                 plans=[wire_plan(r, settings) for r in todo])
     rows += [{**failed_row(r.task.painting_id, "", ""), "status": "skipped"} for r in plan.of("skip")]
     table = report_table(rows, count_attempts(store, run_id), run_id, plan.config_hash,
@@ -136,3 +137,55 @@ def kill_tree(pid: int, family: set[int]) -> None:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# ------------------------------------------------------------------------------------------ object store outage
+
+class Moto:
+    """A moto S3 server on a fixed 127.0.0.1 port that can be stopped and restarted in this process (data kept)."""
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        self._cls = ThreadedMotoServer
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        self.host, self.port = self.server.get_host_and_port()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def options(self) -> dict:
+        """s3fs storage options that fail fast while the server is down (fake credentials)."""
+        return {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": self.endpoint},
+                "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}}
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start_again(self) -> None:
+        for _ in range(50):
+            try:
+                self.server = self._cls(ip_address="127.0.0.1", port=self.port, verbose=False)
+                self.server.start()
+                return
+            except OSError:                                         # port still in TIME_WAIT / being released
+                time.sleep(0.2)
+        raise AssertionError("could not restart the S3 server on its port")
+
+
+@pytest.fixture
+def moto(monkeypatch):
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    server = Moto()
+    try:
+        yield server
+    finally:
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - already stopped
+            pass

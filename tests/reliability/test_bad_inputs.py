@@ -337,7 +337,7 @@ def test_bad_painting_beside_a_good_one(case: Case, tmp_path, rel_settings, rel_
     else:
         assert folders == [GOOD_ID], f"a failed input left a folder behind: {folders}"
     # a path-like id never reached the filesystem anywhere (neither in nor beside the output)
-    assert sorted(p.name for p in out.iterdir()) == ["commits", "paintings", "runs"]
+    assert sorted(p.name for p in out.iterdir()) == ["claims", "commits", "paintings", "runs"]
     assert store.partial_paintings() == []
 
 
@@ -476,8 +476,8 @@ def test_unknown_preset(tmp_path, rel_settings, baseline):
     case = BY_NAME["unknown-preset"]
     out, before = _prepared_out(tmp_path, baseline)
     manifest = write_table(tmp_path / "manifest.parquet", manifest_table([good_row(tmp_path)]))
-    settings = replace(rel_settings, backbone=BackboneSettings(preset="nope", head_prior=False))
-    with pytest.raises(ValueError, match=re.escape(case.fragment)):
+    with pytest.raises(ValueError, match=re.escape(case.fragment)):      # refused where the settings are made
+        settings = replace(rel_settings, backbone=BackboneSettings(preset="nope", head_prior=False))
         run(RunConfig(manifest_uri=manifest, out_uri=str(out), settings=settings, run_id="refused"))
     _assert_nothing_ran(out, before)
 

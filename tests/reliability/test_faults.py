@@ -23,7 +23,7 @@ from artmator.pipeline.errors import classify
 from artmator.pipeline.job import RunConfig, run
 from artmator.pipeline.storage import OutputStore
 from tests.pipeline.ray_fixtures import good_rows, write_images, write_manifest
-from tests.reliability.conftest import ROOT, alive, markers, supervise
+from tests.reliability.conftest import ROOT, alive, markers, moto, supervise  # noqa: F401 (fixture)
 from tests.reliability.faulty_actor import FRACTION_ENV, SEED_ENV, fault_exit_decision
 
 RUN_ARGS = ["--stage1-steps", "2", "--stage2-steps", "1", "--frames", "2", "--render-resolution", "32",
@@ -93,50 +93,6 @@ def test_actor_crashes_are_retried_and_counted(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ object store outage
-
-class _Moto:
-    """A moto S3 server on a fixed 127.0.0.1 port that can be stopped and restarted in this process (data kept)."""
-
-    def __init__(self):
-        from moto.server import ThreadedMotoServer
-
-        self._cls = ThreadedMotoServer
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        self.host, self.port = self.server.get_host_and_port()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def start_again(self) -> None:
-        for _ in range(50):
-            try:
-                self.server = self._cls(ip_address="127.0.0.1", port=self.port, verbose=False)
-                self.server.start()
-                return
-            except OSError:                                         # port still in TIME_WAIT / being released
-                time.sleep(0.2)
-        raise AssertionError("could not restart the S3 server on its port")
-
-
-@pytest.fixture
-def moto(monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    server = _Moto()
-    try:
-        yield server
-    finally:
-        try:
-            server.stop()
-        except Exception:  # noqa: BLE001 - already stopped
-            pass
-
 
 def _s3_markers(fs, root: str) -> dict[str, bytes]:
     fs.invalidate_cache()

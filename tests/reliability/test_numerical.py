@@ -18,11 +18,11 @@ import pytest
 import torch
 
 from artmator.model import stylize
-from artmator.pipeline import actor
+from artmator.pipeline import flow
 from artmator.model.delta import Delta, load_delta
 from artmator.pipeline.actor import ActorSpec, tune_and_commit
 from artmator.pipeline.manifest import PaintingTask
-from artmator.pipeline.settings import resolve_expressions
+from artmator.pipeline.flow import context_of
 from artmator.pipeline.storage import OutputStore
 from tests.pipeline.ray_fixtures import png_bytes, tiny_settings
 
@@ -50,9 +50,8 @@ def _batch(tmp_path: Path, settings, models) -> tuple[list[dict], OutputStore]:
     out = str(tmp_path / "out")
     store = OutputStore(out)
     spec = ActorSpec(settings_json=json.dumps(settings.to_dict()), out_uri=out, storage_options={}, run_id="num",
-                     config_hash="cfg", random_models=True)
-    rows = tune_and_commit(tasks, models, settings, store, spec,
-                           resolve_expressions(models.backbone, settings.render.expressions))
+                     config_hash="cfg")
+    rows = tune_and_commit(tasks, context_of(settings, models), store, spec)
     return rows, store
 
 
@@ -76,7 +75,7 @@ def _assert_finite(delta: Delta) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
 def test_non_finite_image_stops_that_painting_in_stage_1(tmp_path, settings, models, monkeypatch, value):
-    real = actor.painting_input
+    real = flow.painting_input
 
     def load(task, *args, **kwargs):
         tune_input, face = real(task, *args, **kwargs)
@@ -84,7 +83,7 @@ def test_non_finite_image_stops_that_painting_in_stage_1(tmp_path, settings, mod
             tune_input = dataclasses.replace(tune_input, image=torch.full_like(tune_input.image, value))
         return tune_input, face
 
-    monkeypatch.setattr(actor, "painting_input", load)
+    monkeypatch.setattr(flow, "painting_input", load)
     rows, store = _batch(tmp_path, settings, models)
     _assert_only_good_committed(rows, store, "non-finite loss in stage 1 at step 0")
 
@@ -111,7 +110,7 @@ def test_non_finite_stage_2_loss_stops_that_painting(tmp_path, settings, models,
 @pytest.mark.timeout(120)
 def test_non_finite_delta_with_finite_losses_is_never_committed(tmp_path, settings, models, monkeypatch):
     """An adapter that overflowed in the very last optimiser step: every recorded loss is finite, the delta is not."""
-    real = actor.tune_paintings
+    real = flow.tune_paintings
 
     def tune(*args, **kwargs):
         results = real(*args, **kwargs)
@@ -124,6 +123,6 @@ def test_non_finite_delta_with_finite_losses_is_never_committed(tmp_path, settin
         assert all(torch.isfinite(torch.tensor(v)).all() for r in results for v in r.losses.values())
         return results
 
-    monkeypatch.setattr(actor, "tune_paintings", tune)
+    monkeypatch.setattr(flow, "tune_paintings", tune)
     rows, store = _batch(tmp_path, settings, models)
     _assert_only_good_committed(rows, store, "not finite")

@@ -3,7 +3,7 @@
 - Hostile ids: refused by `OutputStore` on its own, and, through a real Ray run, by the manifest check, with
   nothing written outside the output folder.
 - Hostile `.pth` files (pickles that call os.system, exec, subprocess) never execute: neither through
-  `load_backbone(weights=...)` nor through `artmator run --generator-weights`.
+  `load_backbone(weights=...)` nor through `artmator run --weights generator=...`.
 - Gallery: XSS payloads in every metadata field of committed paintings and in the ids/messages of failed rows stay
   text in headless Chromium (no dialog, no script ran, the payload is shown literally).
 - A run on S3 (moto) with a fake secret key and signed image URLs writes neither the secret nor the signature into
@@ -136,7 +136,7 @@ def test_pth_payload_never_runs_through_artmator_run(tmp_path):
         {"painting_id": "p", "image_uri": "p.png", "yaw_deg": 0.0, "pitch_deg": 0.0}]))
     for path in files:
         result = CliRunner().invoke(main, ["run", manifest, "--out", str(tmp_path / "out"), "--no-gallery",
-                                           "--generator-weights", str(path), *TINY_RUN[:-2]])
+                                           "--weights", f"generator={path}", *TINY_RUN[:-2]])
         assert result.exit_code == 1, result.output
         assert "was refused" in result.output and "Traceback" not in result.output, result.output
         time.sleep(0.2)
@@ -197,7 +197,7 @@ def test_hostile_ids_through_a_run_stay_inside_the_output(hostile_run):
         else:
             assert (r["status"], r["error_kind"]) == ("invalid", "manifest"), r
     assert sorted(p.name for p in (out / "paintings").iterdir()) == ["xss-0", "xss-1"]
-    assert sorted(p.name for p in out.iterdir()) == ["commits", "paintings", "runs"]
+    assert sorted(p.name for p in out.iterdir()) == ["claims", "commits", "paintings", "runs"]
 
 
 @pytest.mark.browser

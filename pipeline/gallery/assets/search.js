@@ -40,7 +40,8 @@
       rows = data.items.map(function (item) {
         var row = { id: String(item[at.id]), title: String(item[at.title] || ""),
                     artist: String(item[at.artist] || ""), date: String(item[at.date] || ""),
-                    year: typeof item[at.year] === "number" ? item[at.year] : null, flags: item[at.flags] || [] };
+                    year: typeof item[at.year] === "number" ? item[at.year] : null, flags: item[at.flags] || [],
+                    media: String(item[at.media] || "") };
         row.text = (row.id + " " + row.title + " " + row.artist + " " + row.date).toLowerCase();
         row.artistLower = row.artist.toLowerCase();
         return row;
@@ -83,7 +84,7 @@
     var base = "p/" + encodeURIComponent(row.id) + "/";
     a.href = base + "index.html";
     var img = document.createElement("img");
-    img.src = base + "thumb.webp";
+    img.src = base + row.media.split("/").map(encodeURIComponent).join("/") + "thumb.webp";
     img.alt = "";
     img.loading = "lazy";
     img.decoding = "async";

@@ -25,15 +25,16 @@ def big_site(tmp_path_factory):
 
     site = tmp_path_factory.mktemp("big_site")
     cards = [pages.Card(f"w{i:05d}", f"Portrait {i}", f"Painter {i % 97}", f"c. {1400 + i % 500}",
-                        ("weak_fit",) if i % 10 == 0 else ()) for i in range(WORKS)]
-    cards[12345] = pages.Card("w12345", "The Lacemaker </script><b>", "Johannes V.", "1669-1670", ())
+                        media=f"m-{i:016x}/", flags=("weak_fit",) if i % 10 == 0 else ()) for i in range(WORKS)]
+    cards[12345] = pages.Card("w12345", "The Lacemaker </script><b>", "Johannes V.", "1669-1670", f"m-{12345:016x}/")
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), (150, 120, 90)).save(buffer, format="WEBP")
     thumb = buffer.getvalue()
     for card in cards:
         folder = site / "p" / card.painting_id
         folder.mkdir(parents=True)
-        (folder / "thumb.webp").write_bytes(thumb)
+        (folder / card.media).mkdir()
+        (folder / card.media / "thumb.webp").write_bytes(thumb)
     (site / "assets").mkdir()
     for name in pages.STATIC_ASSETS:
         (site / "assets" / name).write_bytes(pages.asset_bytes(name))
@@ -98,8 +99,10 @@ def test_search_filters_and_pages_over_20000_works(browser, big_site, screenshot
         page.wait_for_function("() => !document.getElementById('results-pager').hidden")
         page.click("#results-pager button[data-step='1']")
         assert "Page 2 of" in page.locator("#results-pager .pager-where").text_content()
-        widths = page.locator("#grid li.card img").evaluate_all("els => els.slice(0, 3).map(e => e.complete)")
-        assert len(widths) == 3
+        page.wait_for_function("() => [...document.querySelectorAll('#grid li.card img')].slice(0, 3)"
+                               ".every(e => e.complete)")
+        widths = page.locator("#grid li.card img").evaluate_all("els => els.slice(0, 3).map(e => e.naturalWidth)")
+        assert widths == [8, 8, 8]                       # the thumbnails of search results load from their media folder
 
         for name in ("#q", "#from"):
             page.fill(name, "")

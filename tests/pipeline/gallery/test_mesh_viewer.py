@@ -63,7 +63,7 @@ def test_mesh_turns_in_webgl_and_falls_back_to_the_turntable(browser, built_site
         assert page.get_attribute("#mode-3d", "aria-pressed") == "false"
         page.click("#mode-3d")
         assert page.locator("#model3d canvas").is_visible()
-        assert page.locator("a[href='mesh.glb']").count() == 1
+        assert page.locator("a[href$='/mesh.glb']").count() == 1
         assert_clean(log, served_site)
     finally:
         context.close()

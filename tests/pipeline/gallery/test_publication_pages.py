@@ -31,8 +31,8 @@ def test_label_painting_and_model_card(browser, built_site, served_site, screens
                 assert figure.get_attribute("alt") == "The painting: Portrait of a Lady"
             else:
                 assert page.locator("figure.painting").count() == 0      # no web copy committed: no figure
-            link = page.locator("a[href='model_card.md']")
-            response = page.request.get(served_site + f"p/{pid}/model_card.md")
+            link = page.locator("a[href$='/model_card.md']")      # in the page's media folder
+            response = page.request.get(served_site + f"p/{pid}/" + link.get_attribute("href"))
             assert link.count() == 1 and response.ok and AI_LABEL in response.text()
             assert_clean(log, served_site)
         finally:

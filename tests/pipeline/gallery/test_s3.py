@@ -33,7 +33,8 @@ def test_gallery_on_s3(s3_options, s3_bucket, tmp_path):
     assert [u.painting_id for u in summary.unavailable] == ["lost"]
     assert summary.index_url == "https://museum.example/site/index.html"
     fs.invalidate_cache()
-    assert fs.exists(f"{bucket}/site/p/s3-painting/turntable.webm")
+    [webm] = fs.glob(f"{bucket}/site/p/s3-painting/m-*/turntable.webm")      # one version of the media
+    assert [p.rsplit("/", 1)[1] for p in fs.find(f"{bucket}/site/_claims")] == ["g000000000001.released"]
     assert fs.exists(f"{bucket}/site/index.html")
     assert not fs.exists(f"{bucket}/site/p/uncommitted")
     manifest = json.loads(fs.cat_file(f"{bucket}/site/p/s3-painting/manifest.json"))

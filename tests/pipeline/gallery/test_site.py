@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,12 @@ def site_files(site) -> dict[str, float]:
     return {str(p.relative_to(site)): p.stat().st_mtime_ns for p in site.rglob("*") if p.is_file()}
 
 
+def media_of(site: Path, pid: str) -> Path:
+    """The media folder the painting's pages show now (from its stamp)."""
+    stamp = json.loads((site / "p" / pid / "_gallery.json").read_text())
+    return site / "p" / pid / f"m-{stamp['media_key'][:16]}"
+
+
 @pytest.mark.timeout(120)
 def test_summary_of_session_site(built_site):
     summary = built_site.summary
@@ -30,11 +37,15 @@ def test_summary_of_session_site(built_site):
     assert [u.painting_id for u in summary.unavailable] == ["broken_1"]  # latest report only
     assert not (built_site.site / "p" / "no_marker").exists()
     mona = built_site.site / "p" / "mona.lisa"
-    for name in ("index.html", "manifest.json", "poster.png", "thumb.webp", "sprite.webp", "turntable.webm",
-                 "turntable.mp4", "turntable.webp", "expr/0.png", "expr/1.png", "_gallery.json"):
-        assert (mona / name).is_file(), name
+    media = media_of(built_site.site, "mona.lisa")
+    assert sorted(p.name for p in mona.iterdir()) == sorted(["index.html", "manifest.json", "_gallery.json",
+                                                             media.name])
+    for name in ("poster.png", "thumb.webp", "sprite.webp", "turntable.webm", "turntable.mp4", "turntable.webp",
+                 "expr/0.png", "expr/1.png"):
+        assert (media / name).is_file(), name
+    assert f'src="{media.name}/poster.png"' in (mona / "index.html").read_text()
     # The committed turntable.webp was copied, not re-encoded.
-    assert (mona / "turntable.webp").read_bytes() == \
+    assert (media / "turntable.webp").read_bytes() == \
         OutputStore(str(built_site.out)).read_file("mona.lisa", "renders/turntable.webp")
     assert not list(built_site.site.rglob("*.tmp"))
 
@@ -60,12 +71,16 @@ def test_incremental_rebuild_adds_without_reencoding(tmp_path):
     write_painting(out, PaintingSpec("a", {"title": "A, retitled"}, **SMALL))
     third = build_gallery(str(out), str(site))
     assert third.encoded == [] and sorted(third.reused) == ["a", "b"]
-    assert site_files(site)["p/a/turntable.webm"] == before["p/a/turntable.webm"]
+    webm = str((media_of(site, "a") / "turntable.webm").relative_to(site))
+    assert site_files(site)[webm] == before[webm]
     assert "A, retitled" in (site / "p" / "a" / "index.html").read_text()
 
-    # New frames (different sha256s): re-encoded.
+    # New frames (different sha256s): re-encoded into a new media folder; the old one goes once no page shows it.
+    old = media_of(site, "a")
     write_painting(out, PaintingSpec("a", {"title": "A, retitled"}, hue=200, **SMALL))
     assert build_gallery(str(out), str(site)).encoded == ["a"]
+    assert media_of(site, "a") != old and not old.exists()
+    assert f'src="p/a/{media_of(site, "a").name}/thumb.webp"' in (site / "index.html").read_text()
 
     # Decommitted: removed from the site and the index.
     marker_file(out, "b").unlink()
@@ -157,3 +172,104 @@ def test_viewer_page_shows_face_metrics_and_pose_source():
                     "pose error 6\u00b0")
     html = _quality(result)
     assert "face-scores" in html and "identity_drift" in html and "<b>" not in html
+
+
+def _pages_show_whole_versions(site: Path) -> list[str]:
+    """Problems a reader of the site would see: a page, manifest or index card pointing at missing media, or at
+    media of more than one version (all of a page's media must lie in ONE m-<key>/ folder, all present)."""
+    import re
+
+    problems = []
+    index = (site / "index.html").read_text() if (site / "index.html").exists() else ""
+    for src in re.findall(r'src="(p/[^"]+)"', index):
+        if not (site / src).is_file():
+            problems.append(f"index: {src}")
+    for page in site.glob("p/*/index.html"):
+        text = page.read_text()
+        refs = [r for r in re.findall(r'(?:src|href)="([^"#]+)"', text)
+                if not r.startswith("../../") and r != "manifest.json"]
+        refs += [e["src"] for e in json.loads(re.search(r'id="viewer-data">(.*?)</script>', text).group(1))
+                 ["expressions"]]
+        folders = {r.split("/", 1)[0] for r in refs}
+        if len(folders) != 1 or not next(iter(folders)).startswith("m-"):
+            problems.append(f"{page.parent.name}/index.html shows media from {sorted(folders)}")
+        problems += [f"{page.parent.name}/index.html: {r}" for r in refs if not (page.parent / r).is_file()]
+    for manifest in site.glob("p/*/manifest.json"):
+        urls = [u.split("/p/", 1)[1] for u in re.findall(r'"id": "([^"]+\.(?:webm|mp4|webp|png))"',
+                                                        manifest.read_text())]
+        if len({u.split("/")[1] for u in urls}) != 1:
+            problems.append(f"{manifest.parent.name}/manifest.json shows media from several folders")
+        problems += [f"{manifest.parent.name}/manifest.json: {u}" for u in urls if not (site / "p" / u).is_file()]
+    return problems
+
+
+@pytest.mark.timeout(180)
+def test_a_build_killed_at_any_write_leaves_every_page_whole(tmp_path, monkeypatch):
+    """Each site write is a crash point of an update (new frames for one painting, a new title for another):
+    whatever was written, every page, manifest and index card shows one complete version; the next build
+    finishes the job and collects the older media."""
+    from artmator.pipeline.gallery import site as site_module
+
+    out, site = tmp_path / "out", tmp_path / "site"
+    write_painting(out, PaintingSpec("a", {"title": "A"}, **SMALL))
+    write_painting(out, PaintingSpec("b", {"title": "B"}, hue=90, **SMALL))
+    build_gallery(str(out), str(site))
+    write_painting(out, PaintingSpec("a", {"title": "A"}, hue=200, **SMALL))        # new media
+    write_painting(out, PaintingSpec("b", {"title": "B, retitled"}, hue=90, **SMALL))  # new pages only
+    real_put = site_module._Site.put
+    writes = []
+
+    def counting(self, rel, data):
+        writes.append(rel)
+        real_put(self, rel, data)
+
+    shutil.copytree(site, tmp_path / "probe")
+    monkeypatch.setattr(site_module._Site, "put", counting)
+    build_gallery(str(out), str(tmp_path / "probe"), workers=1)
+    monkeypatch.undo()
+    assert any("/m-" in w for w in writes) and "p/b/index.html" in writes and writes[-1] == "index.html"
+    for crash_at in range(len(writes)):
+        crashed = tmp_path / f"site{crash_at}"
+        shutil.copytree(site, crashed)
+        calls = []
+
+        def crashing(self, rel, data, calls=calls):
+            calls.append(rel)
+            if len(calls) > crash_at:
+                raise KeyboardInterrupt(f"killed before writing {rel} (injected)")
+            real_put(self, rel, data)
+
+        monkeypatch.setattr(site_module._Site, "put", crashing)
+        with pytest.raises(KeyboardInterrupt):
+            build_gallery(str(out), str(crashed), workers=1)
+        monkeypatch.undo()
+        assert _pages_show_whole_versions(crashed) == [], (crash_at, calls[-1])
+        build_gallery(str(out), str(crashed))                                 # the next build finishes it
+        assert _pages_show_whole_versions(crashed) == []
+        assert "B, retitled" in (crashed / "p" / "b" / "index.html").read_text()
+        assert sorted(p.name for p in (crashed / "p" / "a").iterdir() if p.name.startswith("m-")) == \
+            [media_of(crashed, "a").name]
+
+
+@pytest.mark.timeout(120)
+def test_one_build_writes_a_site_at_a_time(tmp_path):
+    import threading
+    import time
+
+    from artmator.pipeline.claims import Claims
+    from artmator.pipeline.gallery.site import GalleryBusy
+    from artmator.pipeline.layout import GALLERY_SUBJECT, site_claims_root
+
+    out, site = tmp_path / "out", tmp_path / "site"
+    write_painting(out, PaintingSpec("a", {"title": "A"}, **SMALL))
+    holder = Claims(OutputStore(str(site)).fs, site_claims_root(str(site)), "gallery-other").take(GALLERY_SUBJECT,
+                                                                                                   "gallery")
+    with pytest.raises(GalleryBusy, match="run gallery-other"):
+        build_gallery(str(out), str(site))
+    result = CliRunner().invoke(gallery, [str(out), "--site", str(site), "--wait", "0"])
+    assert result.exit_code != 0 and "being written by another gallery build" in result.output
+    assert not (site / "index.html").exists()
+    threading.Timer(1.5, holder.release).start()
+    start = time.monotonic()
+    summary = build_gallery(str(out), str(site), wait_s=60)                  # waits for the other build
+    assert summary.paintings == ["a"] and time.monotonic() - start >= 1.0
