@@ -18,7 +18,7 @@ from artmator.model.tune import TunedPainting
 from artmator.pipeline.gallery.video import encode_webp
 from artmator.pipeline.layout import (DELTA, INPUT, MESH, METADATA_COLUMNS, MODEL_CARD, PAINTING, REFERENCE,
                                       RESULT, TURNTABLE_WEBP, expression_name, frame_name, plain_json)
-from artmator.pipeline.provenance import glb_extras, model_card
+from artmator.pipeline.provenance import glb_extras, model_card, xmp_packet
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -67,7 +67,7 @@ def painting_files(backbone: Backbone, tuned: TunedPainting, render: RenderConfi
     device = next(backbone.parameters()).device
     latent = {k: v.to(device) for k, v in tuned.latent.items()}
     renders, rendered = render_files(apply_delta(backbone, tuned.delta), latent, tuned.yaw_deg, tuned.pitch_deg,
-                                     render, expressions, face_scorer, painting_face)
+                                     render, expressions, face_scorer, painting_face, tuned.painting_id)
     files.update(renders)
     record = tune_record(tuned, flags, face_input, len(files[DELTA]), provenance)
     files[RESULT] = result_document(tuned.painting_id, record, rendered, metadata, extra)
@@ -112,22 +112,26 @@ def tune_record(tuned: TunedPainting, flags: list[str], face_input: Mapping[str,
 
 def render_files(g_trn: Backbone, latent, yaw: float, pitch: float, render: RenderConfig,
                  expressions: Mapping[str, torch.Tensor], face_scorer=None,
-                 painting_face: torch.Tensor | None = None) -> tuple[dict[str, bytes], dict]:
+                 painting_face: torch.Tensor | None = None, painting_id: str | None = None
+                 ) -> tuple[dict[str, bytes], dict]:
     """A tuned generator's renders of one painting (latent batch 1, on the generator's device) and the render
-    part of result.json: the one render path of `run` (after tuning, or from a stored delta) and `render`."""
+    part of result.json: the one render path of `run` (after tuning, or from a stored delta) and `render`. Every
+    render file says it is AI-generated: XMP (IPTC DigitalSourceType, `provenance.xmp_packet`, naming
+    `painting_id`) in each PNG and the WebP, `asset.extras` in the mesh."""
     for name in expressions:
         if not SAFE_NAME.match(name):
             raise ValueError(f"expression name {name!r} is not a safe file name (letters, digits, . _ -)")
     files: dict[str, bytes] = {}
+    xmp = xmp_packet(painting_id)
     reference = render_views(g_trn, latent, torch.tensor([yaw]), torch.tensor([pitch]), render)[0]
-    files[REFERENCE] = to_png_bytes(reference)
+    files[REFERENCE] = to_png_bytes(reference, xmp)
     frames = render_turntable(g_trn, latent, render, yaw, pitch)                     # (N, 3, H, W)
     for i, frame in enumerate(frames):
-        files[frame_name(i)] = to_png_bytes(frame)
-    files[TURNTABLE_WEBP] = encode_webp([to_pil(f) for f in frames], render.fps)
+        files[frame_name(i)] = to_png_bytes(frame, xmp)
+    files[TURNTABLE_WEBP] = encode_webp([to_pil(f) for f in frames], render.fps, xmp=xmp)
     stills = render_expressions(g_trn, latent, expressions, render, yaw, pitch)
     for name, still in stills.items():
-        files[expression_name(name)] = to_png_bytes(still)
+        files[expression_name(name)] = to_png_bytes(still, xmp)
     yaws, _ = turntable_angles(render, yaw, pitch)
     face, flags = None, []
     if face_scorer is not None:

@@ -116,7 +116,8 @@ def render_and_commit(painting_id: str, plan: dict, backbone, settings: JobSetti
         pitch = float(pose.get("pitch_deg", delta.metadata.pitch_deg))
         wants_face = render_inputs.get("face_metrics", settings.face_metrics)
         files, rendered = render_files(apply_delta(backbone, delta), latent, yaw, pitch, render, expressions,
-                                       scorer() if scorer is not None and wants_face else None, face)
+                                       scorer() if scorer is not None and wants_face else None, face,
+                                       painting_id)
         tuned, _ = records_of(result)
         meta = plan["inputs"]["metadata"]
         files[RESULT] = result_document(painting_id, tuned, rendered, meta["metadata"], meta["extra"])

@@ -45,13 +45,14 @@ import fsspec
 from PIL import Image
 
 from artmator.pipeline.layout import MESH, MODEL_CARD, PAINTING
+from artmator.pipeline.provenance import mp4_xmp_box, video_tags, xmp_packet
 
 from . import iiif, pages, video
 from .publication import Publication
 from .source import (CommittedPainting, IntegrityError, PaintingResult, Unavailable, latest_failures,
                      list_committed, parse_result, read_verified)
 
-FORMAT = 3
+FORMAT = 4
 """Bump when encoded media or page structure change, so existing sites get rebuilt."""
 STAMP = "_gallery.json"
 PAGE_FILES = ("index.html", "manifest.json", STAMP)
@@ -195,15 +196,16 @@ def _encode_media(site: _Site, fs: fsspec.AbstractFileSystem, painting: Committe
         poster = _image(read_verified(fs, painting, "reference.png")).convert("RGB").resize((width, height))
     else:
         poster = frames[len(frames) // 2]
-    site.put(rel + "poster.png", video.encode_png(poster))
-    site.put(rel + "thumb.webp", video.encode_thumbnail(poster))
-    site.put(rel + "sprite.webp", video.encode_sprite(frames))
-    site.put(rel + "turntable.webm", video.encode_webm(frames, result.fps))
-    site.put(rel + "turntable.mp4", video.encode_mp4(frames, result.fps))
-    if "renders/turntable.webp" in painting.files:  # the pipeline already encoded it with encode_webp
+    xmp, tags = xmp_packet(painting.painting_id), video_tags()        # every file here is AI-generated media
+    site.put(rel + "poster.png", video.encode_png(poster, xmp=xmp))
+    site.put(rel + "thumb.webp", video.encode_thumbnail(poster, xmp=xmp))
+    site.put(rel + "sprite.webp", video.encode_sprite(frames, xmp=xmp))
+    site.put(rel + "turntable.webm", video.encode_webm(frames, result.fps, tags=tags))
+    site.put(rel + "turntable.mp4", video.encode_mp4(frames, result.fps, tags=tags, xmp_box=mp4_xmp_box(xmp)))
+    if "renders/turntable.webp" in painting.files:  # the pipeline already encoded it with encode_webp (and XMP)
         site.put(rel + "turntable.webp", read_verified(fs, painting, "renders/turntable.webp"))
     else:
-        site.put(rel + "turntable.webp", video.encode_webp(frames, result.fps))
+        site.put(rel + "turntable.webp", video.encode_webp(frames, result.fps, xmp=xmp))
     stills = []
     for name in result.expressions:
         source = f"renders/expressions/{name}.png"

@@ -55,3 +55,21 @@ def test_no_mesh_when_off_or_when_the_field_has_no_surface(head):
                                  {})
     assert MESH not in files and "turntable/000.png" in " ".join(files)   # the renders are still there
     assert record["mesh"]["kind"] == "no_surface" and record["face_flags"] == ["no_mesh"]
+
+
+@pytest.mark.timeout(300)
+def test_every_render_file_says_it_is_ai_generated(head):
+    """PNG renders (reference, frames, stills) and the animated WebP carry XMP with the IPTC source type; the
+    mesh carries it in asset.extras. Parsed back as XMP readers find it."""
+    from tests.pipeline.xmp_reading import image_xmp, xmp_fields
+
+    backbone, latent = head
+    files, _ = render_files(backbone, latent, 0.0, 0.0, RENDER, {"neutral": backbone.load_expression("neutral")},
+                            painting_id="mona.lisa")
+    images = [rel for rel in files if rel.endswith((".png", ".webp"))]
+    assert "reference.png" in images and "renders/turntable.webp" in images and "renders/expressions/neutral.png" \
+        in images and len(images) == 3 + 3
+    for rel in images:
+        fields = xmp_fields(image_xmp(files[rel]))
+        assert fields["DigitalSourceType"] == DIGITAL_SOURCE_TYPE and fields["identifier"] == "mona.lisa", rel
+    assert pygltflib.GLTF2.load_from_bytes(files[MESH]).asset.extras["DigitalSourceType"] == DIGITAL_SOURCE_TYPE

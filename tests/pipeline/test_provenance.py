@@ -49,3 +49,19 @@ def test_catalogue_text_stays_text_and_unknowns_are_said():
 
 def test_glb_extras_are_the_disclosure():
     assert glb_extras()["DigitalSourceType"] == DIGITAL_SOURCE_TYPE and glb_extras()["label"] == AI_LABEL
+
+
+def test_xmp_packet_is_xml_with_the_iptc_source_type_and_keeps_hostile_text_as_text():
+    from tests.pipeline.xmp_reading import xmp_fields
+
+    from artmator.pipeline.provenance import xmp_packet
+
+    hostile = "x</dc:identifier><x:evil/>&amp;\x00\x07\"'<![CDATA[ ]]>\u2028é"
+    packet = xmp_packet(hostile)
+    assert packet.startswith(b"<?xpacket begin=") and packet.endswith(b'<?xpacket end="r"?>')
+    fields = xmp_fields(packet)
+    assert fields["DigitalSourceType"] == DIGITAL_SOURCE_TYPE and fields["CreatorTool"] == "artmator"
+    assert fields["li"].startswith(AI_LABEL)
+    assert fields["identifier"] == "x</dc:identifier><x:evil/>&amp;\"'<![CDATA[ ]]>\u2028é"   # text; NUL/BEL gone
+    assert "evil" not in {k for k in fields} and b"<x:evil" not in packet
+    assert "identifier" not in xmp_fields(xmp_packet(None))

@@ -96,3 +96,27 @@ def test_a_phone_scrolls_over_the_turntable(browser, built_site):
         assert_clean(log)
     finally:
         context.close()
+
+
+@pytest.mark.timeout(120)
+def test_gallery_media_say_they_are_ai_generated(built_site):
+    """Every render the gallery encodes carries the IPTC source type: XMP in PNG/WebP, an XMP `uuid` box plus
+    `mdta` tags in the MP4, Matroska tags in the WebM (no XMP there); the painting's own copy does not."""
+    from tests.pipeline.xmp_reading import container_tags, frames_decode, image_xmp, mp4_xmp, xmp_fields
+
+    from artmator.pipeline.provenance import DIGITAL_SOURCE_TYPE
+
+    for pid in ("mona.lisa", "xss-1"):
+        [media] = (built_site.site / "p" / pid).glob("m-*")
+        encoded = ["poster.png", "thumb.webp", "sprite.webp"] + (["turntable.webp"] if pid == "xss-1" else [])
+        for name in encoded:
+            fields = xmp_fields(image_xmp((media / name).read_bytes()))
+            assert fields["DigitalSourceType"] == DIGITAL_SOURCE_TYPE and fields["identifier"] == pid, (pid, name)
+        mp4 = (media / "turntable.mp4").read_bytes()
+        assert xmp_fields(mp4_xmp(mp4))["DigitalSourceType"] == DIGITAL_SOURCE_TYPE
+        for suffix, data in (("mp4", mp4), ("webm", (media / "turntable.webm").read_bytes())):
+            tags = container_tags(data, suffix)
+            assert tags["digitalsourcetype"] == DIGITAL_SOURCE_TYPE and tags["comment"].startswith(AI_LABEL), suffix
+            assert frames_decode(data, suffix) > 1                     # the tags and the box leave the video whole
+    painting = (built_site.site / "p" / "mona.lisa").glob("m-*/painting.jpg")
+    assert image_xmp(next(painting).read_bytes()) is None            # the painting is not AI-generated media
