@@ -105,8 +105,9 @@ def plain_value(text: str) -> str:
 
 
 def _en(text: str) -> dict[str, list[str]]:
-    """Text artmator writes (English)."""
-    return {"en": [text]}
+    """Text artmator writes (English), which may quote catalogue or site text (a summary naming the title, the
+    gallery title as provider): literal text in every client (`plain_value`)."""
+    return {"en": [plain_value(text)]}
 
 
 def _catalogue(text: str, publication: Publication) -> dict[str, list[str]]:
@@ -178,7 +179,8 @@ def _turntable_canvas(base: str, manifest_base: str, media: PaintingMedia) -> Ca
     placeholder = _image_canvas(base, f"{canvas_id}/placeholder", _en("Reference render"), media.poster,
                                 PlaceholderCanvas)
     canvas = Canvas(id=canvas_id, width=first.width, height=first.height, duration=first.duration,
-                    label=_en("Turntable (AI-generated)"), placeholderCanvas=placeholder)
+                    label=_en("Turntable (AI-generated)"), placeholderCanvas=placeholder,
+                    thumbnail=[_resource(base, media.poster, "Image")])     # viewers' canvas strips show it
     canvas.items = [_painting_annotation(canvas_id, body)]
     return canvas
 
