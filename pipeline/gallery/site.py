@@ -129,6 +129,14 @@ class _Site:
             handle.write(data)
         os.replace(tmp, path)
 
+    def put_if_changed(self, rel: str, data: bytes) -> None:
+        try:
+            if self.fs.cat_file(self.path(rel)) == data:
+                return
+        except FileNotFoundError:
+            pass
+        self.put(rel, data)
+
     def remove(self, rel: str) -> None:
         try:
             self.fs.rm_file(self.path(rel))
@@ -384,8 +392,8 @@ def _gallery_run_id() -> str:
 def _build(site: _Site, out_fs, out_path: str, site_uri: str, publication: Publication, workers: int
            ) -> GallerySummary:
     base, title = publication.base_url, publication.title
-    for name in pages.STATIC_ASSETS:
-        site.put(f"assets/{name}", pages.asset_bytes(name))
+    for name in pages.STATIC_ASSETS:              # unchanged assets are left alone: a rebuild writes what changed
+        site.put_if_changed(f"assets/{name}", pages.asset_bytes(name))
     listing = list_committed(out_fs, out_path)
     summary = GallerySummary(site_uri, site.path("index.html"), "", base, skipped=list(listing.rejected))
 
