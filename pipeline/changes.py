@@ -59,9 +59,10 @@ def base_identity(settings, storage_options: Mapping | None = None) -> dict:
             "weights": {part: content_sha256(uri, storage_options) for part, uri in sorted(weights.items())}}
 
 
-def tune_inputs(task: PaintingTask, settings, base: Mapping) -> dict:
-    """What decides a painting's tuned delta, besides its image bytes."""
-    d = settings_dict(settings)
+def tune_inputs(task: PaintingTask, settings, base: Mapping, encoded: Mapping | None = None) -> dict:
+    """What decides a painting's tuned delta, besides its image bytes (`encoded`: `settings_dict(settings)` when
+    the caller has it already)."""
+    d = encoded if encoded is not None else settings_dict(settings)
     row = {"crop": asdict(task.crop) if task.crop else None,
            "face_align": asdict(task.face_align) if task.face_align else None,
            "yaw_deg": task.yaw_deg, "pitch_deg": task.pitch_deg, "pose_source": task.pose_source,
@@ -69,9 +70,11 @@ def tune_inputs(task: PaintingTask, settings, base: Mapping) -> dict:
     return {"base": dict(base), "tune": d["tune"], "image": d["image"], "row": row}
 
 
-def render_inputs(task: PaintingTask | None, settings, expressions: list[str] | None = None) -> dict:
+def render_inputs(task: PaintingTask | None, settings, expressions: list[str] | None = None,
+                  encoded: Mapping | None = None) -> dict:
     """What decides a painting's renders given its delta: render settings and the expressions it gets."""
-    render = {k: v for k, v in settings_dict(settings)["render"].items() if k != "expressions"}
+    d = encoded if encoded is not None else settings_dict(settings)
+    render = {k: v for k, v in d["render"].items() if k != "expressions"}
     if expressions is None:
         chosen = task.expressions if task is not None and task.expressions is not None else settings.render.expressions
         expressions = None if chosen is None else list(chosen)      # None: the backbone's default stills
@@ -198,8 +201,13 @@ class Decider:
     rehash_workers: int = 8
     rehashed: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # The settings are the same for every row: encode them once (it was a third of a 10,000-row plan's time).
+        self._encoded = settings_dict(self.settings)
+
     def inputs(self, task: PaintingTask) -> tuple[dict, Fingerprints]:
-        inputs = {"tune": tune_inputs(task, self.settings, self.base), "render": render_inputs(task, self.settings),
+        inputs = {"tune": tune_inputs(task, self.settings, self.base, self._encoded),
+                  "render": render_inputs(task, self.settings, encoded=self._encoded),
                   "metadata": metadata_inputs(task, self.settings),
                   "image": {"stamp": self.stamps.get(task.image_uri, UNKNOWN)}}
         return inputs, Fingerprints(digest(inputs["tune"]), UNKNOWN, inputs["image"]["stamp"],

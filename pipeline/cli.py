@@ -8,6 +8,9 @@ import click
 @click.version_option(package_name="artmator")
 def main() -> None:
     """artmator: painted portraits -> 3D-aware, expression-editable heads (3DArtmator), at catalog scale."""
+    from artmator.pipeline.console import quiet_known_ray_lines
+
+    click.get_current_context().with_resource(quiet_known_ray_lines())
 
 
 def _register() -> None:

@@ -286,18 +286,14 @@ def execute_phase(action: str, items: list[dict], spec: ActorSpec, config: RunCo
     paintings per optimisation."""
     if not items:
         return
-    import warnings
-
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import ActorPoolStrategy
 
     # Ray re-runs a batch whose actor died or whose node was lost without limit (max_task_retries=-1: a finite
     # count is used up in milliseconds while a lost node's actor is merely "unavailable", which aborted the whole
     # run). A painting that crashes its actor every time (a native-library crash on one file) still ends as a
     # failure: the actor counts the painting's attempts and fails it after `ActorSpec.max_attempts`.
-    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False      # progress is artmator's own log lines (pipeline.progress)
+    quiet_data_context()
     settings = settings or config.settings
     if action == "refresh":
         batch = 32
@@ -321,6 +317,19 @@ def execute_phase(action: str, items: list[dict], spec: ActorSpec, config: RunCo
             tracker.begin(action, size)
     for row in results.iter_rows():
         yield {c: _plain(row[c]) for c in REPORT_COLUMNS}
+
+
+def quiet_data_context() -> None:
+    """Ray Data without its console progress bars (progress is artmator's own log lines, `pipeline.progress`) and
+    without the notices that say so: a run's console shows only what concerns the run."""
+    import warnings
+
+    from ray.data import DataContext
+    from ray.util.debug import log_once
+
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
+    DataContext.get_current().enable_progress_bars = False
+    log_once("ray_data_progress_manager_disabled")      # Ray's "Progress bars disabled" warning: chosen, not a fault
 
 
 def pool_size(gpus_per_actor: float, cpus_per_actor: float) -> int:

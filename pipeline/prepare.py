@@ -333,16 +333,13 @@ def _collect_runs(fs, assets: str, run_id: str) -> None:
 
 def _analyze_all(rows: list[dict], config: PrepareConfig, assets_uri: str, options: dict, progress,
                  actors: int | None) -> list[dict]:
-    import warnings
-
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import ActorPoolStrategy
 
-    from artmator.pipeline.job import init_ray, pool_size
+    from artmator.pipeline.job import init_ray, pool_size, quiet_data_context
 
-    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
     init_ray()
-    DataContext.get_current().enable_progress_bars = False
+    quiet_data_context()
     size = min(actors or pool_size(0.0, 1.0), len(rows))
     threads = max(1, _local_cpus() // size)
     items = [{"row": json.dumps(r, default=_plain)} for r in rows]

@@ -145,3 +145,19 @@ def test_mesh_smoke(tmp_path):
     assert row["grid"] == 24 and row["faces"] > 100 and row["glb_kb"] > 1
     assert 0.5 < row["iou"] <= 1 and row["psnr_db"] > 10       # the head prior's mesh sits on its renders
     assert (tmp_path / "m_compare.png").is_file()
+
+
+@pytest.mark.timeout(240)
+def test_pipeline_overhead_on_dedicated_cores(tmp_path):
+    import os
+
+    from bench import pipeline_overhead
+
+    before = os.sched_getaffinity(0)
+    pipeline_overhead.main(["--paintings", "1", "--stage1-steps", "1", "--stage2-steps", "1", "--render-resolution",
+                            "32", "--frames", "2", "--out-dir", str(tmp_path), "--work-cores", "1",
+                            "--system-cores", "0"])
+    result = _written(tmp_path, "pipeline_overhead_cpu")
+    assert result["rows"][0]["actors_pinned"] == 1 and result["rows"][0]["same_ids_committed"]
+    assert result["environment"]["work_cores"] == "1" and result["environment"]["threads_per_actor"] == 1
+    assert os.sched_getaffinity(0) == before
