@@ -38,6 +38,23 @@ class RenderResult:
     opacity: torch.Tensor  # (B, 1, H, W) in [0, 1]: how much of the pixel is the subject, not the background
 
 
+@dataclass(frozen=True)
+class FieldSample:
+    """The subject's 3-D field at world points (what a mesh is extracted from; `model.mesh`)."""
+
+    occupancy: torch.Tensor  # (B, N) in [0, 1]: opacity a thin layer at the point would have in a render;
+                             # the visible surface is its 0.5 iso-surface, the background plane is not included
+    color: torch.Tensor      # (B, N, 3) in [0, 1]: the radiance at the point, as the renderer would show it
+
+
+@dataclass(frozen=True)
+class FieldBox:
+    """The world-space box holding the subject (renders see nothing of it outside): min and max corners."""
+
+    low: tuple[float, float, float]
+    high: tuple[float, float, float]
+
+
 class Backbone(nn.Module, abc.ABC):
     """A 3D-aware generator split into a tunable part (G of the paper) and fixed parts (priors, deformation).
 
@@ -159,3 +176,15 @@ class Backbone(nn.Module, abc.ABC):
     def _no_expressions(self, what: str) -> str:
         return (f"the {self.preset} backbone has no expression codes, so it cannot render {what}; run it without "
                 "expressions (leave --expressions out, or give --expressions '', and no manifest expressions)")
+
+    # ---- optional: the 3-D field, for mesh export (`model.mesh`) -----------------------------------------
+    @property
+    def field_box(self) -> FieldBox:
+        """Where `sample_field` is worth sampling (world units, the renderer's frame: y up, frontal camera on +z)."""
+        raise NotImplementedError(f"the {self.preset} backbone does not expose its 3-D field (no field_box / "
+                                  "sample_field): its paintings get no mesh, only renders")
+
+    def sample_field(self, latent: Latent, points: torch.Tensor, *, psi: float = 1.0) -> FieldSample:
+        """Occupancy and colour of latents (batch B) at world points (B, N, 3); optional (see `field_box`)."""
+        raise NotImplementedError(f"the {self.preset} backbone does not expose its 3-D field (no field_box / "
+                                  "sample_field): its paintings get no mesh, only renders")

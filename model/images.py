@@ -469,9 +469,19 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy(), "RGB")
 
 
-def to_png_bytes(image: torch.Tensor | Image.Image) -> bytes:
-    """PNG file bytes of a (3, H, W)/(1, 3, H, W) tensor in [-1, 1] or a PIL image (for writing renders)."""
+def to_png_bytes(image: torch.Tensor | Image.Image, xmp: bytes | None = None) -> bytes:
+    """PNG file bytes of a (3, H, W)/(1, 3, H, W) tensor in [-1, 1] or a PIL image (for writing renders); `xmp`: an
+    XMP packet, stored as the iTXt chunk `XML:com.adobe.xmp` (where XMP readers look for it in a PNG)."""
     pil = image if isinstance(image, Image.Image) else to_pil(image)
     buffer = io.BytesIO()
-    pil.save(buffer, "PNG")
+    pil.save(buffer, "PNG", pnginfo=png_xmp_info(xmp) if xmp else None)
     return buffer.getvalue()
+
+
+def png_xmp_info(xmp: bytes):
+    """PngInfo holding an XMP packet as uncompressed iTXt `XML:com.adobe.xmp` (Pillow's PNG writer has no xmp=)."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8"), zip=False)
+    return info

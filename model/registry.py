@@ -7,8 +7,8 @@ parts through the backbone's own `load_weights`). A backbone package registers i
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,6 +26,10 @@ class BackboneEntry:
     # A checkout of the official release (local path or fsspec URI) -> {part: URI}, for `--official-root`; None
     # when the preset has no such layout.
     weights_from_root: Callable[[str], dict[str, str]] | None = None
+    card: Mapping[str, str] = field(default_factory=dict)
+    """Facts for each painting's model card: `citation` of the backbone, `training_data` of its official weights
+    (with that data's licence) and `weights` (where they come from). Never a licence for user-supplied weights:
+    those come from `--weights-license` (default unknown)."""
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}

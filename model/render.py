@@ -16,6 +16,10 @@ from artmator.model.camera import turntable_yaws
 from artmator.model.fields import setting
 
 
+MESH_AUTO_MAX = 128
+"""Largest automatic mesh grid: ~48k faces, ~0.75 MB of GLB for a head (bench/results/mesh_tiny_cpu.md)."""
+
+
 @dataclass(frozen=True)
 class RenderConfig:
     """What to render for each tuned painting."""
@@ -36,10 +40,22 @@ class RenderConfig:
                                            "images).", result=False)
     autocast: bool = setting(False, "CUDA only: render in float16/bfloat16 autocast.")
     psi: float = setting(1.0, "Truncation for the painting's own latent (1 = none).")
+    mesh_resolution: int | None = setting(
+        None, "Grid points per side of the mesh.glb iso-surface (model.mesh); 0: no mesh; none: the render "
+              "resolution, at most 128 (MESH_AUTO_MAX).")
 
     def __post_init__(self):
         if self.resolution < 8 or self.turntable_frames < 1 or self.frame_batch < 1:
             raise ValueError("resolution must be >= 8 and turntable_frames, frame_batch >= 1")
+        if self.mesh_resolution and not 8 <= self.mesh_resolution <= 512:
+            raise ValueError(f"mesh_resolution must be 0 (no mesh) or in [8, 512], got {self.mesh_resolution}")
+
+    @property
+    def mesh_grid(self) -> int:
+        """The mesh's grid points per side (0: no mesh)."""
+        if self.mesh_resolution is None:
+            return max(8, min(self.resolution, MESH_AUTO_MAX))
+        return self.mesh_resolution
 
 
 def autocast_context(device: torch.device, enabled: bool):

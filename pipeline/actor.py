@@ -19,14 +19,13 @@ import torch
 
 from artmator.pipeline import changes
 from artmator.pipeline.claims import DEFAULT_TTL_S, Claim, Claimed, ClaimLost, Claims, painting_claims
-from artmator.pipeline.config_schema import encode
 from artmator.pipeline.errors import classify, with_retries
-from artmator.pipeline.flow import PaintingContext, PaintingOutcome, load_context, paint
+from artmator.pipeline.flow import PaintingContext, PaintingOutcome, backbone_record, load_context, paint
 from artmator.pipeline.layout import DELTA, REPORT_SCHEMA, RESULT, UNKNOWN, Fingerprints
 from artmator.pipeline.manifest import PaintingTask, task_from_row
 from artmator.pipeline.painting import result_flags
 from artmator.pipeline.settings import JobSettings, settings_from_json
-from artmator.pipeline.storage import OutputStore, atomic_write, redact_config
+from artmator.pipeline.storage import OutputStore, atomic_write
 
 # The columns an actor reports per painting: the run report's, less what the driver adds.
 REPORT_COLUMNS = tuple(n for n in REPORT_SCHEMA.names if n not in ("attempts", "run_id", "config_hash",
@@ -123,7 +122,7 @@ def tune_and_commit(tasks: list[PaintingTask], context: PaintingContext, store: 
                 continue
             todo.append(task)
             plan_of[pid] = plan
-        outcomes = paint(todo, context) if todo else []
+        outcomes = paint(todo, context, plans=plan_of) if todo else []
         seconds = (time.perf_counter() - start) / max(1, len(outcomes))
         for outcome in outcomes:
             pid = outcome.task.painting_id
@@ -187,11 +186,6 @@ def wire_plan(plan: changes.RowPlan, settings: JobSettings) -> dict:
     """A row's plan as it travels to an actor (plain JSON data) and lands in its marker."""
     return {"action": plan.action, "fingerprints": plan.fingerprints._asdict(), "inputs": plan.inputs,
             "backbone": backbone_record(settings), "current": plan.current.version if plan.current else None}
-
-
-def backbone_record(settings: JobSettings) -> dict:
-    """The backbone settings a commit was made with, URIs redacted (what `artmator render` reloads)."""
-    return redact_config(encode(settings.backbone))
 
 
 def _with_image(plan: dict, sha256: str) -> dict:

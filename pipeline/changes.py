@@ -8,8 +8,10 @@ for a manifest row without loading a model and compares:
 | `t` tune    | tuning/image settings, base weights (file contents), the row's crop, face_align, pose    | tune       |
 | `i` image   | sha256 of the image bytes                                                               | tune       |
 | `s` stamp   | the image's URI, size and ETag/mtime as a listing shows them (a cheap proxy for `i`)    | re-hash    |
-| `r` render  | render settings, the row's expressions, face metrics on/off, the set of files written    | render     |
-| `m` metadata| title, artist, date, rights, credit line, source URL and every pass-through column       | refresh    |
+| `r` render  | render settings (the mesh grid among them), the row's expressions, face metrics on/off,  | render     |
+|             | the set of files written                                                                |            |
+| `m` metadata| title, artist, date, rights, credit line, source URL, every pass-through column and the  | refresh    |
+|             | weights' licence the model cards state                                                  |            |
 
 The image is re-read and hashed only when its stamp moved (a re-upload, a touched file): same bytes then only
 refresh the stamp; other bytes retune. Expressions given as `.mat` URIs and CLIP/LPIPS weight URIs count by
@@ -80,9 +82,12 @@ def render_inputs(task: PaintingTask | None, settings, expressions: list[str] | 
             "face_metrics": bool(settings.face_metrics), "files_format": FILES_FORMAT}
 
 
-def metadata_inputs(task: PaintingTask) -> dict:
-    """The catalogue metadata result.json shows: the gallery's columns and every pass-through column."""
-    return {"metadata": {k: getattr(task, k) for k in METADATA_COLUMNS}, "extra": plain_json(dict(task.extra))}
+def metadata_inputs(task: PaintingTask, settings=None) -> dict:
+    """The catalogue metadata result.json and the model card show: the gallery's columns, every pass-through
+    column, and the licence stated for the weights."""
+    license_ = settings.backbone.weights_license if settings is not None else "unknown"
+    return {"metadata": {k: getattr(task, k) for k in METADATA_COLUMNS}, "extra": plain_json(dict(task.extra)),
+            "weights_license": license_}
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -203,7 +208,7 @@ class Decider:
     def inputs(self, task: PaintingTask) -> tuple[dict, Fingerprints]:
         inputs = {"tune": tune_inputs(task, self.settings, self.base, self._encoded),
                   "render": render_inputs(task, self.settings, encoded=self._encoded),
-                  "metadata": metadata_inputs(task),
+                  "metadata": metadata_inputs(task, self.settings),
                   "image": {"stamp": self.stamps.get(task.image_uri, UNKNOWN)}}
         return inputs, Fingerprints(digest(inputs["tune"]), UNKNOWN, inputs["image"]["stamp"],
                                     digest(inputs["render"]), digest(inputs["metadata"]))

@@ -9,9 +9,10 @@ from collections import Counter
 import click
 
 from artmator.pipeline.config_schema import SettingsError
+from artmator.pipeline.gallery.publication import Publication
 from artmator.pipeline.job import RunConfig
-from artmator.pipeline.options import (SETTINGS_LEAVES, config_options, flag_label, parse_storage_options,
-                                       setting_overrides, storage_options_option)
+from artmator.pipeline.options import (SETTINGS_LEAVES, build_config, config_options, flag_label,
+                                       parse_storage_options, setting_overrides, storage_options_option)
 from artmator.pipeline.progress import configure_logging, duration, logging_options
 from artmator.pipeline.run_command import run_config, run_options
 
@@ -79,10 +80,11 @@ def plan(as_json: bool, **options) -> None:
                 aliases={"progress_every_s": "progress-every", "claim_ttl_s": "claim-ttl"})
 @setting_overrides(("render", "face_metrics", "device"), into="changes")
 @click.option("--gallery/--no-gallery", default=True, show_default=True, help="Update the static gallery at OUT/gallery.")
+@config_options(Publication, into="publication")
 @storage_options_option
 @logging_options
-def render(out_uri: str, resources: dict, changes: dict, gallery: bool, storage_option, endpoint_url, log_level,
-           log_format) -> None:
+def render(out_uri: str, resources: dict, changes: dict, gallery: bool, publication: dict, storage_option,
+           endpoint_url, log_level, log_format) -> None:
     """Re-render committed paintings of OUT from their deltas alone: new frames, sizes or expressions, no tuning.
 
     Each painting keeps its backbone (as its commit records it), delta and metadata; the new renders replace the
@@ -91,6 +93,7 @@ def render(out_uri: str, resources: dict, changes: dict, gallery: bool, storage_
 
     configure_logging(log_level, log_format)
     options = parse_storage_options(storage_option, endpoint_url)
+    site = build_config(Publication, publication)          # refused before any work
     try:
         summary = rerender(out_uri, options, changes=changes, **resources)
     except SettingsError as exc:
@@ -111,7 +114,7 @@ def render(out_uri: str, resources: dict, changes: dict, gallery: bool, storage_
 
         try:
             result = build_gallery(out_uri, out_uri.rstrip("/") + "/gallery", storage_options=options or None,
-                                   wait_s=GALLERY_WAIT_S)
+                                   publication=site, wait_s=GALLERY_WAIT_S)
             click.echo(f"gallery: {result.index_url}")
         except GalleryBusy as exc:
             click.echo(f"gallery: not updated: {exc}", err=True)

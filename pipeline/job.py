@@ -28,7 +28,7 @@ from artmator.model.fields import setting
 from artmator.pipeline import changes
 from artmator.pipeline.actor import REPORT_COLUMNS, ActorSpec, TuneActor, failed_row, wire_plan
 from artmator.pipeline.claims import DEFAULT_TTL_S
-from artmator.pipeline.layout import REPORT_SCHEMA, digest
+from artmator.pipeline.layout import FILES_FORMAT, REPORT_SCHEMA, digest
 from artmator.pipeline.manifest import load_manifest
 from artmator.pipeline.progress import RunProgress
 from artmator.pipeline.recommit import RenderActor, refresh_batch
@@ -432,6 +432,7 @@ def recorded_render_changed(recorded: Mapping, changes: Mapping[tuple[str, ...],
             render["expressions"] = list(value)
         elif path[0] == "render":
             render["render"][path[1]] = encode(value)
+    render["files_format"] = FILES_FORMAT          # the new commit holds this version's set of files
     return render
 
 

@@ -184,12 +184,16 @@ DELTA = "delta.safetensors"
 RESULT = "result.json"
 REFERENCE = "reference.png"
 INPUT = "input.png"                      # the tuned face square: what the delta was fitted to (likeness, review)
+MESH = "mesh.glb"                        # the tuned head as a coloured glTF 2.0 mesh (model.mesh); a render
+PAINTING = "painting.jpg"                # a web-sized copy of the whole painting the delta was tuned from
+MODEL_CARD = "model_card.md"             # provenance and AI disclosure (pipeline.provenance); rewritten with result.json
 TURNTABLE_WEBP = "renders/turntable.webp"
 TURNTABLE_DIR = "renders/turntable/"
 EXPRESSIONS_DIR = "renders/expressions/"
 FRAME_PATH = re.compile(r"^renders/turntable/(\d{1,5})\.png$")
-TUNED_FILES = (DELTA, INPUT)              # what only tuning writes; a re-render or refresh keeps them
-FILES_FORMAT = 2
+TUNED_FILES = (DELTA, INPUT, PAINTING)    # what only tuning writes; a re-render or refresh keeps them
+METADATA_FILES = (RESULT, MODEL_CARD)     # what a metadata refresh rewrites (every commit writes them anew)
+FILES_FORMAT = 3
 """Version of the set of files a commit holds (bump when renders gain or lose a format): part of `r`."""
 
 
@@ -203,7 +207,7 @@ def expression_name(name: str) -> str:
 
 def is_render(rel: str) -> bool:
     """Files a re-render replaces (everything but the tuned files and result.json)."""
-    return rel == REFERENCE or rel.startswith("renders/")
+    return rel in (REFERENCE, MESH) or rel.startswith("renders/")
 
 
 # ------------------------------------------------------------------------------------------ fingerprints

@@ -12,11 +12,13 @@ import torch
 from artmator.model.backbone import Backbone
 from artmator.model.delta import apply_delta, encode_delta
 from artmator.model.images import to_pil, to_png_bytes
+from artmator.model.mesh import MeshConfig, MeshError, encode_glb, extract_mesh
 from artmator.model.render import RenderConfig, render_expressions, render_turntable, render_views, turntable_angles
 from artmator.model.tune import TunedPainting
 from artmator.pipeline.gallery.video import encode_webp
-from artmator.pipeline.layout import (DELTA, INPUT, METADATA_COLUMNS, REFERENCE, RESULT, TURNTABLE_WEBP,
-                                      expression_name, frame_name, plain_json)
+from artmator.pipeline.layout import (DELTA, INPUT, MESH, METADATA_COLUMNS, MODEL_CARD, PAINTING, REFERENCE,
+                                      RESULT, TURNTABLE_WEBP, expression_name, frame_name, plain_json)
+from artmator.pipeline.provenance import glb_extras, model_card, xmp_packet
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -42,32 +44,55 @@ def quality_flags(tuned: TunedPainting, random_models: bool, pose_source: str | 
 def painting_files(backbone: Backbone, tuned: TunedPainting, render: RenderConfig,
                    expressions: Mapping[str, torch.Tensor], metadata: Mapping[str, object],
                    flags: list[str], face_input: Mapping[str, object] | None = None, face_scorer=None,
-                   painting_face: torch.Tensor | None = None, extra: Mapping[str, object] | None = None
-                   ) -> dict[str, bytes]:
+                   painting_face: torch.Tensor | None = None, extra: Mapping[str, object] | None = None,
+                   painting_image: bytes | None = None, provenance: Mapping | None = None,
+                   weights_license: str | None = None) -> dict[str, bytes]:
     """Everything a committed painting holds except the marker: delta, tuned input, renders, result.json.
 
     face_scorer: a `model.faces.metrics.FaceScorer` (loaded once per process) to score the renders with the
     pretrained face networks (result.json `face`, and flags); painting_face: the tuned (1, 3, R, R) input in
     [-1, 1], kept as input.png and used for `likeness`. The quality flags written are `flags` (the tuning's) plus
     the face flags: read them back from result.json (`result_flags`). `extra`: pass-through manifest columns.
+    painting_image: the painting file's bytes, kept as a web-sized painting.jpg (the gallery and IIIF show it
+    beside the head). provenance (`provenance.provenance_record`) and weights_license go into result.json and
+    model_card.md.
     """
     if tuned.delta is None:
         raise ValueError(f"{tuned.painting_id}: cannot write outputs of a failed painting ({tuned.error})")
     files: dict[str, bytes] = {DELTA: encode_delta(tuned.delta.tensors, tuned.delta.metadata)}
     if painting_face is not None:
         files[INPUT] = to_png_bytes(painting_face)
+    if painting_image is not None:
+        files[PAINTING] = web_copy(painting_image, tuned.painting_id)
     device = next(backbone.parameters()).device
     latent = {k: v.to(device) for k, v in tuned.latent.items()}
     renders, rendered = render_files(apply_delta(backbone, tuned.delta), latent, tuned.yaw_deg, tuned.pitch_deg,
-                                     render, expressions, face_scorer, painting_face)
+                                     render, expressions, face_scorer, painting_face, tuned.painting_id)
     files.update(renders)
-    files[RESULT] = result_document(tuned.painting_id, tune_record(tuned, flags, face_input, len(files[DELTA])),
-                                    rendered, metadata, extra)
+    record = tune_record(tuned, flags, face_input, len(files[DELTA]), provenance)
+    files[RESULT] = result_document(tuned.painting_id, record, rendered, metadata, extra)
+    files[MODEL_CARD] = model_card(json.loads(files[RESULT]), weights_license)
     return files
 
 
+WEB_COPY_SIDE = 1600
+"""Longest side of the published copy of a painting (a web page's worth, never the master)."""
+
+
+def web_copy(data: bytes, source: str, max_side: int = WEB_COPY_SIDE, quality: int = 88) -> bytes:
+    """A painting file as a web-sized sRGB JPEG (EXIF-upright, colour-managed, at most `max_side` px)."""
+    import io
+
+    from artmator.model.images import decode_bounded
+
+    image, _ = decode_bounded(data, source, max_side=max_side)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality, optimize=True, progressive=True)
+    return buffer.getvalue()
+
+
 def tune_record(tuned: TunedPainting, flags: list[str], face_input: Mapping[str, object] | None,
-                delta_bytes: int) -> dict:
+                delta_bytes: int, provenance: Mapping | None = None) -> dict:
     """The parts of result.json that tuning decides (a re-render or a refresh keeps them as they are)."""
     pose_source = (face_input or {}).get("pose_source") or ("search" if tuned.pose_estimated else "given")
     return {
@@ -81,27 +106,32 @@ def tune_record(tuned: TunedPainting, flags: list[str], face_input: Mapping[str,
         "losses": tuned.losses,
         "delta_bytes": delta_bytes,
         "base_sha256": tuned.delta.metadata.base_sha256,
+        "provenance": dict(provenance or {}),
     }
 
 
 def render_files(g_trn: Backbone, latent, yaw: float, pitch: float, render: RenderConfig,
                  expressions: Mapping[str, torch.Tensor], face_scorer=None,
-                 painting_face: torch.Tensor | None = None) -> tuple[dict[str, bytes], dict]:
+                 painting_face: torch.Tensor | None = None, painting_id: str | None = None
+                 ) -> tuple[dict[str, bytes], dict]:
     """A tuned generator's renders of one painting (latent batch 1, on the generator's device) and the render
-    part of result.json: the one render path of `run` (after tuning, or from a stored delta) and `render`."""
+    part of result.json: the one render path of `run` (after tuning, or from a stored delta) and `render`. Every
+    render file says it is AI-generated: XMP (IPTC DigitalSourceType, `provenance.xmp_packet`, naming
+    `painting_id`) in each PNG and the WebP, `asset.extras` in the mesh."""
     for name in expressions:
         if not SAFE_NAME.match(name):
             raise ValueError(f"expression name {name!r} is not a safe file name (letters, digits, . _ -)")
     files: dict[str, bytes] = {}
+    xmp = xmp_packet(painting_id)
     reference = render_views(g_trn, latent, torch.tensor([yaw]), torch.tensor([pitch]), render)[0]
-    files[REFERENCE] = to_png_bytes(reference)
+    files[REFERENCE] = to_png_bytes(reference, xmp)
     frames = render_turntable(g_trn, latent, render, yaw, pitch)                     # (N, 3, H, W)
     for i, frame in enumerate(frames):
-        files[frame_name(i)] = to_png_bytes(frame)
-    files[TURNTABLE_WEBP] = encode_webp([to_pil(f) for f in frames], render.fps)
+        files[frame_name(i)] = to_png_bytes(frame, xmp)
+    files[TURNTABLE_WEBP] = encode_webp([to_pil(f) for f in frames], render.fps, xmp=xmp)
     stills = render_expressions(g_trn, latent, expressions, render, yaw, pitch)
     for name, still in stills.items():
-        files[expression_name(name)] = to_png_bytes(still)
+        files[expression_name(name)] = to_png_bytes(still, xmp)
     yaws, _ = turntable_angles(render, yaw, pitch)
     face, flags = None, []
     if face_scorer is not None:
@@ -109,10 +139,30 @@ def render_files(g_trn: Backbone, latent, yaw: float, pitch: float, render: Rend
 
         metrics = face_scorer.score(list(frames), [float(y) for y in yaws], reference, painting_face, stills)
         face, flags = metrics.as_dict(), face_flags(metrics)
+    mesh, mesh_flags = mesh_file(g_trn, latent, render, files)
     record = {"resolution": render.resolution,
               "turntable": {"frames": len(frames), "yaw_deg": [round(float(y), 4) for y in yaws], "fps": render.fps},
-              "expressions": list(expressions), "face": face, "face_flags": flags}
+              "expressions": list(expressions), "face": face, "mesh": mesh, "face_flags": [*flags, *mesh_flags]}
     return files, record
+
+
+def mesh_file(g_trn: Backbone, latent, render: RenderConfig, files: dict[str, bytes]) -> tuple[dict | None, list]:
+    """Add the head's mesh.glb to `files` when asked (`render.mesh_resolution`); returns its result.json record
+    and flags. A backbone without a 3-D field, or a field without a surface, leaves the painting without a mesh
+    (recorded, and flagged `no_mesh` in the second case); it keeps its renders."""
+    if not render.mesh_grid:
+        return None, []
+    config = MeshConfig(resolution=render.mesh_grid)
+    try:
+        mesh = extract_mesh(g_trn, latent, config, psi=render.psi)
+        data = encode_glb(mesh, glb_extras())
+    except NotImplementedError as exc:
+        return {"error": str(exc), "kind": "unsupported"}, []
+    except MeshError as exc:
+        return {"error": str(exc), "kind": "no_surface"}, ["no_mesh"]
+    files[MESH] = data
+    return {"file": MESH, "resolution": config.resolution, "vertices": int(len(mesh.vertices)),
+            "faces": int(len(mesh.faces)), "bytes": len(data)}, []
 
 
 def result_document(painting_id: str, tuned: Mapping, rendered: Mapping, metadata: Mapping[str, object],
@@ -132,11 +182,12 @@ def result_document(painting_id: str, tuned: Mapping, rendered: Mapping, metadat
 
 def records_of(result: Mapping) -> tuple[dict, dict]:
     """(tune record, render record) of a committed result.json, as `result_document` put them together."""
-    tuned = {k: result.get(k) for k in ("pose", "face_input", "timings", "losses", "delta_bytes", "base_sha256")}
+    tuned = {k: result.get(k) for k in ("pose", "face_input", "timings", "losses", "delta_bytes", "base_sha256",
+                                        "provenance")}
     quality = dict(result.get("quality") or {})
     tune_flags = list(quality.get("tune_flags") or [])
     tuned["quality"] = {**{k: v for k, v in quality.items() if k != "flags"}, "tune_flags": tune_flags}
-    rendered = {k: result.get(k) for k in ("resolution", "turntable", "expressions", "face")}
+    rendered = {k: result.get(k) for k in ("resolution", "turntable", "expressions", "face", "mesh")}
     rendered["face_flags"] = [f for f in quality.get("flags") or [] if f not in tune_flags]
     return tuned, rendered
 

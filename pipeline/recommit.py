@@ -25,8 +25,9 @@ from artmator.pipeline.claims import Claimed, ClaimLost, Claims, holding, painti
 from artmator.pipeline.config_schema import decode
 from artmator.pipeline.errors import classify, with_retries
 from artmator.pipeline.inputs import face_scorer
-from artmator.pipeline.layout import DELTA, INPUT, RESULT, TUNED_FILES, Commit, Fingerprints
+from artmator.pipeline.layout import DELTA, INPUT, METADATA_FILES, MODEL_CARD, RESULT, TUNED_FILES, Commit, Fingerprints
 from artmator.pipeline.painting import png_tensor, records_of, render_files, result_document, result_flags
+from artmator.pipeline.provenance import model_card
 from artmator.pipeline.settings import BackboneSettings, JobSettings, load_backbone_only, resolve_expressions
 from artmator.pipeline.settings import settings_from_json
 from artmator.pipeline.storage import OutputStore
@@ -115,10 +116,12 @@ def render_and_commit(painting_id: str, plan: dict, backbone, settings: JobSetti
         pitch = float(pose.get("pitch_deg", delta.metadata.pitch_deg))
         wants_face = render_inputs.get("face_metrics", settings.face_metrics)
         files, rendered = render_files(apply_delta(backbone, delta), latent, yaw, pitch, render, expressions,
-                                       scorer() if scorer is not None and wants_face else None, face)
+                                       scorer() if scorer is not None and wants_face else None, face,
+                                       painting_id)
         tuned, _ = records_of(result)
         meta = plan["inputs"]["metadata"]
         files[RESULT] = result_document(painting_id, tuned, rendered, meta["metadata"], meta["extra"])
+        files[MODEL_CARD] = model_card(json.loads(files[RESULT]), meta.get("weights_license"))
         keep = {rel: commit.files[rel] for rel in TUNED_FILES if rel in commit.files}
         marker = commit_marker(spec, plan, "rendered", result_flags(files),
                                {"render": time.perf_counter() - start}, commit.doc)
@@ -181,7 +184,8 @@ def refresh_and_commit(painting_id: str, plan: dict, store: OutputStore, spec: A
         tuned, rendered = records_of(result)
         meta = plan["inputs"]["metadata"]
         files = {RESULT: result_document(painting_id, tuned, rendered, meta["metadata"], meta["extra"])}
-        keep = {rel: entry for rel, entry in commit.files.items() if rel != RESULT}
+        files[MODEL_CARD] = model_card(json.loads(files[RESULT]), meta.get("weights_license"))
+        keep = {rel: entry for rel, entry in commit.files.items() if rel not in METADATA_FILES}
         marker = commit_marker(spec, plan, "refreshed", result_flags(files),
                                {"refresh": time.perf_counter() - start}, commit.doc)
         outcome["claim"] = claim
@@ -193,5 +197,5 @@ def refresh_and_commit(painting_id: str, plan: dict, store: OutputStore, spec: A
 
 
 def backbone_settings(record: dict) -> BackboneSettings:
-    """BackboneSettings from a marker's `backbone` record (`actor.backbone_record`), strictly decoded."""
+    """BackboneSettings from a marker's `backbone` record (`flow.backbone_record`), strictly decoded."""
     return decode(BackboneSettings, record)

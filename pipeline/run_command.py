@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from artmator.pipeline.gallery.publication import Publication
 from artmator.pipeline.job import RunConfig
 from artmator.pipeline.options import (build_config, config_options, parse_storage_options, settings_options,
                                        storage_options_option)
@@ -39,6 +40,7 @@ def run_config(manifest, out_uri, resources: dict, storage_option, endpoint_url,
 @click.command("run")
 @run_options
 @click.option("--gallery/--no-gallery", default=True, show_default=True, help="Build the static gallery at OUT/gallery.")
+@config_options(Publication, into="publication")
 @logging_options
 def run(gallery, log_level, log_format, **options) -> None:
     """Tune every painting of MANIFEST (Parquet; default: the bundled demo) on Ray and commit outputs to --out.
@@ -53,6 +55,7 @@ def run(gallery, log_level, log_format, **options) -> None:
     from artmator.pipeline.progress import configure_logging
 
     configure_logging(log_level, log_format)
+    publication = build_config(Publication, options.pop("publication"))
     config = run_config(**options)
     bar = tqdm(unit="painting", file=sys.stderr, disable=not sys.stderr.isatty())
 
@@ -88,7 +91,7 @@ def run(gallery, log_level, log_format, **options) -> None:
         site = config.out_uri.rstrip("/") + "/gallery"
         try:
             result = build_gallery(config.out_uri, site, storage_options=config.storage_options or None,
-                                   wait_s=GALLERY_WAIT_S)
+                                   publication=publication, wait_s=GALLERY_WAIT_S)
             click.echo(f"gallery: {result.index_url}")
         except GalleryBusy as exc:     # another driver is still publishing: its build or the next one shows ours
             click.echo(f"gallery: not updated: {exc}", err=True)

@@ -41,6 +41,11 @@ class BackboneSettings:
     head_prior: bool = setting(True, "A preset without weights starts from its demo prior when it has one (tiny: the "
                                      "procedural 3D head); else random weights. Ignored when weights are given.")
     seed: int = setting(0, "Initialisation of the backbone parts without weights.")
+    weights_license: str = setting(
+        "unknown", "Licence of the backbone weights, as you hold them (SPDX id, URL or words); written into every "
+                   "painting's model_card.md, never guessed. Changing it refreshes the model cards only.")
+    # an output (the model cards) but not the weights: the metadata fingerprint covers it (changes.metadata_inputs),
+    # the tune fingerprint's base identity does not
 
     def __post_init__(self):
         parts = backbone_entry(self.preset).parts                     # an unknown preset names the registered ones
@@ -65,13 +70,14 @@ class JobSettings:
 
     backbone: BackboneSettings = setting(
         factory=BackboneSettings, help="Which generator to tune from.",
-        aliases={"preset": "preset", "weights": "weights", "head_prior": "head-prior"})
+        aliases={"preset": "preset", "weights": "weights", "head_prior": "head-prior",
+                 "weights_license": "weights-license"})
     tune: TuneConfig = setting(
         factory=TuneConfig, help="The method: stages 1 and 2, delta, pose search, loss networks.", prefix="",
         aliases={"encoders.clip": "clip", "encoders.lpips": "lpips", "delta.rank": "rank"})
     render: RenderConfig = setting(
         factory=RenderConfig, help="What is rendered for each tuned painting.",
-        aliases={"turntable_frames": "frames", "expressions": "expressions"})
+        aliases={"turntable_frames": "frames", "expressions": "expressions", "mesh_resolution": "mesh-resolution"})
     image: ImageConfig = setting(factory=ImageConfig, help="How painting files are decoded and fitted.",
                                  aliases={"find_faces": "find-faces"})
     device: str = setting("cpu", "cpu, cuda, cuda:1 ... (an actor uses the GPU Ray gives it).", result=False)

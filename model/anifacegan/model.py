@@ -13,9 +13,9 @@ from artmator.model.anifacegan.config import AniFaceGANConfig
 from artmator.model.anifacegan.deform import ExpressionDeformation
 from artmator.model.anifacegan.expressions import load_expression
 from artmator.model.anifacegan.radiance import ManifoldSampler, RadianceGenerator, RadianceSiren
-from artmator.model.anifacegan.renderer import composite, intersect_manifolds
+from artmator.model.anifacegan.renderer import composite, intersect_manifolds, manifold_opacity, widen_colour
 from artmator.model.anifacegan.vae import CoefficientVAE
-from artmator.model.backbone import Backbone, ExpressionError, Latent, RenderResult
+from artmator.model.backbone import Backbone, ExpressionError, FieldBox, FieldSample, Latent, RenderResult
 from artmator.model.camera import as_batch, degrees_to_official, rays_to_image, render_ray_chunks
 
 
@@ -180,6 +180,34 @@ class AniFaceGAN(Backbone):
                                                   chunk_rays, rs.chunk_rays)           # (B, R, C) each
         return RenderResult(image=rays_to_image(color, resolution) * 2 - 1, depth=rays_to_image(depth, resolution),
                             opacity=rays_to_image(opacity, resolution))
+
+    # ---- the 3-D field (mesh export) ---------------------------------------------------------------------
+    @property
+    def field_box(self) -> FieldBox:
+        """The cube the deformation network maps to [-1, 1] (warp 2 / box_side): the renderer's ray segment
+        [ray_start, ray_end] and its field of view lie inside it."""
+        half = self.config.box_side / 2
+        return FieldBox((-half, -half, -half), (half, half, half))
+
+    def sample_field(self, latent: Latent, points: torch.Tensor, *, psi: float = 1.0) -> FieldSample:
+        """The radiance manifolds' field at world points (B, N, 3), as `_render_rays` evaluates it on manifolds.
+
+        Occupancy is the opacity a manifold sample at the point would get in `composite`; the renderer samples
+        only between the outermost and innermost level, and nothing outside the outermost one is ever seen, so
+        occupancy is 0 there (inside the innermost level the field is kept: rays that got that far are absorbed).
+        Colour is seen along -z, as the official inference renders it (`lock_view_dependence`)."""
+        rs = self.config.render
+        freq, phase = self.truncate(*self.modulation(latent["z_id"], latent["noise"]), psi)
+        d_freq, d_phase = self.deform.modulation(latent["z_id"], latent["z_exp"])
+        canonical, offsets = self.deform.forward_modulated(points, d_freq, d_phase)      # (B, N, 3) each
+        level = self.generator.model_sample.field(canonical)[..., 0]                     # (B, N)
+        view = torch.zeros_like(points)
+        view[..., 2] = -1
+        rgb_sigma = self.generator.siren(points + offsets, freq, phase, view)            # (B, N, 4)
+        occupancy = manifold_opacity(rgb_sigma[..., 3], rs.alpha_delta)
+        occupancy = torch.where(level > max(rs.levels_start, rs.levels_end), torch.zeros_like(occupancy), occupancy)
+        colour = widen_colour(rgb_sigma[..., :3], rs.rgb_widen).clamp(0, 1)
+        return FieldSample(occupancy=occupancy, color=colour)
 
     def _render_rays(self, freq, phase, d_freq, d_phase, origins, directions):
         """One chunk of rays: directions (B, R, 3) -> colour (B, R, 3) in [0, 1], depth, opacity (B, R, 1)."""

@@ -44,6 +44,16 @@ def intersect_manifolds(field: torch.Tensor, points: torch.Tensor, offsets: torc
     return obs, obs + off, valid.to(field.dtype)
 
 
+def manifold_opacity(sigma: torch.Tensor, delta: float | torch.Tensor) -> torch.Tensor:
+    """Opacity of a manifold sample with raw density sigma: 1 - exp(-delta · softplus(sigma)) (official)."""
+    return 1 - torch.exp(-delta * F.softplus(sigma))
+
+
+def widen_colour(rgb: torch.Tensor, eps: float) -> torch.Tensor:
+    """The official colour widening rgb·(1+2ε) - ε (lets sigmoid colours reach 0 and 1)."""
+    return rgb * (1 + 2 * eps) - eps
+
+
 def composite(rgb_sigma: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, *, alpha_delta: float,
               far_delta: float = 1e10, rgb_widen: float = 1e-3):
     """Front-to-back alpha compositing of manifold samples plus background (the last sample of each ray).
@@ -65,8 +75,8 @@ def composite(rgb_sigma: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor,
         deltas = deltas.masked_fill(is_bg, far_delta)
     out = torch.gather(rgb_sigma, 2, order.expand(*order.shape[:3], 4))
     valid = torch.gather(valid, 2, order)
-    rgb = out[..., :3] * (1 + 2 * rgb_widen) - rgb_widen
-    alpha = (1 - torch.exp(-deltas * F.softplus(out[..., 3:]))) * valid
+    rgb = widen_colour(out[..., :3], rgb_widen)
+    alpha = manifold_opacity(out[..., 3:], deltas) * valid
     trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], dim=2), dim=2)[:, :, :-1]
     weights = alpha * trans
     total = weights.sum(2)

@@ -10,12 +10,12 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from artmator.model.backbone import Backbone, Latent, RenderResult
+from artmator.model.backbone import Backbone, FieldBox, FieldSample, Latent, RenderResult
 from artmator.model.camera import as_batch, degrees_to_official, make_rays, rays_to_image, render_ray_chunks
 from artmator.model.triplane import PARTS
 from artmator.model.triplane.config import TriplaneConfig
 from artmator.model.triplane.networks import MappingNetwork, PlaneDecoder, PlaneSynthesis, TriplaneGenerator
-from artmator.model.triplane.volume import composite, sample_depths, sample_planes
+from artmator.model.triplane.volume import composite, sample_depths, sample_opacity, sample_planes
 
 
 def build_parts(config: TriplaneConfig) -> dict[str, nn.Module]:
@@ -80,6 +80,22 @@ class TriplaneGAN(Backbone):
                                                   rs.chunk_rays)                        # (B, R, C) each
         return RenderResult(image=rays_to_image(image, resolution), depth=rays_to_image(depth, resolution),
                             opacity=rays_to_image(opacity, resolution))
+
+    # ---- the 3-D field (mesh export) ---------------------------------------------------------------------
+    @property
+    def field_box(self) -> FieldBox:
+        """The planes' box: features (and so density) are zero outside it."""
+        half = self.config.render.box_side / 2
+        return FieldBox((-half, -half, -half), (half, half, half))
+
+    def sample_field(self, latent: Latent, points: torch.Tensor, *, psi: float = 1.0) -> FieldSample:
+        """Occupancy at world points (B, N, 3): the opacity one of the renderer's ray bins would have there;
+        colour: the decoder's (view-independent)."""
+        rs = self.config.render
+        planes = self.generator.synthesis(self.mapping.truncate(latent["w"], psi))          # (B, 3, C, P, P)
+        density, rgb = self.generator.decoder(sample_planes(planes, points, rs.box_side))  # (B, N, 1|3)
+        occupancy = sample_opacity(density[..., 0], (rs.ray_end - rs.ray_start) / rs.samples, rs.density_shift)
+        return FieldSample(occupancy=occupancy, color=rgb.clamp(0, 1))
 
     def _render_rays(self, planes: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor):
         """One chunk of rays: directions (B, R, 3) -> image (B, R, 3) in [-1, 1], depth, opacity (B, R, 1)."""

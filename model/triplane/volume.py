@@ -29,6 +29,11 @@ def sample_depths(near: float, far: float, samples: int, device=None) -> torch.T
     return near + step * (torch.arange(samples, device=device, dtype=torch.float32) + 0.5)
 
 
+def sample_opacity(raw_density: torch.Tensor, step: float, density_shift: float) -> torch.Tensor:
+    """Opacity of one ray bin of length `step`: 1 - exp(-softplus(raw + shift) · step)."""
+    return 1.0 - torch.exp(-F.softplus(raw_density + density_shift) * step)
+
+
 def composite(raw_density: torch.Tensor, rgb: torch.Tensor, depths: torch.Tensor, step: float,
               density_shift: float, background: float, far: float):
     """Emission-absorption volume rendering of S samples per ray, front to back.
@@ -38,7 +43,7 @@ def composite(raw_density: torch.Tensor, rgb: torch.Tensor, depths: torch.Tensor
     Returns image (B, R, 3) in [-1, 1] over `background`, depth (B, R, 1) (the far bound where empty) and
     opacity (B, R, 1) = sum of w_i.
     """
-    alpha = 1.0 - torch.exp(-F.softplus(raw_density + density_shift) * step)    # (B, R, S, 1)
+    alpha = sample_opacity(raw_density, step, density_shift)                    # (B, R, S, 1)
     transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :, :1]), 1.0 - alpha + 1e-10], dim=2),
                                   dim=2)[:, :, :-1]
     weights = alpha * transmittance

@@ -13,13 +13,19 @@ from dataclasses import dataclass
 from importlib import resources
 from string import Template
 
+from artmator.pipeline.provenance import AI_LABEL, AI_NOTE
+
 from .iiif import http_url, painting_label
 from .source import PaintingResult, Unavailable
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
-       "object-src 'none'; base-uri 'none'; form-action 'none'")
-STATIC_ASSETS = ("viewer.js", "style.css")
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'")
+STATIC_ASSETS = ("viewer.js", "style.css", "mesh-viewer.js", "favicon.svg", "search.js")
 """Files copied verbatim to `<site>/assets/`."""
+PAGE_SIZE = 60
+"""Cards per static index page: a catalogue of 20,000 works is 334 light pages, never one page of 20,000 cards."""
+INDEX_FIELDS = ("id", "title", "artist", "date", "year", "flags", "media")
+"""Columns of each row of the search index (`index.json`, `index-data.js`); `media`: the card's media folder."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class Card:
     date: str | None
     media: str = ""
     """The painting's media folder, relative to p/<id>/ and ending in "/" (its thumbnail is there)."""
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,12 @@ class ViewerInfo:
     media: str = ""
     """The folder of the media this page shows, relative to the page and ending in "/" (one folder per
     version of the media, so a page never shows files of two versions)."""
+    mesh: bool = False
+    """The painting has a published `mesh.glb` (in the media folder)."""
+    painting: tuple[int, int] | None = None
+    """Size of the published `painting.jpg` (the source painting, in the media folder), if any."""
+    model_card: bool = False
+    """The painting has a published `model_card.md` (in the media folder)."""
 
 
 def asset_bytes(name: str) -> bytes:
@@ -100,13 +113,67 @@ def _unavailable(items: list[Unavailable]) -> str:
     return f'<section class="unavailable"><h2>Not available</h2>\n<ul>\n{rows}\n</ul></section>'
 
 
-def render_index(title: str, cards: list[Card], unavailable: list[Unavailable]) -> bytes:
-    """The gallery's front page: a card per committed painting, then failed ones as plain text."""
+def index_page_name(number: int) -> str:
+    """File name of static index page `number` (1-based): index.html, index-2.html, ..."""
+    return "index.html" if number == 1 else f"index-{number}.html"
+
+
+def _pager(number: int, pages: int) -> str:
+    """Previous / next links and a few page numbers around the current one (plain links: works without JS)."""
+    if pages <= 1:
+        return ""
+    shown = sorted({1, pages, *range(max(1, number - 2), min(pages, number + 2) + 1)})
+    parts, last = [], 0
+    for n in shown:
+        if n - last > 1:
+            parts.append('<li aria-hidden="true">&hellip;</li>')
+        current = ' aria-current="page"' if n == number else ""
+        parts.append(f'<li><a href="{index_page_name(n)}"{current}>{n}</a></li>')
+        last = n
+    prev = (f'<a rel="prev" href="{index_page_name(number - 1)}">&larr; Previous</a>' if number > 1 else "")
+    nxt = (f'<a rel="next" href="{index_page_name(number + 1)}">Next &rarr;</a>' if number < pages else "")
+    return (f'<nav class="pager" aria-label="Pages"><span class="pager-step">{prev}</span><ol>{"".join(parts)}</ol>'
+            f'<span class="pager-step">{nxt}</span><span class="pager-where">Page {number} of {pages}</span></nav>')
+
+
+def year_of(date: str | None) -> int | None:
+    """The first 3-4 digit year in a catalogue date ("c. 1503", "1503-1506", "ca. 950"), for the date filter."""
+    import re
+
+    match = re.search(r"(?<!\d)(\d{3,4})(?!\d)", date or "")
+    return int(match.group(1)) if match else None
+
+
+def index_rows(cards: list[Card]) -> dict:
+    """The search index: one compact row per painting (`INDEX_FIELDS`), in index order."""
+    return {"version": 1, "fields": list(INDEX_FIELDS), "page_size": PAGE_SIZE,
+            "items": [[c.painting_id, c.title, c.artist or "", c.date or "", year_of(c.date), list(c.flags), c.media]
+                      for c in cards]}
+
+
+def index_data_script(rows: dict) -> bytes:
+    """The search index as a classic script (`window.artmatorIndex = ...`): pages opened from file:// cannot
+    fetch() JSON, but they can load a script from their own folder."""
+    return ("window.artmatorIndex = " + json_script(rows) + ";\n").encode("utf-8")
+
+
+def render_index(title: str, cards: list[Card], unavailable: list[Unavailable]) -> dict[str, bytes]:
+    """The gallery's front pages: `PAGE_SIZE` cards each (index.html, index-2.html, ...), paging links, a search
+    box and filters (search.js over index-data.js), failed paintings as plain text on the first page."""
     count = f"{len(cards)} painting{'s' if len(cards) != 1 else ''}"
-    page = _template("index.template.html").substitute(
-        csp=CSP, title=esc(title), count=esc(count), cards="\n".join(map(_card, cards)),
-        unavailable=_unavailable(unavailable))
-    return page.encode("utf-8")
+    pages = max(1, -(-len(cards) // PAGE_SIZE))
+    flags = sorted({f for c in cards for f in c.flags})
+    flag_options = "".join(f'<option value="{esc(f)}">{esc(f)}</option>' for f in flags)
+    out = {}
+    for number in range(1, pages + 1):
+        chunk = cards[(number - 1) * PAGE_SIZE:number * PAGE_SIZE]
+        pager = _pager(number, pages)
+        page = _template("index.template.html").substitute(
+            csp=CSP, title=esc(title), count=esc(count), cards="\n".join(map(_card, chunk)),
+            ai_label=esc(AI_LABEL), ai_note=esc(AI_NOTE), pager=pager, flag_options=flag_options,
+            unavailable=_unavailable(unavailable) if number == 1 else "")
+        out[index_page_name(number)] = page.encode("utf-8")
+    return out
 
 
 def _metadata_rows(result: PaintingResult) -> str:
@@ -153,6 +220,14 @@ def _face_text(face: dict[str, float]) -> str:
     return "Face metrics: " + "; ".join(parts)
 
 
+def _painting_figure(label: str, size: tuple[int, int] | None, media: str) -> str:
+    if not size:
+        return ""
+    return (f'<figure class="painting"><img src="{esc(media)}painting.jpg" width="{int(size[0])}" height="{int(size[1])}" '
+            f'alt="{esc("The painting: " + label)}" loading="lazy" decoding="async">'
+            "<figcaption>The painting (the catalogue's image; its own rights apply)</figcaption></figure>")
+
+
 def render_viewer(site_title: str, result: PaintingResult, info: ViewerInfo) -> bytes:
     """One painting's interactive page (works without JS as a poster plus metadata)."""
     label = painting_label(result)
@@ -161,9 +236,18 @@ def render_viewer(site_title: str, result: PaintingResult, info: ViewerInfo) -> 
     yaws = result.yaw_deg if len(result.yaw_deg) == info.frames else []
     data = {"title": label, "frames": info.frames, "columns": info.columns, "rows": info.rows,
             "fps": result.fps, "start": info.start, "wrap": info.wrap, "yaw_deg": yaws,
-            "expressions": [{"name": n, "src": f"{info.media}expr/{i}.png"} for i, n in enumerate(info.expressions)]}
+            "expressions": [{"name": n, "src": f"{info.media}expr/{i}.png"} for i, n in enumerate(info.expressions)],
+            "mesh": f"{info.media}mesh.glb" if info.mesh else None}
+    media = esc(info.media)
     page = _template("viewer.template.html").substitute(
         csp=CSP, title=esc(label), site_title=esc(site_title), last_frame=info.frames - 1, start=info.start,
         width=info.width, height=info.height, expression_buttons=buttons, metadata=_metadata_rows(result),
-        quality=_quality(result), data=json_script(data), media=esc(info.media))
+        quality=_quality(result), data=json_script(data), media=media,
+        mesh_download=(f'<li><a href="{media}mesh.glb" download>3D mesh (glTF binary, .glb)</a></li>'
+                       if info.mesh else ""),
+        model_card_download=(f'<li><a href="{media}model_card.md">Model card: how this was made (Markdown)</a></li>'
+                             if info.model_card else ""),
+        painting_figure=_painting_figure(label, info.painting, info.media), ai_label=esc(AI_LABEL),
+        ai_note=esc(AI_NOTE),
+        mesh_script='<script src="../../assets/mesh-viewer.js"></script>' if info.mesh else "")
     return page.encode("utf-8")

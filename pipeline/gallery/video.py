@@ -12,7 +12,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import av
 from PIL import Image
@@ -73,7 +73,8 @@ def _check(frames: Sequence[Image.Image], fps: float) -> None:
 
 
 def _encode(frames: Sequence[Image.Image], fps: float, container: str, codec: str,
-            options: dict[str, str], container_options: dict[str, str] | None = None) -> bytes:
+            options: dict[str, str], container_options: dict[str, str] | None = None,
+            tags: Mapping[str, str] | None = None) -> bytes:
     _check(frames, fps)
     prepared = [_even(_rgb(f)) for f in ping_pong(frames)]
     # Rates must be rational; 1/1000 precision is plenty for turntable fps.
@@ -81,14 +82,15 @@ def _encode(frames: Sequence[Image.Image], fps: float, container: str, codec: st
     # A real file, not BytesIO: MP4's faststart pass re-opens the output by name to move the index forward.
     with tempfile.TemporaryDirectory(prefix="artmator-video-") as tmp:
         path = os.path.join(tmp, f"turntable.{container}")
-        _mux(path, prepared, rate, container, codec, options, container_options or {})
+        _mux(path, prepared, rate, container, codec, options, container_options or {}, tags or {})
         with open(path, "rb") as handle:
             return handle.read()
 
 
 def _mux(path: str, prepared: list[Image.Image], rate: Fraction, container: str, codec: str,
-         options: dict[str, str], container_options: dict[str, str]) -> None:
+         options: dict[str, str], container_options: dict[str, str], tags: Mapping[str, str]) -> None:
     with av.open(path, mode="w", format=container, options=container_options) as out:
+        out.metadata.update(tags)
         stream = out.add_stream(codec, rate=rate)
         stream.width, stream.height = prepared[0].size
         stream.pix_fmt = "yuv420p"
@@ -101,31 +103,36 @@ def _mux(path: str, prepared: list[Image.Image], rate: Fraction, container: str,
 
 
 def encode_webm(frames: Sequence[Image.Image], fps: float,
-                settings: VideoSettings = DEFAULT_SETTINGS) -> bytes:
-    """VP9 WebM of the ping-ponged turntable (constant quality, `crf`, no bitrate cap)."""
+                settings: VideoSettings = DEFAULT_SETTINGS, tags: Mapping[str, str] | None = None) -> bytes:
+    """VP9 WebM of the ping-ponged turntable (constant quality, `crf`, no bitrate cap); `tags`: Matroska
+    SimpleTags of the segment (Matroska has no XMP)."""
     return _encode(frames, fps, "webm", "libvpx-vp9",
                    {"crf": str(settings.vp9_crf), "b": "0", "deadline": "good", "cpu-used": "4",
-                    "row-mt": "1"})
+                    "row-mt": "1"}, tags=tags)
 
 
 def encode_mp4(frames: Sequence[Image.Image], fps: float,
-               settings: VideoSettings = DEFAULT_SETTINGS) -> bytes:
+               settings: VideoSettings = DEFAULT_SETTINGS, tags: Mapping[str, str] | None = None,
+               xmp_box: bytes = b"") -> bytes:
     """H.264 MP4 (yuv420p, even dimensions, moov atom first) of the ping-ponged turntable.
 
-    Main profile and faststart so that every browser and social site plays it while it downloads."""
+    Main profile and faststart so that every browser and social site plays it while it downloads. `tags`: QuickTime
+    `mdta` metadata keys (any name: `use_metadata_tags`); `xmp_box`: a whole top-level box appended after `mdat`
+    (an XMP `uuid` box: no offset in `moov` moves)."""
     return _encode(frames, fps, "mp4", "libx264",
                    {"crf": str(settings.h264_crf), "preset": "medium", "profile": "main"},
-                   container_options={"movflags": "+faststart"})
+                   container_options={"movflags": "+faststart" + ("+use_metadata_tags" if tags else "")},
+                   tags=tags) + xmp_box
 
 
 def encode_webp(frames: Sequence[Image.Image], fps: float,
-                settings: VideoSettings = DEFAULT_SETTINGS) -> bytes:
-    """Looping animated WebP of the ping-ponged turntable (Pillow's encoder)."""
+                settings: VideoSettings = DEFAULT_SETTINGS, xmp: bytes | None = None) -> bytes:
+    """Looping animated WebP of the ping-ponged turntable (Pillow's encoder); `xmp`: its XMP chunk."""
     _check(frames, fps)
     seq = [_rgb(f) for f in ping_pong(frames)]
     buf = io.BytesIO()
     seq[0].save(buf, format="WEBP", save_all=True, append_images=seq[1:], duration=round(1000 / fps),
-                loop=0, quality=settings.webp_quality, method=4)
+                loop=0, quality=settings.webp_quality, method=4, **_xmp(xmp))
     return buf.getvalue()
 
 
@@ -149,24 +156,31 @@ def frame_sprite(frames: Sequence[Image.Image]) -> Image.Image:
     return sheet
 
 
-def encode_sprite(frames: Sequence[Image.Image], quality: int = 85) -> bytes:
+def encode_sprite(frames: Sequence[Image.Image], quality: int = 85, xmp: bytes | None = None) -> bytes:
     """`frame_sprite` as lossy WebP: one request for the whole turntable, small enough for phones."""
     buf = io.BytesIO()
-    frame_sprite(frames).save(buf, format="WEBP", quality=quality, method=4)
+    frame_sprite(frames).save(buf, format="WEBP", quality=quality, method=4, **_xmp(xmp))
     return buf.getvalue()
 
 
-def encode_png(image: Image.Image) -> bytes:
-    """Optimised PNG (used for posters)."""
+def encode_png(image: Image.Image, xmp: bytes | None = None) -> bytes:
+    """Optimised PNG (used for posters); `xmp` as its iTXt `XML:com.adobe.xmp` chunk."""
+    from artmator.model.images import png_xmp_info
+
     buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=True)
+    image.save(buf, format="PNG", optimize=True, pnginfo=png_xmp_info(xmp) if xmp else None)
     return buf.getvalue()
 
 
-def encode_thumbnail(image: Image.Image, max_side: int = 320, quality: int = 82) -> bytes:
+def encode_thumbnail(image: Image.Image, max_side: int = 320, quality: int = 82, xmp: bytes | None = None) -> bytes:
     """Small WebP for the index grid."""
     thumb = _rgb(image).copy()
     thumb.thumbnail((max_side, max_side))
     buf = io.BytesIO()
-    thumb.save(buf, format="WEBP", quality=quality, method=4)
+    thumb.save(buf, format="WEBP", quality=quality, method=4, **_xmp(xmp))
     return buf.getvalue()
+
+
+def _xmp(xmp: bytes | None) -> dict:
+    """Pillow's WebP writer keyword for an XMP chunk (none when there is no packet)."""
+    return {"xmp": xmp} if xmp else {}

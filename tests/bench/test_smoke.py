@@ -135,6 +135,18 @@ def test_pipeline_overhead_smoke(tmp_path):
     assert row["same_ids_committed"] and row["run_total"] > 0
 
 
+def test_mesh_smoke(tmp_path):
+    from bench import mesh
+
+    mesh.main(["--identities", "1", "--mesh-resolutions", "24", "--frames", "2", "--render-resolution", "24",
+               "--out-dir", str(tmp_path), "--name", "m"])
+    doc = _written(tmp_path, "m")
+    [row] = doc["tables"]["by grid"]
+    assert row["grid"] == 24 and row["faces"] > 100 and row["glb_kb"] > 1
+    assert 0.5 < row["iou"] <= 1 and row["psnr_db"] > 10       # the head prior's mesh sits on its renders
+    assert (tmp_path / "m_compare.png").is_file()
+
+
 @pytest.mark.timeout(240)
 def test_pipeline_overhead_on_dedicated_cores(tmp_path):
     import os

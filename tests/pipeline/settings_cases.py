@@ -44,6 +44,8 @@ def other_value(leaf: Leaf, value: Any) -> Any:
         return value + 1
     if hint is float:
         return value + 0.25
+    if hint is str:                                                   # free text (the weights' licence)
+        return value + " (other)"
     if typing.get_origin(hint) is tuple and args[1:] == (Ellipsis,) and args[0] is float:
         return (*value, 45.0)
     raise AssertionError(f"no other value known for {leaf.name} ({hint!r}): add it to SPECIAL")

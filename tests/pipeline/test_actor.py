@@ -141,6 +141,20 @@ def test_whole_painting_is_aligned_and_face_metrics_reach_result_report_and_mark
     marker = store.read_marker("whole")
     assert "no_face_in_renders" in marker["flags"] and "pose_estimated" in marker["flags"]
     assert set(REPORT_COLUMNS) <= set(row)
+    # Provenance: the painting's web copy, and a model card naming the image and the weights by sha256.
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    painting = Image.open(io.BytesIO(store.read_file("whole", "painting.jpg")))
+    assert painting.format == "JPEG" and painting.size == Image.open(tmp_path / "whole.jpg").size
+    image_sha = hashlib.sha256((tmp_path / "whole.jpg").read_bytes()).hexdigest()
+    assert doc["provenance"]["image_sha256"] == image_sha == marker["inputs"]["image"]["sha256"]
+    card = store.read_file("whole", "model_card.md").decode()
+    assert card.startswith("# Model card: whole") and "AI-generated 3D interpretation" in card
+    assert f"Image sha256: `{image_sha}`" in card and doc["base_sha256"] in card
+    assert "Licence of the weights: unknown" in card and "trainedAlgorithmicMedia" in card
 
 
 @pytest.mark.timeout(240)

@@ -228,6 +228,19 @@ def test_plan_json_render_only_force_and_pass_through_columns(committed, tmp_pat
     assert result.exit_code == 0, result.output
     assert "re-render from the stored delta: 3 (render inputs changed 3)" in result.output
     assert "estimated time:" in result.output and "no history yet for render" in result.output
+    # the weights' licence is metadata (the model cards): a refresh; the mesh grid is a render setting
+    for extra, action in ((["--weights-license", "CC-BY-NC-SA-4.0"], "refresh"), (["--mesh-resolution", "16"], "render")):
+        result = runner.invoke(main, ["plan", manifest, "--out", str(out), *QUICK, *extra, "--json"])
+        assert result.exit_code == 0, result.output
+        counts = json.loads(result.output)
+        assert counts[action] == 3 and counts["tune"] == 0, (extra, counts)
+    delta = marker(out, "c")["files"]["delta.safetensors"]
+    result = runner.invoke(main, ["run", manifest, "--out", str(out), *QUICK, "--only", "c", "--weights-license",
+                                  "CC-BY-NC-SA-4.0", "--no-gallery", "--progress-every", "0"])
+    assert result.exit_code == 0 and "0 committed, 0 re-rendered, 1 refreshed" in result.output, result.output
+    card = OutputStore(str(out)).read_file("c", "model_card.md").decode()
+    assert "Licence of the weights: CC-BY-NC-SA-4.0" in card
+    assert marker(out, "c")["files"]["delta.safetensors"] == delta
 
     before = {pid: marker(out, pid) for pid in IDS}
     result = runner.invoke(main, ["render", str(out), "--frames", "5", "--only", "a", "--no-gallery",
@@ -277,7 +290,7 @@ def test_a_crash_at_any_write_of_a_refresh_is_redone_or_kept_never_lost(committe
     store = OutputStore(str(out))
     real_write, real_rm_file, real_rm = storage.atomic_write, store.fs.rm_file, store.fs.rm
     spec = job.ActorSpec(settings_json="{}", out_uri=str(out), storage_options={}, run_id="crash", config_hash="")
-    writes = 2 + 2          # result.json, marker, then removing the old marker and the old result.json
+    writes = 3 + 3          # result.json, model_card.md, marker, then removing the old marker and the two old files
     for crash_at in range(writes):
         rows[0]["title"] = f"Title {crash_at}"
         write_catalog(catalog, rows, images=images_of(committed))
@@ -300,7 +313,7 @@ def test_a_crash_at_any_write_of_a_refresh_is_redone_or_kept_never_lost(committe
         outcome = refresh_and_commit("a", json.loads(json.dumps(job.wire_plan(row, config.settings))), store, spec)
         monkeypatch.undo()
         assert outcome["status"] == "failed" and "injected" in outcome["message"]
-        marker_written = crash_at >= 2
+        marker_written = crash_at >= 3
         after = make_plan(config)
         assert {r.task.painting_id: r.action for r in after.rows}["a"] == ("skip" if marker_written else "refresh")
         commit = store.read_commit("a")

@@ -194,10 +194,17 @@ def test_help_lists_preset_defaults():
 def test_render_and_plan_options_come_from_the_same_sources():
     """`plan` takes exactly `run`'s options; `render` takes every render setting, face metrics and the device
     (changes to what each commit recorded), and the run resources it uses."""
+    from artmator.pipeline.config_schema import leaves
+    from artmator.pipeline.gallery.publication import Publication
+
+    publication = {leaf.dest for leaf in leaves(Publication)}    # how the gallery describes itself: not a plan's
     run_params = {p.name for p in main.commands["run"].params}
     plan_params = {p.name for p in main.commands["plan"].params}
-    assert run_params - {"gallery", "log_level", "log_format"} <= plan_params
+    assert run_params - {"gallery", "log_level", "log_format"} - publication <= plan_params
+    assert not publication & plan_params
     render_params = {p.name: p for p in main.commands["render"].params}
+    gallery_params = {p.name for p in main.commands["gallery"].params}
+    assert publication <= run_params and publication <= set(render_params) and publication <= gallery_params
     for leaf in LEAVES:
         if leaf.path[0] in ("render", "face_metrics", "device"):
             assert leaf.dest in render_params and set(leaf.flags) <= set(render_params[leaf.dest].opts), leaf.name

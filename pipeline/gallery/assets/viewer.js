@@ -37,16 +37,25 @@
     return data.title + " \u2014 " + turn;
   }
 
+  // Screen readers: the stage is a slider whose value (the yaw) is read when the user moves it; the live
+  // status line speaks only on discrete actions (play, pause, an expression), never once per frame.
+  function announce(text) {
+    status.textContent = text;
+  }
+
   function render() {
     var col = frame % data.columns;
     var row = Math.floor(frame / data.columns);
     // Percentages of the sprite's own size: the sprite is `columns` stage-widths wide.
     sprite.style.transform = "translate(" + (-100 * col / data.columns) + "%," + (-100 * row / data.rows) + "%)";
     stage.setAttribute("data-frame", String(frame));
+    scrub.value = String(frame);
+    if (!playing) syncValue();
+  }
+
+  function syncValue() {
     stage.setAttribute("aria-valuenow", String(frame));
     stage.setAttribute("aria-valuetext", describe());
-    scrub.value = String(frame);
-    status.textContent = describe();
   }
 
   function showFrame(i) {
@@ -69,6 +78,7 @@
     sprite.hidden = index >= 0;
     stage.setAttribute("data-expression", String(index));
     render();
+    if (index >= 0) announce(describe());
   }
 
   function tick(now) {
@@ -98,7 +108,11 @@
       if (expression >= 0) selectExpression(-1);
       lastTick = 0;
       carried = 0;
+      announce("Playing the turntable");
       window.requestAnimationFrame(tick);
+    } else {
+      syncValue();
+      announce("Paused \u2014 " + describe());
     }
   }
 

@@ -81,3 +81,23 @@ def test_plane_resolution_must_be_a_power_of_two_times_four():
     with pytest.raises(ValueError, match="4 · 2\\^k"):
         TriplaneConfig(plane_resolution=48)
     assert math.isclose(TriplaneConfig().render.fov_deg, 18.837)
+
+
+def test_field_is_what_the_renderer_composites():
+    """The frontal centre ray's rendered opacity is 1 - prod(1 - occupancy) of `sample_field` at the renderer's
+    own sample points, so a mesh of the field is the head the renders show."""
+    backbone = load_backbone("triplane-tiny", seed=3)
+    rs = backbone.config.render
+    latent = backbone.sample_latent(1, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = backbone.render_latent(latent, 0.0, 0.0, 9)
+        rays = make_rays(degrees_to_official(torch.zeros(1)), degrees_to_official(torch.zeros(1)), 9, rs.fov_deg,
+                         rs.radius, rs.look_at)
+        centre = rays.directions[0, 4 * 9 + 4]
+        points = rays.origins[0] + centre[None] * sample_depths(rs.ray_start, rs.ray_end, rs.samples)[:, None]
+        field = backbone.sample_field(latent, points[None])
+    expected = 1 - math.prod(1 - float(a) for a in field.occupancy[0])
+    assert float(out.opacity[0, 0, 4, 4]) == pytest.approx(expected, abs=1e-4)
+    assert field.color.shape == (1, rs.samples, 3) and float(field.color.min()) >= 0
+    box = backbone.field_box
+    assert box.low == (-rs.box_side / 2,) * 3 and box.high == (rs.box_side / 2,) * 3

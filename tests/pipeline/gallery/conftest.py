@@ -1,8 +1,11 @@
 """Fixtures for the gallery tests: a synthetic OUT tree written by hand, and one headless Chromium."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from artmator.pipeline.gallery import encode_webp
+from artmator.pipeline.provenance import model_card
 
 SCREENSHOTS = Path(__file__).parent / "_screenshots"
 XSS_TITLE = '</script><img src=x onerror="window.__pwned=1">'
@@ -62,6 +66,28 @@ class PaintingSpec:
     run_id: str = "run-1"
     config_hash: str = "cfg-a"
     extra: dict = field(default_factory=dict)
+    mesh: bool = False
+    painting: bool = False              # a web copy of the whole painting (painting.jpg), as a tune commits it
+
+
+def sphere_glb(hue: int = 0) -> bytes:
+    """A real GLB through the pipeline's encoder: marching cubes of a ball, coloured by height and side (so a
+    turn changes the view)."""
+    import numpy as np
+    from skimage.measure import marching_cubes
+
+    from artmator.model.mesh import HeadMesh, encode_glb
+    from artmator.pipeline.provenance import glb_extras
+
+    axis = np.linspace(-0.1, 0.1, 24)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    vertices, faces, _, _ = marching_cubes(0.08 - np.sqrt(x * x + y * y + z * z), 0.0,
+                                           spacing=(axis[1] - axis[0],) * 3)
+    vertices = (vertices - 0.1).astype(np.float32)
+    t, side = (vertices[:, 1:2] + 0.1) / 0.2, (vertices[:, 0:1] + 0.1) / 0.2
+    colours = np.concatenate([(side + hue / 255) % 1.0, t, 1 - t], axis=1)
+    return encode_glb(HeadMesh(vertices, faces[:, ::-1].astype(np.int64), (colours * 255).astype(np.uint8)),
+                      glb_extras())
 
 
 def write_painting(out: Path, spec: PaintingSpec) -> Path:
@@ -77,6 +103,14 @@ def write_painting(out: Path, spec: PaintingSpec) -> Path:
     files["reference.png"] = _png(frames[spec.frames // 3])
     if spec.with_webp:
         files["renders/turntable.webp"] = encode_webp(frames, 12.0)
+    if spec.mesh:
+        files["mesh.glb"] = sphere_glb(spec.hue)
+    if spec.painting:
+        canvas = Image.new("RGB", (spec.size * 3 // 4, spec.size), (120, 90, 40))
+        ImageDraw.Draw(canvas).ellipse((10, 10, spec.size * 3 // 4 - 10, spec.size // 2), fill=(230, 190, 160))
+        buffer = io.BytesIO()
+        canvas.save(buffer, format="JPEG")
+        files["painting.jpg"] = buffer.getvalue()
     for j, name in enumerate(spec.expressions):
         still = Image.new("RGB", (spec.size, spec.size), (40 + 60 * j, 160, 80))
         ImageDraw.Draw(still).text((4, spec.size // 2), name, fill=(0, 0, 0))
@@ -94,6 +128,7 @@ def write_painting(out: Path, spec: PaintingSpec) -> Path:
               "quality": {"lpips_ref": 0.21, "psnr_ref": 24.5, "flags": ["low_psnr"] if spec.hue else []},
               "timings": {"total_s": 1.0}, "losses": {"final": 0.1}}
     files["result.json"] = json.dumps(result).encode()
+    files["model_card.md"] = model_card(result)
     store = OutputStore(str(out))
     if spec.commit:
         store.write_painting(spec.painting_id, files, {"run_id": spec.run_id, "config_hash": spec.config_hash,
@@ -131,7 +166,7 @@ MONA = PaintingSpec("mona.lisa", {"title": "Portrait of a Lady", "artist": "A. P
                                   "rights": "https://creativecommons.org/publicdomain/zero/1.0/",
                                   "credit_line": "Gift of the Friends of the Museum, 1901",
                                   "source_url": "https://collection.example.org/objects/42"},
-                    hue=30, with_webp=True)
+                    hue=30, with_webp=True, mesh=True, painting=True)
 XSS = PaintingSpec("xss-1", XSS_METADATA, hue=140, expressions=("happiness",))
 HIDDEN = PaintingSpec("no_marker", {"title": "Hidden: not committed"}, commit=False)
 FAILED_ROWS = [{"painting_id": "broken_1", "status": "failed", "error_kind": "no_face",
@@ -165,3 +200,81 @@ def built_site(tmp_path_factory) -> BuiltSite:
     os.utime(old, (1_000_000_000, 1_000_000_000))  # run-0 is the older report
     site = out / "gallery"
     return BuiltSite(out, site, build_gallery(str(out), str(site), title="Test <Gallery>"))
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path):
+    """A real HTTP server on 127.0.0.1 (random port) serving `folder`; yields its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".glb": "model/gltf-binary",
+                          ".webp": "image/webp", ".webm": "video/webm"}
+
+        def log_message(self, *args):  # keep test output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def served_site(built_site):
+    """The session's site served over HTTP (IIIF viewers and the WebGL mesh viewer need http(s))."""
+    with serve_folder(built_site.site) as url:
+        yield url
+
+
+# Chromium's software GL (SwiftShader) notes a "GPU stall" whenever the test reads the canvas back for a
+# screenshot: caused by the test, not the page.
+_TEST_INDUCED = re.compile(r"^\[\.WebGL-[0-9a-fx]+\]GL Driver Message \(OpenGL, Performance, .*\): GPU stall due to "
+                           r"ReadPixels")
+
+
+@dataclass
+class PageLog:
+    """Everything a page did that a clean static site should never do."""
+
+    errors: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+
+def open_page(browser, url: str, **context_options):
+    """A fresh page that records console errors, page errors, failed requests and dialogs."""
+    context = browser.new_context(**{"viewport": {"width": 1100, "height": 800}, **context_options})
+    page = context.new_page()
+    log = PageLog()
+    page.on("console", lambda m: log.errors.append(m.text)
+            if m.type in ("error", "warning") and not _TEST_INDUCED.search(m.text) else None)
+    page.on("pageerror", lambda e: log.errors.append(str(e)))
+    # A load the page itself cancelled (an image removed from the DOM, a navigation away) is no failure.
+    page.on("requestfailed", lambda r: None if r.failure == "net::ERR_ABORTED" else log.failed.append(r.url))
+    page.on("request", lambda r: log.requests.append(r.url))
+
+    def on_dialog(dialog):
+        log.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.goto(url)
+    page.wait_for_load_state("load")
+    return context, page, log
+
+
+def assert_clean(log: PageLog, origin: str = "file://") -> None:
+    """No errors, failures or dialogs, and every request went to `origin` (the site itself)."""
+    assert log.errors == [], log.errors
+    assert log.failed == []
+    assert log.dialogs == []
+    assert all(url.startswith(origin) for url in log.requests), log.requests

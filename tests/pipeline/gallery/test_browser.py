@@ -3,50 +3,11 @@ from __future__ import annotations
 
 import re
 
-from dataclasses import dataclass, field
-
 import pytest
 
-from .conftest import XSS_METADATA, XSS_TITLE
+from .conftest import XSS_METADATA, XSS_TITLE, assert_clean, open_page
 
 pytestmark = pytest.mark.browser
-
-
-@dataclass
-class PageLog:
-    """Everything a page did that a clean static site should never do."""
-
-    errors: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    dialogs: list[str] = field(default_factory=list)
-    requests: list[str] = field(default_factory=list)
-
-
-def open_page(browser, url: str):
-    """A fresh page that records console errors, page errors, failed requests and dialogs."""
-    context = browser.new_context(viewport={"width": 1100, "height": 800})
-    page = context.new_page()
-    log = PageLog()
-    page.on("console", lambda m: log.errors.append(m.text) if m.type in ("error", "warning") else None)
-    page.on("pageerror", lambda e: log.errors.append(str(e)))
-    page.on("requestfailed", lambda r: log.failed.append(r.url))
-    page.on("request", lambda r: log.requests.append(r.url))
-
-    def on_dialog(dialog):
-        log.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    page.on("dialog", on_dialog)
-    page.goto(url)
-    page.wait_for_load_state("load")
-    return context, page, log
-
-
-def assert_clean(log: PageLog) -> None:
-    assert log.errors == []
-    assert log.failed == []
-    assert log.dialogs == []
-    assert all(url.startswith("file://") for url in log.requests), log.requests
 
 
 def open_viewer(browser, built_site, painting_id: str):

@@ -273,3 +273,45 @@ def test_one_build_writes_a_site_at_a_time(tmp_path):
     start = time.monotonic()
     summary = build_gallery(str(out), str(site), wait_s=60)                  # waits for the other build
     assert summary.paintings == ["a"] and time.monotonic() - start >= 1.0
+
+
+@pytest.mark.timeout(180)
+def test_a_rebuild_after_one_painting_changed_writes_only_its_files_and_the_index(tmp_path, monkeypatch):
+    """Three paintings published; then one changes (its metadata, then its frames): the rebuild writes that
+    painting's files and the site-wide index files (index pages, search index, collection), nothing else."""
+    from artmator.pipeline.gallery import site as site_module
+
+    out, site = tmp_path / "out", tmp_path / "site"
+    for i, pid in enumerate(("a", "b", "c")):
+        write_painting(out, PaintingSpec(pid, {"title": pid.upper()}, hue=40 * i, **SMALL))
+    build_gallery(str(out), str(site))
+    written: list[str] = []
+    real_put = site_module._Site.put
+
+    def spy(self, rel, data):
+        written.append(rel)
+        return real_put(self, rel, data)
+
+    monkeypatch.setattr(site_module._Site, "put", spy)
+    index_files = {"index.html", "index.json", "index-data.js", "collection.json"}
+
+    untouched = build_gallery(str(out), str(site))                       # nothing changed
+    assert untouched.encoded == [] and set(written) == index_files, written
+    written.clear()
+    write_painting(out, PaintingSpec("b", {"title": "B, retitled"}, hue=40, **SMALL))
+    retitled = build_gallery(str(out), str(site))
+    assert retitled.encoded == []
+    pages_of_b = {"p/b/index.html", "p/b/manifest.json", "p/b/_gallery.json"}
+    assert pages_of_b <= set(written) and all(rel.startswith("p/b/") for rel in set(written) - index_files)
+    assert [rel for rel in written if "/m-" in rel] in ([], [f"p/b/{media_of(site, 'b').name}/model_card.md"])
+    written.clear()
+    before = site_files(site)
+    write_painting(out, PaintingSpec("b", {"title": "B, retitled"}, hue=200, **SMALL))
+    reframed = build_gallery(str(out), str(site))
+    assert reframed.encoded == ["b"]
+    assert {rel for rel in written if not rel.startswith("p/b/")} == index_files, written
+    after = site_files(site)
+    changed = {rel for rel in after if before.get(rel) != after[rel] and not rel.startswith("_claims/")}  # the
+    # build's own claim is bookkeeping, not the site
+    assert {rel.split("/")[1] for rel in changed if rel.startswith("p/")} == {"b"}
+    assert all(rel.startswith("p/b/") or rel in index_files for rel in changed), sorted(changed)

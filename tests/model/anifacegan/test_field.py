@@ -1,0 +1,71 @@
+"""AniFaceGAN's 3-D field (`sample_field`) agrees with its own renders: the mesh extracted from it lies where the
+renderer's depth says the head is, and its colours are the rendered ones."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from artmator.model import load_backbone
+from artmator.model.anifacegan import rays as R
+from artmator.model.camera import degrees_to_official
+from artmator.model.mesh import MeshConfig, extract_mesh
+
+RES = 48
+
+
+@pytest.fixture(scope="module")
+def head():
+    from artmator.model.anifacegan.demo_prior import tiny_head_weights
+
+    backbone = load_backbone("tiny", weights=tiny_head_weights())
+    latent = backbone.sample_latent(1, torch.Generator().manual_seed(3))
+    return backbone, latent
+
+
+@pytest.fixture(scope="module")
+def mesh(head):
+    backbone, latent = head
+    return extract_mesh(backbone, latent, MeshConfig(resolution=64))
+
+
+def test_field_box_holds_what_the_renderer_sees(head):
+    backbone, _ = head
+    box = backbone.field_box
+    rs = backbone.config.render
+    # The frontal camera sits at z = 1; its rays are sampled over [ray_start, ray_end]: z in [1 - end, 1 - start].
+    assert box.low[2] <= 1 - rs.ray_end + 1e-6 and box.high[2] >= 1 - rs.ray_start - 1e-6
+    half_view = np.tan(np.radians(rs.fov_deg / 2)) * rs.ray_start
+    assert box.high[0] >= half_view and box.high[1] >= half_view
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("yaw", [0.0, 25.0])
+def test_mesh_lies_on_the_rendered_surface_with_its_colours(head, mesh, yaw):
+    backbone, latent = head
+    with torch.no_grad():
+        out = backbone.render_latent(latent, yaw, 0.0, RES)
+    rays = R.make_rays(degrees_to_official(torch.tensor([yaw])), degrees_to_official(torch.tensor([0.0])), RES,
+                       backbone.config.render.fov_deg)
+    solid = (out.opacity[0, 0] > 0.95).flatten()
+    depth = out.depth[0, 0].flatten()[solid]
+    surface = (rays.origins[0] + rays.directions[0][solid] * depth[:, None]).numpy()      # (n, 3) rendered points
+    assert len(surface) > 0.2 * RES * RES
+    distance, nearest = cKDTree(mesh.vertices).query(surface)
+    voxel = (backbone.field_box.high[0] - backbone.field_box.low[0]) / 63
+    assert np.median(distance) < 1.5 * voxel, np.median(distance)
+    assert np.quantile(distance, 0.9) < 4 * voxel
+    rendered = ((out.image[0].permute(1, 2, 0).reshape(-1, 3)[solid] + 1) / 2).clamp(0, 1).numpy()
+    colour = mesh.colors[nearest] / 255.0
+    assert np.abs(colour - rendered).mean() < 0.08
+
+
+def test_occupancy_is_zero_outside_the_outermost_manifold(head):
+    backbone, latent = head
+    corners = torch.tensor([[[0.119, 0.119, 0.119], [-0.119, 0.119, 0.119], [0.119, -0.119, 0.119]]])
+    with torch.no_grad():
+        sample = backbone.sample_field(latent, corners)
+    assert sample.occupancy.shape == (1, 3) and sample.color.shape == (1, 3, 3)
+    assert float(sample.occupancy.max()) == 0.0
+    assert float(sample.color.min()) >= 0.0 and float(sample.color.max()) <= 1.0
