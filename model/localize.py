@@ -17,6 +17,7 @@ import torch
 from artmator.model.backbone import Backbone, Latent
 from artmator.model.fields import setting
 from artmator.model.losses import content_loss
+from artmator.model.plateau import EarlyStop, PlateauConfig
 
 
 MIN_LPIPS_SIZE = 32  # LPIPS-alex needs at least 32 px; the pose search never downsamples below it
@@ -30,6 +31,8 @@ class LocalizeConfig:
     lr: float = setting(2e-2, "Stage 1 Adam learning rate (paper: 2e-2).")
     lambda_lpips: float = setting(1.0, "Weight of LPIPS in the content loss L_cr (paper: 1).")
     lambda_l2: float = setting(1.0, "Weight of L2 in the content loss L_cr (paper: 1).")
+    early_stop: PlateauConfig = setting(factory=PlateauConfig, help="Stop a painting's stage 1 early once its "
+                                        "loss is flat (off by default: every step runs).")
 
     def __post_init__(self):
         if self.steps < 0 or self.lr <= 0:
@@ -56,9 +59,11 @@ class PoseSearchConfig:
 @dataclass
 class LocalizeResult:
     latent: Latent                      # z*: each entry (K, D), detached
-    losses: torch.Tensor                # (steps, K) L_cr per step and painting
+    losses: torch.Tensor                # (steps run, K) L_cr per step and painting (after a painting's stop:
+                                        # its loss at its frozen latent)
     final_loss: torch.Tensor            # (K,) L_cr at z*
     failed_step: list[int | None]       # per painting: the step whose loss was not finite (None: fine)
+    steps_used: list[int] | None = None  # per painting: optimizer steps that changed its latent (early stop)
 
 
 LpipsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -75,25 +80,32 @@ def localize(backbone: Backbone, reference: torch.Tensor, yaw_deg: torch.Tensor,
     opt = torch.optim.Adam(params, lr=config.lr)
     resolution = reference.shape[-1]
     failed: list[int | None] = [None] * K
+    stop = EarlyStop(config.early_stop, K, params)
     history = []
     for step in range(config.steps):
         opt.zero_grad(set_to_none=True)
         image = backbone.render_latent(latent, yaw_deg, pitch_deg, resolution, psi=1.0).image   # (K, 3, R, R)
         loss = content_loss(image, reference, lpips_fn, config.lambda_lpips, config.lambda_l2)  # (K,)
-        finite_total(loss, failed, step).backward()
+        finite_total(loss, failed, step, stop.active).backward()
         opt.step()
+        stop.update(step, loss, failed)
         history.append(loss.detach())
         if on_step is not None:
             on_step(step)
+        if stop.all_stopped():
+            break
     with torch.no_grad():
         image = backbone.render_latent(latent, yaw_deg, pitch_deg, resolution, psi=1.0).image
         final = content_loss(image, reference, lpips_fn, config.lambda_lpips, config.lambda_l2)
     losses = torch.stack(history) if history else torch.empty(0, K)
-    return LocalizeResult({k: v.detach() for k, v in latent.items()}, losses, final, failed)
+    return LocalizeResult({k: v.detach() for k, v in latent.items()}, losses, final, failed,
+                          stop.finish(len(history)))
 
 
-def finite_total(loss: torch.Tensor, failed: list[int | None], step: int) -> torch.Tensor:
-    """Sum of the per-painting losses (K,) over paintings whose losses stayed finite.
+def finite_total(loss: torch.Tensor, failed: list[int | None], step: int,
+                 active: list[bool] | None = None) -> torch.Tensor:
+    """Sum of the per-painting losses (K,) over paintings whose losses stayed finite (and, given `active`, that
+    have not stopped early).
 
     A painting whose loss turns NaN/inf is recorded in `failed` (at `step`) and dropped from every later sum,
     so one diverging painting never poisons the others tuned in the same batch (their parameters are
@@ -103,7 +115,8 @@ def finite_total(loss: torch.Tensor, failed: list[int | None], step: int) -> tor
     for k in torch.nonzero(bad).flatten().tolist():
         if failed[k] is None:
             failed[k] = step
-    keep = torch.tensor([f is None for f in failed], device=loss.device)
+    keep = torch.tensor([f is None and (active is None or active[k]) for k, f in enumerate(failed)],
+                        device=loss.device)
     return torch.where(keep, loss, torch.zeros_like(loss)).sum()
 
 

@@ -20,6 +20,7 @@ from artmator.model.backbone import Backbone, Latent
 from artmator.model.camera import random_views
 from artmator.model.fields import setting
 from artmator.model.localize import finite_total
+from artmator.model.plateau import EarlyStop, PlateauConfig
 from artmator.model.losses import clip_direction, content_loss, directional_loss, spatial_loss
 
 Objective = Literal["artmator", "pti"]
@@ -41,6 +42,14 @@ class StylizeConfig:
     objective: Objective = setting("artmator", "'artmator' (L_dir + L_spa) or 'pti': L2 + LPIPS at the "
                                                "reference view only (baseline).")
     augment: AugmentConfig = setting(factory=AugmentConfig, help="Crops shared by both images of a CLIP pair.")
+    clip_view_resolution: int | None = setting(
+        None, "Side in pixels of the renders the CLIP directions are computed from (G_trn and G_ori at the random "
+              "view, and the painting and G_ori(z*, θ) of the guide direction, resized); none = the tuning "
+              "resolution (the paper). The CLIP encoder resizes its input to its own size (ViT-B/32: 224) anyway, "
+              "so rendering these two views above that size buys nothing; a lower size saves render work. Never "
+              "above the tuning resolution.")
+    early_stop: PlateauConfig = setting(factory=PlateauConfig, help="Stop a painting's stage 2 early once its "
+                                        "total loss is flat (off by default: every step runs).")
 
     def __post_init__(self):
         if self.steps < 0:
@@ -49,12 +58,16 @@ class StylizeConfig:
             raise ValueError(f"stage 2 objective must be 'artmator' or 'pti' (got {self.objective!r})")
         if self.objective == "artmator" and not (self.use_directional or self.use_spatial):
             raise ValueError("stage 2 needs at least one of the directional and spatial losses")
+        if self.clip_view_resolution is not None and self.clip_view_resolution < 16:
+            raise ValueError(f"stage 2's clip_view_resolution must be >= 16 pixels or none, got "
+                             f"{self.clip_view_resolution}")
 
 
 @dataclass
 class StylizeResult:
-    losses: dict[str, torch.Tensor]     # name -> (steps, K): "total", "dir", "spa" (or "pti")
+    losses: dict[str, torch.Tensor]     # name -> (steps run, K): "total", "dir", "spa" (or "pti")
     failed_step: list[int | None]       # per painting: the step whose loss was not finite (None: fine)
+    steps_used: list[int] | None = None  # per painting: optimizer steps that changed its adapters (early stop)
 
 
 LpipsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -75,6 +88,8 @@ def stylize(g_ori: Backbone, g_trn: Backbone, trainable: list[torch.nn.Parameter
         ori_ref = g_ori.render_latent(latent, yaw_deg, pitch_deg, R).image                  # G_ori(z*, θ)
     history: dict[str, list[torch.Tensor]] = {}
     failed: list[int | None] = [None] * K
+    stop = EarlyStop(config.early_stop, K, trainable)
+    steps_run = 0
     for step in range(config.steps):
         opt.zero_grad(set_to_none=True)
         if config.objective == "pti":
@@ -83,13 +98,17 @@ def stylize(g_ori: Backbone, g_trn: Backbone, trainable: list[torch.nn.Parameter
             terms = artmator_terms(g_ori, g_trn, latent, reference, ori_ref, yaw_deg, pitch_deg, clip, lpips_fn,
                                    config, generator)
         total = sum(terms.values())                                                          # (K,)
-        finite_total(total, failed, step).backward()
+        finite_total(total, failed, step, stop.active).backward()
         opt.step()
+        stop.update(step, total, failed)
+        steps_run = step + 1
         for name, value in {**terms, "total": total}.items():
             history.setdefault(name, []).append(value.detach())
         if on_step is not None:
             on_step(step)
-    return StylizeResult({k: torch.stack(v) for k, v in history.items()}, failed)
+        if stop.all_stopped():
+            break
+    return StylizeResult({k: torch.stack(v) for k, v in history.items()}, failed, stop.finish(steps_run))
 
 
 def artmator_terms(g_ori: Backbone, g_trn: Backbone, latent: Latent, reference, ori_ref, yaw_deg, pitch_deg, clip,
@@ -98,18 +117,34 @@ def artmator_terms(g_ori: Backbone, g_trn: Backbone, latent: Latent, reference, 
     K, R = reference.shape[0], reference.shape[-1]
     terms = {}
     if config.use_directional:
+        r = clip_view_size(config, R)
         view_yaw, view_pitch = random_views(K, config.view_yaw_range_deg, config.view_pitch_range_deg, generator)
         view_yaw, view_pitch = view_yaw.to(reference.device), view_pitch.to(reference.device)
         with torch.no_grad():
-            ori_view = g_ori.render_latent(latent, view_yaw, view_pitch, R).image            # G_ori(z*, θ_i)
-            delta_guide = clip_direction(clip, reference, ori_ref, config.augment, generator)  # (K, D)
-        trn_view = g_trn.render_latent(latent, view_yaw, view_pitch, R).image                # G_trn(z*, θ_i)
+            ori_view = g_ori.render_latent(latent, view_yaw, view_pitch, r).image            # G_ori(z*, θ_i) (K,3,r,r)
+            delta_guide = clip_direction(clip, resized(reference, r), resized(ori_ref, r), config.augment,
+                                         generator)                                         # (K, D)
+        trn_view = g_trn.render_latent(latent, view_yaw, view_pitch, r).image                # G_trn(z*, θ_i)
         delta_opt = clip_direction(clip, trn_view, ori_view, config.augment, generator)      # (K, D)
         terms["dir"] = config.lambda_dir * directional_loss(delta_guide, delta_opt)
     if config.use_spatial:
         trn_ref = g_trn.render_latent(latent, yaw_deg, pitch_deg, R).image                   # G_trn(z*, θ)
         terms["spa"] = config.lambda_spa * spatial_loss(trn_ref, reference, lpips_fn)
     return terms
+
+
+def clip_view_size(config: StylizeConfig, resolution: int) -> int:
+    """Side of the CLIP-direction renders: `clip_view_resolution`, never above the tuning resolution."""
+    return resolution if config.clip_view_resolution is None else min(config.clip_view_resolution, resolution)
+
+
+def resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, H, H) -> (B, 3, size, size), antialiased: both sides of the guide direction seen at the size the
+    optimised direction is rendered at (the same blur on both images of each pair)."""
+    if images.shape[-1] == size:
+        return images
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=True)
 
 
 def pti_loss(g_trn: Backbone, latent: Latent, reference, yaw_deg, pitch_deg, lpips_fn: LpipsFn) -> torch.Tensor:

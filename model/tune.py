@@ -97,6 +97,8 @@ class TunedPainting:
     timings: dict[str, float]            # seconds: "pose_search", "stage1", "stage2", "total" (batch wall time)
     metrics: dict[str, float]            # reference-view LPIPS/PSNR after stage 1 and after stage 2
     error: str | None = None             # e.g. a non-finite loss; the painting then has no delta
+    steps: dict[str, int] | None = None  # optimizer steps the painting used: "stage1", "stage2" (early stopping
+                                         # makes them fewer than the settings' counts)
 
     @property
     def latent(self) -> Latent:
@@ -132,9 +134,9 @@ def tune_paintings(backbone: Backbone, paintings: Sequence[PaintingInput], confi
     if config.use_localization:
         s1 = localize(backbone, reference, yaw, pitch, encoders.lpips, config.stage1, gens[0], init=init,
                       on_step=_cb(progress, "stage1"))
-        latent, s1_curve, s1_failed = s1.latent, s1.losses, s1.failed_step
+        latent, s1_curve, s1_failed, s1_steps = s1.latent, s1.losses, s1.failed_step, s1.steps_used
     else:
-        latent, s1_curve, s1_failed = init, torch.empty(0, K), [None] * K
+        latent, s1_curve, s1_failed, s1_steps = init, torch.empty(0, K), [None] * K, [0] * K
     t_s1 = time.perf_counter()
     metrics1 = reference_metrics(backbone, latent, reference, yaw, pitch, encoders.lpips)
 
@@ -146,7 +148,10 @@ def tune_paintings(backbone: Backbone, paintings: Sequence[PaintingInput], confi
     results = []
     for k, p in enumerate(paintings):
         latent_k = {n: v[k:k + 1].detach().cpu() for n, v in latent.items()}
-        losses = {"stage1": s1_curve[:, k].tolist(), **{n: c[:, k].tolist() for n, c in s2.losses.items()}}
+        # A painting's curves end at its own stop (the batch may have run on for the others).
+        steps = {"stage1": s1_steps[k], "stage2": s2.steps_used[k]}
+        losses = {"stage1": s1_curve[:steps["stage1"], k].tolist(),
+                  **{n: c[:steps["stage2"], k].tolist() for n, c in s2.losses.items()}}
         error = _numerical_error(s1_failed[k], s2.failed_step[k])
         delta = None
         metrics = {"lpips_stage1": metrics1["lpips"][k], "psnr_stage1": metrics1["psnr"][k]}
@@ -160,7 +165,7 @@ def tune_paintings(backbone: Backbone, paintings: Sequence[PaintingInput], confi
                                    yaw[k:k + 1], pitch[k:k + 1], encoders.lpips)
             metrics |= {"lpips_ref": m2["lpips"][0], "psnr_ref": m2["psnr"][0]}
         results.append(TunedPainting(p.painting_id, delta, poses[k][0], poses[k][1], estimated[k], losses, timings,
-                                     metrics, error))
+                                     metrics, error, steps))
     return results
 
 
@@ -214,8 +219,12 @@ def _stage2(backbone, latent, reference, yaw, pitch, config: TuneConfig, encoder
                              reference[k:k + 1], yaw[k:k + 1], pitch[k:k + 1], encoders.clip, encoders.lpips,
                              config.stage2, config.stage2.lr_full, step_gen, on_step=_cb(progress, "stage2")))
         modules.append(module)
-    losses = {n: torch.cat([r.losses[n] for r in parts], dim=1) for n in parts[0].losses}
-    return modules, StylizeResult(losses, [r.failed_step[0] for r in parts])
+    # One run per painting: early stopping may end them at different steps; pad the shorter curves with NaN
+    # (each painting's curve is cut at its own step count afterwards).
+    runs = max(len(r.losses[n]) for r in parts for n in r.losses) if parts[0].losses else 0
+    losses = {n: torch.cat([torch.nn.functional.pad(r.losses[n], (0, 0, 0, runs - len(r.losses[n])), value=float("nan"))
+                            for r in parts], dim=1) for n in parts[0].losses}
+    return modules, StylizeResult(losses, [r.failed_step[0] for r in parts], [r.steps_used[0] for r in parts])
 
 
 @torch.no_grad()

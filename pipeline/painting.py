@@ -103,6 +103,7 @@ def tune_record(tuned: TunedPainting, flags: list[str], face_input: Mapping[str,
                     "lpips_stage1": tuned.metrics.get("lpips_stage1"), "psnr_stage1": tuned.metrics.get("psnr_stage1"),
                     "tune_flags": list(flags)},
         "timings": tuned.timings,
+        "steps": dict(tuned.steps or {}),
         "losses": tuned.losses,
         "delta_bytes": delta_bytes,
         "base_sha256": tuned.delta.metadata.base_sha256,
@@ -182,8 +183,8 @@ def result_document(painting_id: str, tuned: Mapping, rendered: Mapping, metadat
 
 def records_of(result: Mapping) -> tuple[dict, dict]:
     """(tune record, render record) of a committed result.json, as `result_document` put them together."""
-    tuned = {k: result.get(k) for k in ("pose", "face_input", "timings", "losses", "delta_bytes", "base_sha256",
-                                        "provenance")}
+    tuned = {k: result.get(k) for k in ("pose", "face_input", "timings", "steps", "losses", "delta_bytes",
+                                        "base_sha256", "provenance")}
     quality = dict(result.get("quality") or {})
     tune_flags = list(quality.get("tune_flags") or [])
     tuned["quality"] = {**{k: v for k, v in quality.items() if k != "flags"}, "tune_flags": tune_flags}
