@@ -125,3 +125,14 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def with_random_encoders(settings):
+    """The settings' CLIP and LPIPS architectures with random weights: the same FLOPs and time where the
+    pretrained files are absent (cost measurements only)."""
+    from dataclasses import replace
+
+    enc = settings.tune.encoders
+    enc = replace(enc, clip=tuple(replace(c, pretrained=None, checkpoint_uri=None) for c in enc.clip),
+                  lpips=replace(enc.lpips, backbone_weights_uri=None, random_backbone=True))
+    return replace(settings, tune=replace(settings.tune, encoders=enc))

@@ -32,7 +32,7 @@ import torch
 from artmator.model.render import render_expressions, render_turntable
 from artmator.model.tune import tune_paintings
 from artmator.pipeline.settings import PRESET_SETTINGS, JobSettings, load_models, preset_settings, resolve_expressions
-from bench.common import count_flops, environment, matmul_flops_per_second, sync, write_tables
+from bench.common import count_flops, environment, matmul_flops_per_second, sync, with_random_encoders, write_tables
 from bench.tuning import demo_paintings
 
 NIGHT_HOURS = 12.0
@@ -95,11 +95,7 @@ def run(args) -> None:
     if args.resolution:
         settings = replace(settings, tune=replace(settings.tune, resolution=args.resolution))
     if args.random_encoders:
-        # Same architectures, random weights: the same FLOPs and time, where the pretrained files are absent.
-        enc = settings.tune.encoders
-        enc = replace(enc, clip=tuple(replace(c, pretrained=None, checkpoint_uri=None) for c in enc.clip),
-                      lpips=replace(enc.lpips, backbone_weights_uri=None, random_backbone=True))
-        settings = replace(settings, tune=replace(settings.tune, encoders=enc))
+        settings = with_random_encoders(settings)
     if args.autocast:
         settings = replace(settings, render=replace(settings.render, autocast=True))
     torch.backends.cuda.matmul.allow_tf32 = args.tf32

@@ -4,6 +4,8 @@
     python -m bench.tuning batch    # paintings/hour tuning k = 1, 2, 4 (, 8) paintings together vs one at a time
     python -m bench.tuning delta    # LoRA vs full tuning: delta bytes and reference-view quality on the same painting
                                     # (+ the bytes of a default delta of the official `anifacegan` preset)
+    python -m bench.tuning savings  # early stopping, CLIP views at the encoder's size, stage-1 latent re-use: seconds,
+                                    # FLOPs, steps and quality side by side with the unreduced run (bench/savings.py)
 
 Defaults use the `quick` settings (tiny backbone with the procedural head prior, random tiny encoders) so they
 run on a CPU; `--settings paper --preset anifacegan --device cuda` with real weights for GPU numbers.
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from bench.common import environment, write_results
+from bench import savings
+from bench.common import environment, with_random_encoders, write_results
 from artmator.model.images import load_painting
 from artmator.model.lora import DeltaConfig
 from artmator.model.tune import PaintingInput, tune_paintings
@@ -153,7 +156,7 @@ def _mean(tuned, key):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["curves", "batch", "delta"])
+    p.add_argument("what", choices=["curves", "batch", "delta", "savings"])
     p.add_argument("--settings", choices=sorted(PRESET_SETTINGS), default="quick")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--device", default="cpu")
@@ -165,10 +168,23 @@ def main(argv=None) -> None:
     p.add_argument("--resolution", type=int, default=None, help="tuning resolution (default: the settings')")
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--name", default=None, help="result file name (default tuning_<what>_<preset>_<device>)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    savings.add_arguments(p)
     a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     settings = replace(preset_settings(a.settings, a.preset), device=a.device)
     if a.resolution:
         settings = replace(settings, tune=replace(settings.tune, resolution=a.resolution))
+    if a.random_encoders:
+        settings = with_random_encoders(settings)
+    if a.what == "savings":
+        tune = settings.tune
+        tune = replace(tune, stage1=replace(tune.stage1, steps=a.stage1_steps or tune.stage1.steps),
+                       stage2=replace(tune.stage2, steps=a.stage2_steps or tune.stage2.steps))
+        settings = replace(settings, tune=tune)
+        savings.run(settings, load_models(settings), a)
+        return
     a.stage1_steps = a.stage1_steps if a.stage1_steps is not None else {"curves": 300, "batch": 20, "delta": settings.tune.stage1.steps}[a.what]
     a.stage2_steps = a.stage2_steps if a.stage2_steps is not None else {"curves": 200, "batch": 10, "delta": settings.tune.stage2.steps}[a.what]
     models = load_models(settings)
