@@ -19,6 +19,28 @@ def test_settings_round_trip_through_json(settings):
     assert settings_from_json(json.dumps(settings.to_dict())) == settings
 
 
+def test_the_savings_settings_round_trip_and_are_options():
+    from dataclasses import replace
+
+    from artmator.model.plateau import PlateauConfig
+
+    base = paper_settings()
+    stop = PlateauConfig(patience=7, window=3, min_rel_improvement=0.03, min_steps=11)
+    tune = replace(base.tune, stage1=replace(base.tune.stage1, early_stop=stop),
+                   stage2=replace(base.tune.stage2, early_stop=replace(stop, patience=9), clip_view_resolution=80))
+    settings = replace(base, tune=tune)
+    again = settings_from_json(json.dumps(settings.to_dict()))
+    assert again == settings and again.tune.stage2.early_stop.patience == 9
+    assert again.result_hash("b") != base.result_hash("b")
+    flags = {f for leaf in LEAVES for f in leaf.flags}
+    assert {"--stage1-early-stop-patience", "--stage2-early-stop-window", "--stage2-early-stop-min-rel-improvement",
+            "--stage1-early-stop-min-steps", "--stage2-clip-view-resolution"} <= flags
+    bad = settings.to_dict()
+    bad["tune"]["stage2"]["early_stop"]["window"] = 0
+    with pytest.raises(ValueError, match="window"):
+        settings_from_json(json.dumps(bad))
+
+
 def test_unknown_and_mistyped_settings_are_errors():
     d = quick_settings().to_dict()
     with pytest.raises(SettingsError, match="unknown setting 'tune.stage3'"):

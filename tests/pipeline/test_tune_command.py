@@ -41,12 +41,28 @@ def test_tune_writes_outputs_and_is_deterministic(tmp_path):
     assert all(torch.equal(da.tensors[k], db.tensors[k]) for k in da.tensors)
     result = json.loads((a / "result.json").read_text())
     assert len(result["losses"]["stage1"]) == 2 and len(result["losses"]["total"]) == 2
+    assert result["steps"] == {"stage1": 2, "stage2": 2}
     assert {"stage1", "stage2"} <= set(result["timings"]) and result["delta_bytes"] > 0
     assert result["quality"]["lpips_ref"] >= 0 and "random_weights" in result["quality"]["flags"]
     assert Image.open(a / "renders/turntable.webp").n_frames == 4  # ping-pong: 0 1 2 1
     assert "reference LPIPS" in res.output and str(a.resolve()) in res.output
     config = json.loads((a / "config.json").read_text())
     assert config["tune"]["stage1"]["steps"] == 2 and config["render"]["turntable_frames"] == 3
+
+
+@pytest.mark.timeout(300)
+def test_early_stopping_options_and_the_steps_used_in_result_json(tmp_path):
+    # a 90 % drop per step is never reached: each stage stops at its minimum step count, not at 12
+    stop = [a for stage, least in (("stage1", "3"), ("stage2", "4")) for a in (
+        f"--{stage}-steps", "12", f"--{stage}-early-stop-patience", "1", f"--{stage}-early-stop-window", "1",
+        f"--{stage}-early-stop-min-rel-improvement", "0.9", f"--{stage}-early-stop-min-steps", least)]
+    _tune(tmp_path / "a", *stop)
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert result["steps"] == {"stage1": 3, "stage2": 4}
+    assert len(result["losses"]["stage1"]) == 3 and len(result["losses"]["total"]) == 4
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["tune"]["stage2"]["early_stop"] == {"patience": 1, "window": 1, "min_rel_improvement": 0.9,
+                                                      "min_steps": 4}
 
 
 @pytest.mark.timeout(300)
