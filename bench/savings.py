@@ -172,7 +172,7 @@ def run(settings, models, args) -> None:
         rows.append(row)
         print({k: v for k, v in row.items() if k != "steps_per_painting"}, flush=True)
 
-    reuse = latent_reuse(backbone, encoders, settings.tune, paintings, unreduced_tuned, device)
+    reuse = latent_reuse(backbone, encoders, settings.tune, paintings, unreduced_tuned, device) if args.reuse else []
     replay = replay_rows(unreduced_tuned)
     base = rows[0]
     for r in rows[1:]:
@@ -185,7 +185,7 @@ def run(settings, models, args) -> None:
             "stage1_steps": settings.tune.stage1.steps, "stage2_steps": settings.tune.stage2.steps,
             "identities (one batch)": n_id, "views": len(yaws), "teacher_strength": strength,
             "clip_input_size": clip_size, "stage1_stop": _describe(stop1), "stage2_stop": _describe(stop2),
-            "random_encoders": uses_random(settings)}
+            "random_models": uses_random(settings), "tf32": args.tf32}
     cols = ["config", "seconds", "seconds_ratio", "tflop_per_painting", "flop_ratio", "stage2_step_gflop",
             "stage1_steps", "stage2_steps", "lpips_novel", "psnr_novel", "lpips_frontal", "psnr_frontal",
             "lpips_vs_unreduced", "psnr_vs_unreduced", *FACE_KEYS, "teacher_identity_pairs", "failed"]
@@ -299,6 +299,8 @@ def add_arguments(p) -> None:
                    help="savings: only the configurations whose name contains one of these (unreduced always runs)")
     p.add_argument("--flops", action=argparse_bool(), default=True)
     p.add_argument("--face-metrics", action=argparse_bool(), default=True)
+    p.add_argument("--reuse", action=argparse_bool(), default=True, help="savings: the stage-1 latent re-use table")
+    p.add_argument("--tf32", action=argparse_bool(), default=False, help="TF32 matmuls (CUDA)")
     p.add_argument("--random-encoders", action="store_true",
                    help="CLIP and LPIPS of the settings' architectures with random weights (GPU runs without files)")
 

@@ -150,6 +150,10 @@ def anifacegan_delta_bytes() -> dict:
             "ratio": nbytes / base_bytes}
 
 
+def _given(value, default):
+    return default if value is None else value
+
+
 def _mean(tuned, key):
     return sum(t.metrics[key] for t in tuned) / len(tuned)
 
@@ -173,6 +177,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = a.tf32
     settings = replace(preset_settings(a.settings, a.preset), device=a.device)
     if a.resolution:
         settings = replace(settings, tune=replace(settings.tune, resolution=a.resolution))
@@ -180,8 +185,8 @@ def main(argv=None) -> None:
         settings = with_random_encoders(settings)
     if a.what == "savings":
         tune = settings.tune
-        tune = replace(tune, stage1=replace(tune.stage1, steps=a.stage1_steps or tune.stage1.steps),
-                       stage2=replace(tune.stage2, steps=a.stage2_steps or tune.stage2.steps))
+        tune = replace(tune, stage1=replace(tune.stage1, steps=_given(a.stage1_steps, tune.stage1.steps)),
+                       stage2=replace(tune.stage2, steps=_given(a.stage2_steps, tune.stage2.steps)))
         settings = replace(settings, tune=tune)
         savings.run(settings, load_models(settings), a)
         return

@@ -93,6 +93,23 @@ def test_tuning_smoke(tmp_path):
     assert rows[-1]["ratio"] < 0.01                     # the official preset's default delta is < 1 % of G
 
 
+def test_tuning_savings_smoke(tmp_path):
+    from bench import tuning
+
+    tuning.main(["savings", "--identities", "2", "--views", "3", "--stage1-steps", "4", "--stage2-steps", "4",
+                 "--resolution", "32", "--clip-view-resolution", "16", "--stage1-stop", "1", "1", "0.9", "2",
+                 "--stage2-stop", "1", "1", "0.9", "3", "--no-face-metrics", "--out-dir", str(tmp_path),
+                 "--name", "s"])
+    tables = json.loads((tmp_path / "s.json").read_text())["tables"]
+    rows = {r["config"]: r for r in tables["savings"]}
+    assert list(rows) == ["unreduced", "early stop", "CLIP views at 16 px", "early stop + CLIP views at 16 px"]
+    assert rows["unreduced"]["stage1_steps"] == "4.0 / 4" and rows["early stop"]["stage2_steps"] == "3.0 / 3"
+    assert rows["CLIP views at 16 px"]["stage2_step_gflop"] < rows["unreduced"]["stage2_step_gflop"]
+    assert rows["early stop"]["tflop_per_painting"] < rows["unreduced"]["tflop_per_painting"]
+    assert [r["init"] for r in tables["stage-1 latent re-use"]][0].startswith("own random")
+    assert {r["stage"] for r in tables["plateau replay"]} == {"stage 1", "stage 2"}
+
+
 def test_painting_cost_smoke(tmp_path):
     from bench import painting_cost
 
