@@ -119,7 +119,10 @@ def run(settings, models, args) -> None:
     clip_res = args.clip_view_resolution or (clip_size if clip_size < resolution else None)
     configs = configurations(settings.tune, stop1, stop2, clip_res)
     if args.configs:
-        configs = {k: v for k, v in configs.items() if k == "unreduced" or any(c in k for c in args.configs)}
+        unknown = sorted(set(args.configs) - set(configs))
+        if unknown:
+            raise SystemExit(f"unknown configurations {unknown}; these exist here: {list(configs)}")
+        configs = {k: v for k, v in configs.items() if k == "unreduced" or k in args.configs}
 
     flops_cache: dict[object, tuple[float, float]] = {}
     rows, unreduced_renders, unreduced_tuned = [], None, None
@@ -296,7 +299,7 @@ def add_arguments(p) -> None:
     p.add_argument("--clip-view-resolution", type=int, default=None,
                    help="savings: CLIP views' size (default: the CLIP input size when below the tuning resolution)")
     p.add_argument("--configs", nargs="*", default=None,
-                   help="savings: only the configurations whose name contains one of these (unreduced always runs)")
+                   help="savings: only these configurations, by name (unreduced always runs)")
     p.add_argument("--flops", action=argparse_bool(), default=True)
     p.add_argument("--face-metrics", action=argparse_bool(), default=True)
     p.add_argument("--reuse", action=argparse_bool(), default=True, help="savings: the stage-1 latent re-use table")
