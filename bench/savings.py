@@ -29,7 +29,7 @@ Second table, the re-use of the stage-1 latent search: per identity, stage 1 fro
 `tune_paintings` does), (b) the previous identity's z* from the unreduced run ("the previous work of the same
 painter": the identities share the teacher's style; cyclic, so identity 0 takes the last one), (c) the best z* of
 the bank of all other identities (the lowest L_cr at this painting's pose, one render each). Measured: L_cr at
-step 0, steps to reach (a)'s final loss, final loss.
+step 0, steps (updates) to reach (a)'s final loss (a itself: all of them), final loss.
 
 Third table, a replay: the unreduced run's own loss curves fed to `model.plateau.plateaued` for a few candidate
 settings: the step each stage would stop at (mean over identities), to choose presets from measured curves.
@@ -233,8 +233,9 @@ def latent_reuse(backbone, encoders, tune: TuneConfig, paintings, tuned, device)
         init = {k: torch.cat([x[k].to(device) for x in inits]) for k in inits[0]}
         result = localize(backbone, reference, yaw, pitch, encoders.lpips, cfg, torch.Generator().manual_seed(0),
                           init=init)
-        curves = result.losses.cpu()                                                      # (steps, N)
         final = result.final_loss.cpu()
+        # row s = L_cr after s updates (the last row: at z*), so the own run reaches its target at s = steps
+        curves = torch.cat([result.losses.cpu(), final[None]])                            # (steps + 1, N)
         if target is None:
             target = final
         hit = [next((s for s in range(curves.shape[0]) if curves[s, i] <= target[i]), None) for i in range(n)]
@@ -252,7 +253,7 @@ def replay_rows(tuned) -> list[dict]:
         return []
     rows = []
     for stage, key in (("stage 1", "stage1"), ("stage 2", "total")):
-        curves = [t.losses[key] for t in tuned if t.delta is not None]
+        curves = [t.losses.get(key) or [] for t in tuned if t.delta is not None]
         if not curves or not curves[0]:
             continue
         for patience, window, rel in REPLAY:
