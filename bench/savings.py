@@ -167,7 +167,10 @@ def run(settings, models, args) -> None:
                 from bench.quality import masked_metrics
 
                 m = masked_metrics(a, b, whole, lpips_fn)
-                row |= {"lpips_vs_unreduced": float(m["lpips"].mean()), "psnr_vs_unreduced": float(m["psnr"].mean())}
+                # PSNR of the pooled MSE: a mean of per-view PSNRs would let identical renders (120 dB) dominate
+                mse = float(((a - b) / 2).pow(2).mean())
+                row |= {"lpips_vs_unreduced": float(m["lpips"].mean()),
+                        "psnr_vs_unreduced": -10 * torch.log10(torch.tensor(max(mse, 1e-12))).item()}
         if scorer is not None and renders:
             faces = face_summary([face_scores(scorer, r, teacher_imgs[i], yaws, frontal, paintings[i].image[0])
                                   for i, r in renders])
