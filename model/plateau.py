@@ -104,6 +104,11 @@ class EarlyStop:
     def update(self, step: int, losses: torch.Tensor, failed: Sequence[int | None]) -> None:
         """losses: (K,) of step `step` (0-based); failed: per painting the step its loss went non-finite, or None."""
         self._restore()
+        if not self.config.enabled:                         # off: only failed paintings stop (no loss read back)
+            for k, f in enumerate(failed):
+                if f is not None and self.steps_used[k] is None:
+                    self._stop(k, step + 1)
+            return
         values = losses.detach().float().cpu().tolist()
         for k, value in enumerate(values):
             if self.steps_used[k] is not None:
