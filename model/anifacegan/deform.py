@@ -43,14 +43,13 @@ class ExpressionDeformation(nn.Module):
     def forward_modulated(self, points: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor):
         """points: (B, N, 3) world -> (canonical (B, N, 3), offsets (B, N, 3)), both in the warped frame."""
         warped = points * self.warp_scale
-        # The 4 always-zero input channels contribute nothing: use the first 3 weight columns only.
-        first = self.network[0].layer
-        h = F.linear(warped, first.weight[:, :3], first.bias)
-        h = torch.sin(freq[:, : self.hidden_dim].unsqueeze(1) * h + phase[:, : self.hidden_dim].unsqueeze(1))
+        H = self.hidden_dim
+        # The 4 always-zero input channels contribute nothing: the first layer reads its first 3 weight columns.
+        h = self.network[0](warped, freq[:, :H], phase[:, :H], columns=slice(0, 3))
         for i, film in enumerate(self.network[1:], start=1):
-            sl = slice(i * self.hidden_dim, (i + 1) * self.hidden_dim)
-            h = film(h, freq[:, sl], phase[:, sl])
-        offsets = self.final_layer(h)[..., :3]
+            h = film(h, freq[:, i * H:(i + 1) * H], phase[:, i * H:(i + 1) * H])
+        final = self.final_layer
+        offsets = F.linear(h, final.weight[:3], final.bias[:3])      # only the first 3 outputs are used
         return warped + offsets, offsets
 
     def forward(self, z_id: torch.Tensor, z_exp: torch.Tensor, points: torch.Tensor):

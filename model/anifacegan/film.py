@@ -7,7 +7,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from artmator.model.lora import BatchedLoRA, effective_weight
 
 # The official networks map a raw frequency f to 15·f + 30 before the sine (pi-GAN's FiLM scaling).
 FREQ_SCALE = 15.0
@@ -21,9 +24,62 @@ class FiLMLayer(nn.Module):
         super().__init__()
         self.layer = nn.Linear(in_dim, out_dim)
 
-    def forward(self, x: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-        # x: (B, N, in)  freq, phase: (B, out) already scaled  ->  (B, N, out)
-        return torch.sin(freq.unsqueeze(1) * self.layer(x) + phase.unsqueeze(1))
+    def forward(self, x: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor, columns: slice = slice(None),
+                shift: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, N, in)  freq, phase: (B, out) already scaled  ->  (B, N, out); see `film_sine`
+        return film_sine(self.layer, x, freq, phase, columns, shift)
+
+
+def film_sine(layer: nn.Module, x: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor,
+              columns: slice = slice(None), shift: torch.Tensor | None = None) -> torch.Tensor:
+    """pi-GAN's FiLM-SIREN layer (Chan et al. 2021, §3.1): sin(γ ⊙ (W x + b) + β).
+
+    layer: an nn.Linear (or a LoRA-adapted one, `model.lora`); x: (B, N, in); freq γ, phase β: (B, out), γ already
+    scaled (`scale_frequencies`); `columns` selects the input columns of W that x feeds, `shift` (B, out) is added
+    to W x + b (what the other columns contribute when their input is constant over a frame). Returns (B, N, out).
+
+    γ and β are constant over a frame's N points, so they fold into each frame's weight and bias:
+    γ ⊙ (W x + b) + β = (γ ⊙ W) x + (γ ⊙ b + β): one batched matmul with its bias and one sine, instead of a
+    matmul, a product, a sum and a sine over the (B, N, out) activations. The fold is used wherever it adds no
+    work: without gradients, or when the weight itself is trained (its gradient is a full matmul anyway). When
+    only γ needs a gradient (latent inversion) or the layer carries low-rank adapters, a folded weight's gradient
+    would be a full (out × in) matmul per frame that the unfolded form avoids; those take γ ⊙ layer(x) + β as one
+    fused multiply-add.
+    """
+    if not folds(layer, x, freq, phase):
+        if isinstance(layer, BatchedLoRA):
+            if columns != slice(None) or shift is not None:
+                raise ValueError("an adapted FiLM layer takes every input column and no shift")
+            h = layer(x)                                                    # (B, N, out)
+        else:
+            h = F.linear(x, layer.weight[:, columns], layer.bias)
+        if shift is not None:
+            phase = torch.addcmul(phase, freq, shift)                       # γ ⊙ (h + s) + β = γ ⊙ h + (γ ⊙ s + β)
+        return torch.sin(torch.addcmul(phase.unsqueeze(1), h, freq.unsqueeze(1)))
+    weight = effective_weight(layer)[..., columns]                          # (1 or K, out, in)
+    if weight.shape[0] not in (1, x.shape[0]):
+        raise ValueError(f"this layer holds {weight.shape[0]} adapters (one per painting) but got {x.shape[0]} "
+                         f"frames; render exactly {weight.shape[0]} latents at once")
+    bias = layer.bias if shift is None else layer.bias + shift               # (out,) or (B, out)
+    w = freq.unsqueeze(-1) * weight                                         # (B, out, in)
+    b = torch.addcmul(phase, freq, bias).unsqueeze(1)                        # (B, 1, out)
+    pre = torch.baddbmm(b, x, w.transpose(1, 2))                            # (B, N, out)
+    return torch.sin(pre) if needs_grad(x, freq, phase, layer) else pre.sin_()
+
+
+def needs_grad(*items) -> bool:
+    """Whether autograd records an op on these tensors/modules (else intermediates may be overwritten in place)."""
+    if not torch.is_grad_enabled():
+        return False
+    return any(t.requires_grad for item in items
+               for t in (item.parameters() if isinstance(item, nn.Module) else (item,)))
+
+
+def folds(layer: nn.Module, x: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor) -> bool:
+    """Whether `film_sine` folds γ, β into the weight (see there): not for adapted layers or a γ-only gradient."""
+    if not needs_grad(x, freq, phase, layer):
+        return True
+    return not isinstance(layer, BatchedLoRA) and not (freq.requires_grad and not layer.weight.requires_grad)
 
 
 class MappingNetwork(nn.Module):

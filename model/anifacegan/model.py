@@ -226,8 +226,7 @@ class AniFaceGAN(Backbone):
         canon = torch.cat([canon, background], dim=2)
         valid = torch.cat([valid, torch.ones_like(valid[:, :, :1])], dim=2)       # (B, R, L+1, 1)
         if rs.lock_view_dependence:
-            view = torch.zeros(B, n * (L + 1), 3, device=directions.device)
-            view[..., 2] = -1
+            view = directions.new_tensor([0.0, 0.0, -1.0]).expand(B, 1, 3)       # one direction for every point
         else:
             view = directions.unsqueeze(2).expand(B, n, L + 1, 3).reshape(B, -1, 3)
         rgb_sigma = self.generator.siren(canon.reshape(B, -1, 3), freq, phase, view).reshape(B, n, L + 1, 4)

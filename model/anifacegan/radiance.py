@@ -7,7 +7,9 @@ import math
 import torch
 from torch import nn
 
-from artmator.model.anifacegan.film import FiLMLayer, MappingNetwork, scale_frequencies, siren_first_layer_uniform_, siren_uniform_
+from artmator.model.anifacegan.film import (FiLMLayer, MappingNetwork, folds, needs_grad, scale_frequencies,
+                                           siren_first_layer_uniform_, siren_uniform_)
+from artmator.model.lora import effective_weight
 
 
 class RadianceSiren(nn.Module):
@@ -36,25 +38,58 @@ class RadianceSiren(nn.Module):
         self.mapping_network.reset_parameters()
 
     def forward(self, points: torch.Tensor, raw_freq: torch.Tensor, phase: torch.Tensor, view_dirs: torch.Tensor) -> torch.Tensor:
-        """points, view_dirs: (B, N, 3); raw_freq, phase: (B, (L+1)·H) -> (B, N, 4) = sigmoid RGB, raw density."""
+        """points: (B, N, 3); view_dirs: (B, N, 3), or (B, 1, 3) for one direction per frame (locked view);
+        raw_freq, phase: (B, (L+1)·H) -> (B, N, 4) = sigmoid RGB, raw density.
+
+        Density and colour are sums of the per-layer heads; each layer's colour and density heads run as one
+        (4 × H) matmul accumulated into the running (B, N, 4) sum.
+        """
         freq = scale_frequencies(raw_freq)
         H = self.hidden_dim
         x = points * self.warp_scale
-        sigma = 0.0
-        rgb = 0.0
         last = len(self.network) - 1
+        heads = self._heads(x.dtype)                              # [(1 or K, 4, H)] per layer 1..L-1, last: 2
+        out = heads.pop()                                         # (1, 1, 4) summed head biases
         for i, film in enumerate(self.network):
             x = film(x, freq[:, i * H:(i + 1) * H], phase[:, i * H:(i + 1) * H])
             if i == 0:
                 continue
-            sigma = sigma + self.output_sigma[i - 1](x)
-            feature = x
             if i == last:
                 cl = slice((last + 1) * H, (last + 2) * H)
-                feature = self.color_layer_sine[0](torch.cat([view_dirs, x], dim=-1), freq[:, cl], phase[:, cl])
-            rgb = rgb + self.output_color[i - 1](feature)
+                feature = self._color_feature(view_dirs, x, freq[:, cl], phase[:, cl])
+                out = _accumulate(out, feature, heads[-1])        # colour from the view-conditioned feature
+            out = _accumulate(out, x, heads[i - 1])
+        rgb, sigma = out.split([3, 1], dim=-1)
         return torch.cat([torch.sigmoid(rgb), sigma], dim=-1)
 
+    def _heads(self, dtype: torch.dtype) -> list[torch.Tensor]:
+        """Per-layer [colour; density] head weights (1 or K, 4, H) for layers 1..L-1, where the last layer's
+        holds only its density row, then its colour rows alone, then the summed head biases (1, 1, 4)."""
+        heads = [torch.cat([effective_weight(c), effective_weight(s)], dim=1)
+                 for c, s in zip(self.output_color, self.output_sigma)]
+        colour_last = heads[-1].clone()
+        colour_last[:, 3:] = 0
+        heads[-1] = heads[-1] * torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=dtype, device=heads[-1].device).view(1, 4, 1)
+        bias = torch.cat([sum(c.bias for c in self.output_color), sum(s.bias for s in self.output_sigma)])
+        return heads + [colour_last, bias.view(1, 1, 4)]
+
+    def _color_feature(self, view_dirs: torch.Tensor, x: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor):
+        """The view-conditioned FiLM layer on [view direction, x]: (B, N, H)."""
+        film = self.color_layer_sine[0]
+        if view_dirs.shape[1] == 1 and folds(film.layer, x, freq, phase):
+            # One direction per frame: its columns' contribution is a per-frame shift of W x + b.
+            view_w = effective_weight(film.layer)[..., :3]                              # (1 or K, H, 3)
+            shift = torch.matmul(view_w, view_dirs.transpose(1, 2)).squeeze(-1)        # (B, H)
+            return film(x, freq, phase, columns=slice(3, None), shift=shift)
+        return film(torch.cat([view_dirs.expand(-1, x.shape[1], -1), x], dim=-1), freq, phase)
+
+
+def _accumulate(out: torch.Tensor, x: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """out + x headᵀ: (B or 1, N or 1, 4) + (B, N, H) (1 or K, 4, H)ᵀ, in place where autograd allows."""
+    head_t = head.transpose(1, 2).expand(x.shape[0], -1, -1)                # (B, H, 4)
+    if out.shape[:2] == x.shape[:2] and not needs_grad(out, x, head):
+        return out.baddbmm_(x, head_t)
+    return torch.baddbmm(out, x, head_t)
 
 class ManifoldSampler(nn.Module):
     """ReLU MLP: a scalar field s(x) in canonical space; ray/manifold intersections are its level sets."""
@@ -63,10 +98,11 @@ class ManifoldSampler(nn.Module):
         super().__init__()
         self.warp_scale = warp_scale
         self.register_buffer("center", torch.tensor(center, dtype=torch.float32), persistent=False)
+        # In-place ReLUs: a linear layer's backward never needs its own output.
         self.network = nn.Sequential(
-            nn.Linear(3, hidden_dim), nn.ReLU(),
-            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
-            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(3, hidden_dim), nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
         )
         self.output_layer = nn.Linear(hidden_dim, 1)
 
