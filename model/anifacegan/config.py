@@ -19,7 +19,11 @@ class RenderSettings:
     alpha_delta: float = 0.04             # constant sample spacing in the opacity 1 - exp(-delta * softplus(sigma))
     lock_view_dependence: bool = True     # official inference renders colour as seen along -z
     rgb_widen: float = 1e-3               # colour widened as rgb * (1 + 2 eps) - eps
-    chunk_rays: int = 4096                # rays evaluated at once without gradients (bounds memory)
+    chunk_rays: int = 4096                # rays evaluated at once without gradients on a GPU (bounds memory)
+    # Rays at once without gradients on a CPU: a chunk's activations (~1 M floats here) stay in the caches and
+    # their buffers in the allocator's heap; large buffers are mapped and page-faulted afresh on every call
+    # (bench.official measured 4096 rays ~1.5x slower per frame than 128).
+    cpu_chunk_rays: int = 128
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ PRESETS: dict[str, AniFaceGANConfig] = {
         # The demo head prior (model/anifacegan/demo_prior.py) is a bust: a face's GRAM crop is 0.57 of the frame, centred
         # slightly high (measured by detecting the procedural head: tests/model/faces/test_align.py).
         face_framing=(0.57, 0.495, 0.472),
-        render=RenderSettings(coarse_samples=16, num_levels=8, chunk_rays=8192),
+        render=RenderSettings(coarse_samples=16, num_levels=8, chunk_rays=8192, cpu_chunk_rays=2048),
     ),
 }
 

@@ -40,19 +40,14 @@ def film_sine(layer: nn.Module, x: torch.Tensor, freq: torch.Tensor, phase: torc
 
     γ and β are constant over a frame's N points, so they fold into each frame's weight and bias:
     γ ⊙ (W x + b) + β = (γ ⊙ W) x + (γ ⊙ b + β): one batched matmul with its bias and one sine, instead of a
-    matmul, a product, a sum and a sine over the (B, N, out) activations. The fold is used wherever it adds no
-    work: without gradients, or when the weight itself is trained (its gradient is a full matmul anyway). When
-    only γ needs a gradient (latent inversion) or the layer carries low-rank adapters, a folded weight's gradient
-    would be a full (out × in) matmul per frame that the unfolded form avoids; those take γ ⊙ layer(x) + β as one
-    fused multiply-add.
+    matmul, a product, a sum and a sine over the (B, N, out) activations. A LoRA-adapted layer folds its dense
+    per-painting weight W + s·B_k A_k (`model.lora.effective_weight`): its gradient costs one more full matmul,
+    but replaces the adapters' four rank-r products over the activations, which are memory-bound and slower
+    (bench/README.md, render section). Only when γ needs a gradient and W does not (latent inversion) would the
+    fold add a full matmul for nothing; that case takes γ ⊙ (W x + b) + β as one fused multiply-add.
     """
     if not folds(layer, x, freq, phase):
-        if isinstance(layer, BatchedLoRA):
-            if columns != slice(None) or shift is not None:
-                raise ValueError("an adapted FiLM layer takes every input column and no shift")
-            h = layer(x)                                                    # (B, N, out)
-        else:
-            h = F.linear(x, layer.weight[:, columns], layer.bias)
+        h = F.linear(x, layer.weight[:, columns], layer.bias)                # (B, N, out)
         if shift is not None:
             phase = torch.addcmul(phase, freq, shift)                       # γ ⊙ (h + s) + β = γ ⊙ h + (γ ⊙ s + β)
         return torch.sin(torch.addcmul(phase.unsqueeze(1), h, freq.unsqueeze(1)))
@@ -76,10 +71,17 @@ def needs_grad(*items) -> bool:
 
 
 def folds(layer: nn.Module, x: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor) -> bool:
-    """Whether `film_sine` folds γ, β into the weight (see there): not for adapted layers or a γ-only gradient."""
+    """Whether `film_sine` folds γ, β into the weight (see there): always, except for a γ-only gradient."""
     if not needs_grad(x, freq, phase, layer):
         return True
-    return not isinstance(layer, BatchedLoRA) and not (freq.requires_grad and not layer.weight.requires_grad)
+    return isinstance(layer, BatchedLoRA) or layer.weight.requires_grad or not freq.requires_grad
+
+
+def batched_linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """layer(x) for an nn.Linear or a LoRA-adapted one as one batched matmul with its dense per-painting weight
+    (see `film_sine` for why): x (B, N, in) -> (B, N, out)."""
+    weight = effective_weight(layer)                                        # (1 or K, out, in)
+    return torch.baddbmm(layer.bias, x, weight.transpose(1, 2).expand(x.shape[0], -1, -1))
 
 
 class MappingNetwork(nn.Module):

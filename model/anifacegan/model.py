@@ -176,8 +176,9 @@ class AniFaceGAN(Backbone):
         freq, phase = self.truncate(*self.modulation(z_id, noise), psi)          # (B, (L+1)·H) each
         d_freq, d_phase = self.deform.modulation(z_id, z_exp)                   # (B, layers·H_d) each
         rays = R.make_rays(yaw, pitch, resolution, rs.fov_deg)
+        default_chunk = rs.cpu_chunk_rays if z_id.device.type == "cpu" else rs.chunk_rays
         color, depth, opacity = render_ray_chunks(self._render_rays, (freq, phase, d_freq, d_phase), rays,
-                                                  chunk_rays, rs.chunk_rays)           # (B, R, C) each
+                                                  chunk_rays, default_chunk)           # (B, R, C) each
         return RenderResult(image=rays_to_image(color, resolution) * 2 - 1, depth=rays_to_image(depth, resolution),
                             opacity=rays_to_image(opacity, resolution))
 

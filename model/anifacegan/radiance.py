@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from artmator.model.anifacegan.film import (FiLMLayer, MappingNetwork, folds, needs_grad, scale_frequencies,
+from artmator.model.anifacegan.film import (FiLMLayer, MappingNetwork, batched_linear, folds, needs_grad, scale_frequencies,
                                            siren_first_layer_uniform_, siren_uniform_)
 from artmator.model.lora import effective_weight
 
@@ -98,11 +98,10 @@ class ManifoldSampler(nn.Module):
         super().__init__()
         self.warp_scale = warp_scale
         self.register_buffer("center", torch.tensor(center, dtype=torch.float32), persistent=False)
-        # In-place ReLUs: a linear layer's backward never needs its own output.
         self.network = nn.Sequential(
-            nn.Linear(3, hidden_dim), nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
+            nn.Linear(3, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
         )
         self.output_layer = nn.Linear(hidden_dim, 1)
 
@@ -116,8 +115,13 @@ class ManifoldSampler(nn.Module):
             self.output_layer.bias.fill_(-init_radius)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The raw field on already-prepared coordinates: (..., 3) -> (..., 1)."""
-        return self.output_layer(self.network(x))
+        """The raw field on already-prepared coordinates: (..., 3) -> (..., 1). Each linear layer is one batched
+        matmul (`batched_linear`) followed by an in-place ReLU (a matmul's backward never needs its output)."""
+        h = x.reshape(x.shape[0] if x.dim() > 2 else 1, -1, x.shape[-1])          # (B, N, 3)
+        for layer in self.network:
+            if not isinstance(layer, nn.ReLU):                  # Linear (or adapted), ReLU, ...: ReLU in place
+                h = batched_linear(layer, h).relu_()
+        return batched_linear(self.output_layer, h).reshape(*x.shape[:-1], 1)
 
     def field(self, canonical_warped: torch.Tensor) -> torch.Tensor:
         """s at canonical points as the deformation network returns them (warped frame): (..., 3) -> (..., 1).
