@@ -154,6 +154,25 @@ class Backbone(nn.Module, abc.ABC):
     def with_tunable(self, module: nn.Module) -> "Backbone":
         """A backbone sharing every fixed part with this one but using `module` as its tunable part."""
 
+    # ---- speed -------------------------------------------------------------------------------------------
+    COMPILED_METHODS: tuple[str, ...] = ()   # the hot methods `set_compile` routes through torch.compile
+
+    def set_compile(self, enabled: bool, backend: str = "inductor") -> None:
+        """Route `COMPILED_METHODS` through torch.compile (`model.compile.CompiledOrEager`: any compile failure
+        warns once and runs eagerly), or back to eager."""
+        from artmator.model.compile import CompiledOrEager
+
+        for name in self.COMPILED_METHODS:
+            self.__dict__.pop(name, None)                     # the class's eager method again
+            if enabled:
+                self.__dict__[name] = CompiledOrEager(getattr(self, name), backend, f"{type(self).__name__}.{name}")
+        self.__dict__["_compile_backend"] = backend if enabled else None
+
+    @property
+    def compile_backend(self) -> str | None:
+        """The torch.compile backend of the hot methods (`set_compile`), None when they run eagerly."""
+        return self.__dict__.get("_compile_backend")
+
     # ---- expressions -------------------------------------------------------------------------------------
     @property
     def supports_expressions(self) -> bool:

@@ -47,6 +47,11 @@ class BackboneSettings:
                    "painting's model_card.md, never guessed. Changing it refreshes the model cards only.")
     # an output (the model cards) but not the weights: the metadata fingerprint covers it (changes.metadata_inputs),
     # the tune fingerprint's base identity does not
+    compile: bool = setting(False, "Run the backbone's hot paths (AniFaceGAN: each ray chunk of a render) through "
+                                   "torch.compile: faster after a warm-up of a minute or more per input shape; "
+                                   "pays on GPUs, less on CPUs (bench/README.md). If compiling fails, one warning "
+                                   "and eager execution.", result=False)
+    compile_backend: str = setting("inductor", "The torch.compile backend when compile is on.", result=False)
 
     def __post_init__(self):
         parts = backbone_entry(self.preset).parts                     # an unknown preset names the registered ones
@@ -72,7 +77,7 @@ class JobSettings:
     backbone: BackboneSettings = setting(
         factory=BackboneSettings, help="Which generator to tune from.",
         aliases={"preset": "preset", "weights": "weights", "head_prior": "head-prior",
-                 "weights_license": "weights-license"})
+                 "weights_license": "weights-license", "compile": "compile"})
     tune: TuneConfig = setting(
         factory=TuneConfig, help="The method: stages 1 and 2, delta, pose search, loss networks.", prefix="",
         aliases={"encoders.clip": "clip", "encoders.lpips": "lpips", "delta.rank": "rank"})
@@ -203,9 +208,12 @@ class Models:
 def load_backbone_only(settings: JobSettings, storage_options: Mapping | None = None) -> Backbone:
     """The backbone G_ori of these settings on their device (a weightless preset starts from its demo prior,
     `Backbone.demo_prior`, when it has one and `head_prior` is on)."""
-    return load_backbone(settings.backbone.preset, settings.backbone.weight_map(), seed=settings.backbone.seed,
-                         device=torch.device(settings.device), storage_options=storage_options,
-                         demo_prior=settings.backbone.head_prior)
+    backbone = load_backbone(settings.backbone.preset, settings.backbone.weight_map(), seed=settings.backbone.seed,
+                             device=torch.device(settings.device), storage_options=storage_options,
+                             demo_prior=settings.backbone.head_prior)
+    if settings.backbone.compile:
+        backbone.set_compile(True, settings.backbone.compile_backend)
+    return backbone
 
 
 def load_models(settings: JobSettings, storage_options: Mapping | None = None) -> Models:

@@ -38,6 +38,7 @@ class AniFaceGAN(Backbone):
     """The AniFaceGAN backbone. Parts: `generator` (tunable), `deform`, `vae_id`, `vae_exp` (fixed)."""
 
     PARTS = WEIGHT_PARTS = PARTS
+    COMPILED_METHODS = ("_render_rays",)    # one ray chunk: deformation, manifolds, FiLM-SIREN, compositing
 
     def __init__(self, config: AniFaceGANConfig, parts: Mapping[str, nn.Module], preset: str = "custom"):
         super().__init__()
@@ -74,6 +75,8 @@ class AniFaceGAN(Backbone):
     def with_tunable(self, module: nn.Module) -> "AniFaceGAN":
         parts = {"generator": module, "deform": self.deform, "vae_id": self.vae_id, "vae_exp": self.vae_exp}
         other = AniFaceGAN(self.config, parts, self.preset)
+        if self.compile_backend:
+            other.set_compile(True, self.compile_backend)
         return other
 
     @property

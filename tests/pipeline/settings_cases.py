@@ -11,6 +11,7 @@ from artmator.pipeline.config_schema import Leaf, format_text
 SPECIAL: dict[str, Any] = {
     "backbone.preset": lambda v: "anifacegan" if v == "tiny" else "tiny",
     "backbone.weights": lambda v: (("generator", "/weights/other-generator.pth"),),
+    "backbone.compile_backend": lambda v: "aot_eager" if v != "aot_eager" else "inductor",
     "device": lambda v: "cuda:1" if v == "cpu" else "cpu",
     "render.expressions": lambda v: ("happiness", "neutral") if v is None else None,
     "image.formats": lambda v: v[:-1] if len(v) > 1 else ("JPEG", "PNG"),

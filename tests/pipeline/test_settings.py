@@ -92,3 +92,19 @@ def test_a_run_record_is_a_settings_document():
     assert settings_from_document(record, paper_settings()) == s
     with pytest.raises(SettingsError, match="unknown setting 'run_id'"):
         settings_from_document({"run_id": "r"}, quick_settings())
+
+
+def test_the_compile_setting_reaches_the_backbone(caplog):
+    from dataclasses import replace
+
+    from artmator.pipeline.settings import load_backbone_only
+
+    base = quick_settings()
+    off = load_backbone_only(replace(base, backbone=replace(base.backbone, head_prior=False)))
+    assert off.compile_backend is None
+    settings = replace(base, backbone=replace(base.backbone, head_prior=False, compile=True,
+                                              compile_backend="no-such-backend"))
+    with caplog.at_level("WARNING", logger="artmator.model.compile"):
+        backbone = load_backbone_only(settings)
+    assert backbone.compile_backend == "no-such-backend"
+    assert any("no-such-backend" in r.getMessage() for r in caplog.records)
