@@ -41,6 +41,18 @@ import torch
 from artmator.model import load_backbone
 from bench.common import count_flops, environment, matmul_flops_per_second, write_results
 
+
+def matmul_cpu_flops_per_second(n: int = 2048, repeats: int = 3) -> float:
+    """The 2048² fp32 matmul reference in process CPU time (for the cpu_* columns)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        a @ b
+        best = min(best, time.process_time() - start)
+    return 2 * n ** 3 / best
+
 # The official inference settings (`render.py`'s options) that its generator reads from `metadata`.
 OFFICIAL_RENDER_OPTIONS = {
     "levels_start": 23, "levels_end": 8, "num_steps": 24, "fov": 12, "ray_start": 0.88, "ray_end": 1.12,
@@ -102,12 +114,17 @@ def import_shims() -> list[str]:
     return added
 
 
-def build(official_dir: Path, seed: int):
-    """The official modules and our backbone holding exactly their weights (loaded strictly, our loader)."""
+def build(official_dir: Path, seed: int, deform_weights: Path | None):
+    """The official modules and our backbone holding exactly their weights (loaded strictly, our loader).
+    `deform_weights`: a deformation checkpoint (the official `dif.pth`) for both, else the random one."""
     official = Official(official_dir, seed)
     ours = load_backbone("anifacegan")
     ours.load_part("generator", official.generator.state_dict(), source="official generator (in process)")
-    ours.load_part("deform", official.deform.state_dict(), source="official deformation network (in process)")
+    if deform_weights:
+        official.deform.load_state_dict(torch.load(deform_weights, map_location="cpu", weights_only=True))
+        ours.load_weights({"deform": str(deform_weights)})
+    else:
+        ours.load_part("deform", official.deform.state_dict(), source="official deformation network (in process)")
     ours.eval()
     return official, ours
 
@@ -120,22 +137,26 @@ def inputs(batch: int, seed: int) -> dict[str, torch.Tensor]:
             "noise": torch.randn(batch, 80, generator=g), "yaw": yaw, "pitch": pitch}
 
 
-def interleaved_best(fns: dict[str, callable], repeats: int) -> dict[str, float]:
-    """Best wall time of each callable over `repeats` rounds that run them one after another (after a warm-up)."""
+def interleaved_best(fns: dict[str, callable], repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Best wall time and best process CPU time of each callable over `repeats` rounds that run them one after
+    another (after a warm-up). On a shared machine the CPU time is the steadier of the two (it excludes time
+    spent waiting for a core); with one thread it is the compute time."""
     for fn in fns.values():
         fn()
-    best = {name: float("inf") for name in fns}
+    wall = {name: float("inf") for name in fns}
+    cpu = dict(wall)
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            wall[name] = min(wall[name], time.perf_counter() - start)
+            cpu[name] = min(cpu[name], time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def run(official_dir: Path, resolution: int, batch: int, repeats: int, seed: int, modes: list[str],
-        out_dir: Path | None = None, name: str | None = None) -> list[dict]:
-    official, ours = build(official_dir, seed)
+        deform_weights: Path | None = None, out_dir: Path | None = None, name: str | None = None) -> list[dict]:
+    official, ours = build(official_dir, seed, deform_weights)
     x = inputs(batch, seed + 1)
     args = (x["z_id"], x["z_exp"], x["noise"], x["yaw"], x["pitch"], resolution)
 
@@ -175,34 +196,40 @@ def run(official_dir: Path, resolution: int, batch: int, repeats: int, seed: int
             "ours": fwd_bwd(ours_render, list(ours.generator.parameters()))},
     }
     matmul = matmul_flops_per_second(torch.device("cpu"))
+    matmul_cpu = matmul_cpu_flops_per_second()
     rows = []
     for mode in modes:
         fns = cases[mode]
         flops = {impl: count_flops(fn) for impl, fn in fns.items()}
-        seconds = interleaved_best(fns, repeats)
+        seconds, cpu = interleaved_best(fns, repeats)
         for impl in fns:
             achieved = flops[impl] / seconds[impl]
             rows.append({"mode": mode, "implementation": impl, "resolution": resolution, "batch": batch,
                          "gflop": flops[impl] / 1e9, "seconds": seconds[impl], "gflops_per_s": achieved / 1e9,
                          "ratio_to_matmul": achieved / matmul,
-                         "speedup_vs_official": seconds["official"] / seconds[impl]})
+                         "speedup_vs_official": seconds["official"] / seconds[impl], "cpu_seconds": cpu[impl],
+                         "cpu_ratio_to_matmul": flops[impl] / cpu[impl] / matmul_cpu,
+                         "cpu_speedup_vs_official": cpu["official"] / cpu[impl]})
             r = rows[-1]
             print(f"{mode:17s} {impl:8s}: {r['gflop']:.1f} GFLOP in {r['seconds']:.3f} s = {r['gflops_per_s']:.1f} "
                   f"GFLOP/s, {r['ratio_to_matmul']:.3f}× matmul, {r['speedup_vs_official']:.2f}× official", flush=True)
     matmul_after = matmul_flops_per_second(torch.device("cpu"))
     env = environment(torch.device("cpu")) | {
         "matmul_gflops_per_s_before": round(matmul / 1e9, 1), "matmul_gflops_per_s_after": round(matmul_after / 1e9, 1),
+        "matmul_cpu_time_gflops_per_s": round(matmul_cpu / 1e9, 1), "deform_weights": str(deform_weights or "random"),
         "repeats": repeats, "official_commit": _git_commit(official_dir), "import_shims": ",".join(official.shims) or "none",
         **{k: f"{v:.3g}" for k, v in agreement.items()}}
-    notes = ("Same architecture, same random weights (official initialisation, seed "
-             f"{seed}, loaded strictly into ours), same codes and camera, psi 1. forward: no gradients (official: "
+    notes = ("Same architecture, same random generator weights (official initialisation, seed "
+             f"{seed}, loaded strictly into ours), deformation weights as in the environment line, same codes and camera, psi 1. forward: no gradients (official: "
              "its render.py inference path); forward+backward: gradients to all generator weights (official: its "
              "training path). FLOPs: FlopCounterMode (matmul-like ops). ratio_to_matmul = FLOP/s ÷ same-process "
              "2048² fp32 matmul (before-value); speedup_vs_official = official seconds ÷ seconds. Best of "
-             f"{repeats} interleaved runs after a warm-up.")
+             f"{repeats} interleaved runs after a warm-up. cpu_*: the same with process CPU time (matmul too), "
+             "steadier on a shared machine.")
     write_results(name or "official_render_cpu", rows, env,
                   ["mode", "implementation", "resolution", "batch", "gflop", "seconds", "gflops_per_s",
-                   "ratio_to_matmul", "speedup_vs_official"], notes=notes, out_dir=out_dir)
+                   "ratio_to_matmul", "speedup_vs_official", "cpu_seconds", "cpu_ratio_to_matmul",
+                   "cpu_speedup_vs_official"], notes=notes, out_dir=out_dir)
     return rows
 
 
@@ -228,6 +255,10 @@ def main(argv=None) -> None:
     p.add_argument("--modes", nargs="+", choices=["forward", "forward+backward"],
                    default=["forward", "forward+backward"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--deform-weights", type=Path, default=None,
+                   help="deformation checkpoint for both (default: the checkout's checkpoints/dif.pth when present, "
+                        "so expressions really move points; else random)")
+    p.add_argument("--random-deform", action="store_true", help="random deformation weights even if dif.pth exists")
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--name", default=None)
     a = p.parse_args(argv)
@@ -235,7 +266,10 @@ def main(argv=None) -> None:
         p.error(f"{a.official_dir} is not a checkout of the official AniFaceGAN repository (no siren/siren.py)")
     if a.threads:
         torch.set_num_threads(a.threads)
-    run(a.official_dir.resolve(), a.resolution, a.batch, a.repeats, a.seed, a.modes, a.out_dir, a.name)
+    deform = a.deform_weights
+    if deform is None and not a.random_deform and (a.official_dir / "checkpoints" / "dif.pth").is_file():
+        deform = a.official_dir / "checkpoints" / "dif.pth"
+    run(a.official_dir.resolve(), a.resolution, a.batch, a.repeats, a.seed, a.modes, deform, a.out_dir, a.name)
 
 
 if __name__ == "__main__":
