@@ -58,6 +58,30 @@ def best_time(fn: Callable[[], object], device: torch.device, repeats: int = 3, 
     return best
 
 
+def best_times(fn: Callable[[], object], device: torch.device, repeats: int = 3, warmup: int = 1) -> tuple[float, float]:
+    """Fastest wall time and fastest process CPU time of `repeats` calls after `warmup` untimed ones. On a shared
+    CPU the CPU time is the steadier measure (it leaves out time spent waiting for a core; with one thread it is
+    the compute time); on a GPU only the wall time means anything."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    wall = cpu = float("inf")
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        sync(device)
+        wall = min(wall, time.perf_counter() - start)
+        cpu = min(cpu, time.process_time() - start_cpu)
+    return wall, cpu
+
+
+def matmul_cpu_flops_per_second(n: int = 2048, repeats: int = 3) -> float:
+    """The n×n fp32 matmul reference on the CPU in process CPU time (for CPU-time ratios)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    _, cpu = best_times(lambda: a @ b, torch.device("cpu"), repeats=repeats)
+    return 2 * n ** 3 / cpu
+
+
 def matmul_flops_per_second(device: torch.device, n: int = 2048, dtype=torch.float32, repeats: int = 3) -> float:
     """Dense n×n matmul throughput in this process: the reference every FLOP/s ratio is measured against."""
     a = torch.randn(n, n, device=device, dtype=dtype)

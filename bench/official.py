@@ -39,19 +39,7 @@ from pathlib import Path
 import torch
 
 from artmator.model import load_backbone
-from bench.common import count_flops, environment, matmul_flops_per_second, write_results
-
-
-def matmul_cpu_flops_per_second(n: int = 2048, repeats: int = 3) -> float:
-    """The 2048² fp32 matmul reference in process CPU time (for the cpu_* columns)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        a @ b
-        best = min(best, time.process_time() - start)
-    return 2 * n ** 3 / best
+from bench.common import count_flops, environment, matmul_cpu_flops_per_second, matmul_flops_per_second, write_results
 
 # The official inference settings (`render.py`'s options) that its generator reads from `metadata`.
 OFFICIAL_RENDER_OPTIONS = {
@@ -105,10 +93,10 @@ def import_shims() -> list[str]:
     added = []
     for name in UNUSED_IMPORTS:
         root = name.split(".")[0]
-        if name in sys.modules or (root == name and importlib.util.find_spec(root) is not None):
+        if name in sys.modules:
             continue
-        if root != name and root not in added and root in sys.modules:
-            continue
+        if root not in added and importlib.util.find_spec(root) is not None:
+            continue                                  # installed: the official code gets the real one
         sys.modules[name] = types.ModuleType(name)
         added.append(name)
     return added

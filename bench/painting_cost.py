@@ -96,6 +96,8 @@ def run(args) -> None:
         settings = replace(settings, tune=replace(settings.tune, resolution=args.resolution))
     if args.random_encoders:
         settings = with_random_encoders(settings)
+    if args.compile:
+        settings = replace(settings, backbone=replace(settings.backbone, compile=True))
     if args.autocast:
         settings = replace(settings, render=replace(settings.render, autocast=True))
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
@@ -139,7 +141,7 @@ def run(args) -> None:
                      "render_resolution": settings.render.resolution, "stage1_steps": settings.tune.stage1.steps,
                      "stage2_steps": settings.tune.stage2.steps, "autocast_renders": settings.render.autocast,
                      "encoders": [c.model_name for c in settings.tune.encoders.clip] + [settings.tune.encoders.lpips.net],
-                     "random_encoders": args.random_encoders}
+                     "random_encoders": args.random_encoders, "compile": args.compile}
     name = args.name or f"painting_cost_{args.settings}_{device.type}"
     write_tables(name, env, settings_note, {"per painting": rows}, {"per painting": cols}, facts,
                  out_dir=args.out_dir)
@@ -161,6 +163,9 @@ def main(argv=None) -> None:
     p.add_argument("--random-encoders", action="store_true",
                    help="CLIP and LPIPS of the settings' architectures with random weights (cost only)")
     p.add_argument("--autocast", action="store_true", help="renders in bf16/fp16 autocast (CUDA only)")
+    p.add_argument("--compile", action="store_true",
+                   help="the backbone's hot paths through torch.compile (BackboneSettings.compile); the warm-up "
+                        "run (--warmup) takes the compile time")
     p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=False, help="TF32 matmuls (CUDA)")
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--name", default=None)

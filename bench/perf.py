@@ -1,8 +1,18 @@
 """Stage-2 step performance: achieved FLOP/s vs a same-process dense matmul, and where a step's time goes.
 
     python -m bench.perf                                          # tiny at 64² and anifacegan at 32², CPU
-    python -m bench.perf --device cuda --configs anifacegan:128 anifacegan:256 --paintings 4
+    python -m bench.perf --device cuda --settings paper --configs anifacegan:128 --paintings 4 \
+        --precisions fp32 tf32 bf16 --compile bf16
     python -m bench.perf --configs tiny:32 --repeats 1            # toy size (smoke test)
+
+Precisions (`--precisions`, one row each): fp32 (TF32 off), tf32 (TF32 matmuls), bf16 (TF32 plus bf16 autocast
+over the step's forward: renders, CLIP, LPIPS; backward and Adam outside it). `--compile P...` adds a row per named
+precision with the backbone's hot paths compiled (`Backbone.set_compile`, inductor; the first steps compile and are not
+timed). Each row also gives how far a frame rendered under that precision/compile is from the fp32 eager frame
+(max_abs_diff_vs_fp32, images in [-1, 1]): the price of the speed. The matmul references are dense n×n
+matmuls in the same process: fp32 (TF32 off) and bf16 (n = 2048 on a CPU, 8192 on a GPU, where small matmuls
+do not reach the card's peak); `ratio_to_matmul` is against fp32, `ratio_to_bf16_matmul` against bf16 (on a GPU
+the card's dense bf16 rate, the number to quote).
 
 One step is exactly the body of `model.stylize.stylize` for the default objective (LoRA adapters, K paintings):
 zero_grad -> `artmator_terms` (one random view per painting: G_ori and G_trn renders, CLIP directions, LPIPS at the
@@ -39,10 +49,11 @@ from pathlib import Path
 
 import torch
 
-from bench.common import best_time, count_flops, environment, matmul_flops_per_second, sync, write_results
+from bench.common import (best_times, count_flops, environment, matmul_cpu_flops_per_second, matmul_flops_per_second,
+                          sync, with_random_encoders, write_results)
 from artmator.model.lora import attach_adapters, trainable_parameters
 from artmator.model.stylize import artmator_terms
-from artmator.pipeline.settings import quick_settings, load_models
+from artmator.pipeline.settings import PRESET_SETTINGS, load_models, preset_settings
 
 PARTS = ("mapping", "ray sampling", "deform+sampler", "SIREN", "compositing", "augmentation", "CLIP", "LPIPS",
          "other forward", "backward", "optimizer")
@@ -110,9 +121,28 @@ def instrumented(timers: Timers, backbones, encoders):
                 delattr(obj, name)
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def precision(mode: str, device: torch.device):
+    """TF32 matmuls for tf32 and bf16; bf16 autocast (on `device`) for bf16. Restores the flags on exit."""
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode in ("tf32", "bf16")
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext():
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
 def bench_config(preset: str, resolution: int, paintings: int, device: torch.device, repeats: int,
-                 matmul: float) -> dict:
-    settings = replace(quick_settings(preset), device=str(device))
+                 matmul: float, mode: str = "fp32", compile: bool = False, matmul_bf16: float | None = None,
+                 settings_name: str = "quick", matmul_cpu: float | None = None,
+                 compile_backend: str = "inductor") -> dict:
+    settings = replace(preset_settings(settings_name, preset), device=str(device))
+    if settings_name != "quick":
+        settings = with_random_encoders(settings)        # the paper's encoder architectures, random weights
     models = load_models(settings)
     g_ori, enc = models.backbone, models.encoders
     tune = settings.tune
@@ -129,7 +159,13 @@ def bench_config(preset: str, resolution: int, paintings: int, device: torch.dev
     with torch.no_grad():
         ref_latent = {k: v.to(device) for k, v in g_ori.sample_latent(K, torch.Generator().manual_seed(1)).items()}
         reference = g_ori.render_latent(ref_latent, yaw, pitch, resolution).image
-        ori_ref = g_ori.render_latent(latent, yaw, pitch, resolution).image
+        ori_ref = g_ori.render_latent(latent, yaw, pitch, resolution).image      # fp32, eager: the yardstick
+    if compile:
+        g_ori.set_compile(True, compile_backend)
+        g_trn.set_compile(True, compile_backend)
+    with torch.no_grad(), precision(mode, device):
+        frame = g_ori.render_latent(latent, yaw, pitch, resolution).image.float()
+    frame_diff = (frame - ori_ref).abs()
 
     timers = Timers(device)
     phase = {}
@@ -137,9 +173,10 @@ def bench_config(preset: str, resolution: int, paintings: int, device: torch.dev
     def step():
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        terms = artmator_terms(g_ori, g_trn, latent, reference, ori_ref, yaw, pitch, enc.clip, enc.lpips,
-                               tune.stage2, gen)
-        total = sum(terms.values()).sum()
+        with precision(mode, device):
+            terms = artmator_terms(g_ori, g_trn, latent, reference, ori_ref, yaw, pitch, enc.clip, enc.lpips,
+                                   tune.stage2, gen)
+            total = sum(terms.values()).sum().float()
         sync(device)
         t1 = time.perf_counter()
         total.backward()
@@ -152,10 +189,14 @@ def bench_config(preset: str, resolution: int, paintings: int, device: torch.dev
         phase["backward"] = phase.get("backward", 0.0) + (t2 - t1)
         phase["optimizer"] = phase.get("optimizer", 0.0) + (t3 - t2)
 
+    if compile:
+        for _ in range(2):          # compiles the forward and backward graphs of both renders: not timed
+            step()
     flops = count_flops(step)
-    seconds = best_time(step, device, repeats=repeats)
+    seconds, cpu_seconds = best_times(step, device, repeats=repeats)
     phase.clear()
-    with instrumented(timers, [g_ori, g_trn], enc):
+    # Compiled rows: no per-part timers (wrapping the compiled code would recompile it); forward is "other".
+    with instrumented(timers, [g_ori, g_trn], enc) if not compile else contextlib.nullcontext():
         for _ in range(repeats):
             step()
     per = {k: v / repeats for k, v in timers.seconds.items()}
@@ -166,30 +207,49 @@ def bench_config(preset: str, resolution: int, paintings: int, device: torch.dev
     breakdown["optimizer"] = phase["optimizer"] / repeats
     instrumented_total = sum(breakdown.values())
     achieved = flops / seconds
-    row = {"preset": preset, "resolution": resolution, "paintings": K, "gflop_per_step": flops / 1e9,
+    row = {"preset": preset, "resolution": resolution, "paintings": K, "precision": mode, "compile": compile,
+           "gflop_per_step": flops / 1e9,
            "seconds_per_step": seconds, "gflops_per_s": achieved / 1e9, "matmul_gflops_per_s": matmul / 1e9,
-           "ratio_to_matmul": achieved / matmul, "instrumented_seconds": instrumented_total,
+           "ratio_to_matmul": achieved / matmul,
+           "ratio_to_bf16_matmul": achieved / matmul_bf16 if matmul_bf16 else None,
+           "cpu_seconds_per_step": cpu_seconds if device.type == "cpu" else None,
+           "cpu_ratio_to_matmul": flops / cpu_seconds / matmul_cpu if device.type == "cpu" else None,
+           "max_abs_diff_vs_fp32": frame_diff.max().item(), "mean_abs_diff_vs_fp32": frame_diff.mean().item(),
+           "instrumented_seconds": instrumented_total,
            "breakdown_seconds": {k: round(v, 5) for k, v in breakdown.items()},
            "breakdown_percent": {k: round(100 * v / instrumented_total, 1) for k, v in breakdown.items()}}
-    print(f"{preset} {resolution}² K={K}: {flops / 1e9:.2f} GFLOP/step in {seconds:.3f} s = {achieved / 1e9:.1f} "
+    print(f"{preset} {resolution}² K={K} {mode}{' compiled' if compile else ''}: {flops / 1e9:.2f} GFLOP/step in {seconds:.3f} s = {achieved / 1e9:.1f} "
           f"GFLOP/s; matmul {matmul / 1e9:.1f} GFLOP/s; ratio {achieved / matmul:.3f}")
     print("  " + ", ".join(f"{k} {v:.0f}%" for k, v in row["breakdown_percent"].items()))
     return row
 
 
 def run(configs: list[tuple[str, int]], paintings: int, device: torch.device, repeats: int,
-        out_dir: Path | None = None, name: str | None = None) -> list[dict]:
-    matmul = matmul_flops_per_second(device)
-    rows = [bench_config(preset, res, paintings, device, repeats, matmul) for preset, res in configs]
-    matmul_after = matmul_flops_per_second(device)
-    env = environment(device) | {"matmul_gflops_per_s_before": round(matmul / 1e9, 1),
-                                 "matmul_gflops_per_s_after": round(matmul_after / 1e9, 1), "repeats": repeats}
+        out_dir: Path | None = None, name: str | None = None, precisions: tuple[str, ...] = ("fp32",),
+        compile_precisions: tuple[str, ...] = (), settings_name: str = "quick",
+        compile_backend: str = "inductor") -> list[dict]:
+    n = 8192 if device.type == "cuda" else 2048
+    with precision("fp32", device):
+        matmul = matmul_flops_per_second(device, n)
+    matmul_bf16 = matmul_flops_per_second(device, n, dtype=torch.bfloat16) if device.type == "cuda" or \
+        "bf16" in precisions + compile_precisions else None
+    matmul_cpu = matmul_cpu_flops_per_second() if device.type == "cpu" else None
+    cases = [(mode, False) for mode in precisions] + [(mode, True) for mode in compile_precisions]
+    rows = [bench_config(preset, res, paintings, device, repeats, matmul, mode, comp, matmul_bf16, settings_name,
+                         matmul_cpu, compile_backend) for preset, res in configs for mode, comp in cases]
+    with precision("fp32", device):
+        matmul_after = matmul_flops_per_second(device, n)
+    env = environment(device) | {"matmul_n": n, "matmul_gflops_per_s_before": round(matmul / 1e9, 1),
+                                 "matmul_gflops_per_s_after": round(matmul_after / 1e9, 1), "repeats": repeats,
+                                 "matmul_bf16_gflops_per_s": round(matmul_bf16 / 1e9, 1) if matmul_bf16 else None,
+                                 "matmul_cpu_time_gflops_per_s": round(matmul_cpu / 1e9, 1) if matmul_cpu else None}
     # Flatten the breakdown into percent columns for the table.
     table_rows = [{**{k: v for k, v in r.items() if not k.startswith("breakdown")},
                    **{f"% {k}": r["breakdown_percent"][k] for k in PARTS}} | {"breakdown_seconds": r["breakdown_seconds"]}
                   for r in rows]
-    columns = ["preset", "resolution", "paintings", "gflop_per_step", "seconds_per_step", "gflops_per_s",
-               "matmul_gflops_per_s", "ratio_to_matmul"] + [f"% {k}" for k in PARTS]
+    columns = ["preset", "resolution", "paintings", "precision", "compile", "gflop_per_step", "seconds_per_step",
+               "gflops_per_s", "matmul_gflops_per_s", "ratio_to_matmul", "ratio_to_bf16_matmul",
+               "cpu_seconds_per_step", "cpu_ratio_to_matmul", "max_abs_diff_vs_fp32"] + [f"% {k}" for k in PARTS]
     notes = ("One stage-2 step (LoRA, default objective) = forward + backward + Adam. FLOPs: FlopCounterMode "
              "(matmul-like ops only). ratio_to_matmul = step FLOP/s ÷ same-process 2048² fp32 matmul FLOP/s "
              "(measured before the configs; the after-value is in the environment line). % columns: share of an "
@@ -206,9 +266,20 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--name", default=None)
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=["fp32"])
+    p.add_argument("--compile", nargs="*", choices=PRECISIONS, default=[], metavar="PRECISION",
+                   help="extra rows with the backbone compiled, at these precisions")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled rows")
+    p.add_argument("--settings", choices=sorted(PRESET_SETTINGS), default="quick",
+                   help="step settings (encoders, stage-2 options); other than quick: the encoders' "
+                        "architectures with random weights")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     configs = [(c.split(":")[0], int(c.split(":")[1])) for c in a.configs]
-    run(configs, a.paintings, torch.device(a.device), a.repeats, a.out_dir, a.name)
+    run(configs, a.paintings, torch.device(a.device), a.repeats, a.out_dir, a.name, tuple(a.precisions),
+        tuple(a.compile), a.settings, a.compile_backend)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ class RadianceSiren(nn.Module):
 def _accumulate(out: torch.Tensor, x: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
     """out + x headᵀ: (B or 1, N or 1, 4) + (B, N, H) (1 or K, 4, H)ᵀ, in place where autograd allows."""
     head_t = head.transpose(1, 2).expand(x.shape[0], -1, -1)                # (B, H, 4)
-    if out.shape[:2] == x.shape[:2] and not needs_grad(out, x, head):
+    if out.shape[:2] == x.shape[:2] and out.dtype == x.dtype == head.dtype and not needs_grad(out, x, head):
         return out.baddbmm_(x, head_t)
     return torch.baddbmm(out, x, head_t)
 

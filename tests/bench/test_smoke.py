@@ -72,13 +72,44 @@ def test_diversity_smoke(tmp_path):
 def test_perf_smoke(tmp_path):
     from bench import perf
 
-    perf.main(["--configs", "tiny:32", "--repeats", "1", "--out-dir", str(tmp_path), "--name", "p"])
-    row = _written(tmp_path, "p")["rows"][0]
-    assert row["gflop_per_step"] > 0 and row["ratio_to_matmul"] > 0
+    # aot_eager: torch.compile's real capture without a C++ compiler (the GPU script uses inductor)
+    perf.main(["--configs", "tiny:32", "--repeats", "1", "--out-dir", str(tmp_path), "--name", "p",
+               "--precisions", "fp32", "bf16", "--compile", "fp32", "--compile-backend", "aot_eager"])
+    rows = _written(tmp_path, "p")["rows"]
+    assert [(r["precision"], r["compile"]) for r in rows] == [("fp32", False), ("bf16", False), ("fp32", True)]
+    row = rows[0]
+    assert row["gflop_per_step"] > 0 and row["ratio_to_matmul"] > 0 and row["cpu_ratio_to_matmul"] > 0
     assert sum(row[f"% {k}"] for k in perf.PARTS) == pytest.approx(100, abs=1)
+    assert row["max_abs_diff_vs_fp32"] == 0                       # fp32 eager is the yardstick itself
+    assert 0 < rows[1]["max_abs_diff_vs_fp32"] < 1 and rows[2]["max_abs_diff_vs_fp32"] < 1e-4
     # the timers are removed again: a plain render still works and is not instrumented
     import artmator.model.anifacegan.rays as rays
     assert rays.make_rays.__name__ == "make_rays"
+
+
+def test_official_needs_a_checkout_of_the_official_code(tmp_path, capsys):
+    # The side-by-side run itself needs the official repository (never part of this project): bench/README.md.
+    from bench import official
+
+    with pytest.raises(SystemExit):
+        official.main(["--official-dir", str(tmp_path)])
+    assert "not a checkout of the official AniFaceGAN repository" in capsys.readouterr().err
+
+
+def test_official_import_shims_only_stand_in_for_what_is_missing(monkeypatch):
+    import importlib.util
+    import sys
+
+    from bench import official
+
+    for name in official.UNUSED_IMPORTS:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    added = official.import_shims()
+    installed = importlib.util.find_spec("matplotlib") is not None
+    assert added == ([] if installed else ["matplotlib", "matplotlib.pyplot"])
+    for name in added:
+        assert sys.modules[name].__name__ == name
+        monkeypatch.delitem(sys.modules, name)
 
 
 def test_tuning_smoke(tmp_path):
