@@ -51,11 +51,14 @@ def test_frontal_centre_opaque_corners_background(head):
 
 def test_centre_is_nearer_than_the_silhouette(head):
     out = _render(head, _latent(head))
-    row = RES // 2
-    opaque = (out.opacity[0, 0, row] > 0.5).nonzero().flatten()
-    edge = int(opaque.max())                     # the last opaque pixel of the middle row: the silhouette
-    depth = out.depth[0, 0, row]
-    assert depth[RES // 2] < depth[edge] - 0.02
+    opaque = (out.opacity[0, 0] > 0.5).float()
+    inner = -torch.nn.functional.max_pool2d(-opaque[None, None], 3, 1, 1)[0, 0]      # the opaque mask, eroded
+    silhouette = (opaque > 0) & (inner == 0)     # opaque pixels next to the background, all around the head
+    depth = out.depth[0, 0]
+    # The mean over the whole outline, not one pixel: a single edge pixel's coverage (and so its depth, a blend
+    # with the backdrop) flips with float rounding in the fit.
+    assert silhouette.sum() > 20
+    assert depth[RES // 2, RES // 2] < depth[silhouette].mean() - 0.02
 
 
 def test_yaw_turns_the_head_consistently(head):
