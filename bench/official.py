@@ -143,8 +143,11 @@ def interleaved_best(fns: dict[str, callable], repeats: int) -> tuple[dict[str, 
 
 
 def run(official_dir: Path, resolution: int, batch: int, repeats: int, seed: int, modes: list[str],
-        deform_weights: Path | None = None, out_dir: Path | None = None, name: str | None = None) -> list[dict]:
+        deform_weights: Path | None = None, out_dir: Path | None = None, name: str | None = None,
+        compile_backend: str | None = None) -> list[dict]:
     official, ours = build(official_dir, seed, deform_weights)
+    if compile_backend:
+        ours.set_compile(True, compile_backend)       # compiled on the agreement render below (not timed)
     x = inputs(batch, seed + 1)
     args = (x["z_id"], x["z_exp"], x["noise"], x["yaw"], x["pitch"], resolution)
 
@@ -205,7 +208,7 @@ def run(official_dir: Path, resolution: int, batch: int, repeats: int, seed: int
     env = environment(torch.device("cpu")) | {
         "matmul_gflops_per_s_before": round(matmul / 1e9, 1), "matmul_gflops_per_s_after": round(matmul_after / 1e9, 1),
         "matmul_cpu_time_gflops_per_s": round(matmul_cpu / 1e9, 1), "deform_weights": str(deform_weights or "random"),
-        "repeats": repeats, "official_commit": _git_commit(official_dir), "import_shims": ",".join(official.shims) or "none",
+        "repeats": repeats, "ours_compiled": compile_backend or "no", "official_commit": _git_commit(official_dir), "import_shims": ",".join(official.shims) or "none",
         **{k: f"{v:.3g}" for k, v in agreement.items()}}
     notes = ("Same architecture, same random generator weights (official initialisation, seed "
              f"{seed}, loaded strictly into ours), deformation weights as in the environment line, same codes and camera, psi 1. forward: no gradients (official: "
@@ -247,6 +250,8 @@ def main(argv=None) -> None:
                    help="deformation checkpoint for both (default: the checkout's checkpoints/dif.pth when present, "
                         "so expressions really move points; else random)")
     p.add_argument("--random-deform", action="store_true", help="random deformation weights even if dif.pth exists")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="ours with its hot paths through torch.compile (default backend inductor)")
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--name", default=None)
     a = p.parse_args(argv)
@@ -257,7 +262,8 @@ def main(argv=None) -> None:
     deform = a.deform_weights
     if deform is None and not a.random_deform and (a.official_dir / "checkpoints" / "dif.pth").is_file():
         deform = a.official_dir / "checkpoints" / "dif.pth"
-    run(a.official_dir.resolve(), a.resolution, a.batch, a.repeats, a.seed, a.modes, deform, a.out_dir, a.name)
+    run(a.official_dir.resolve(), a.resolution, a.batch, a.repeats, a.seed, a.modes, deform, a.out_dir, a.name,
+        a.compile)
 
 
 if __name__ == "__main__":

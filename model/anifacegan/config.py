@@ -22,7 +22,7 @@ class RenderSettings:
     chunk_rays: int = 4096                # rays evaluated at once without gradients on a GPU (bounds memory)
     # Rays at once without gradients on a CPU: a chunk's activations (~1 M floats here) stay in the caches and
     # their buffers in the allocator's heap; large buffers are mapped and page-faulted afresh on every call
-    # (bench.official measured 4096 rays ~1.5x slower per frame than 128).
+    # (a 64² frame took ~1.5-2x longer in 4096-ray chunks than in 128-ray ones; bench/README.md, perf).
     cpu_chunk_rays: int = 128
 
 
