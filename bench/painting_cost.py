@@ -100,6 +100,10 @@ def run(args) -> None:
         settings = replace(settings, backbone=replace(settings.backbone, compile=True))
     if args.autocast:
         settings = replace(settings, render=replace(settings.render, autocast=True))
+    if args.autocast_tuning:
+        tune = settings.tune
+        settings = replace(settings, tune=replace(tune, stage1=replace(tune.stage1, autocast=True),
+                                                  stage2=replace(tune.stage2, autocast=True)))
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     models = load_models(settings)
@@ -140,6 +144,7 @@ def run(args) -> None:
     settings_note = {"settings": args.settings, "preset": args.preset, "tune_resolution": resolution,
                      "render_resolution": settings.render.resolution, "stage1_steps": settings.tune.stage1.steps,
                      "stage2_steps": settings.tune.stage2.steps, "autocast_renders": settings.render.autocast,
+                     "autocast_tuning": settings.tune.stage2.autocast,
                      "encoders": [c.model_name for c in settings.tune.encoders.clip] + [settings.tune.encoders.lpips.net],
                      "random_encoders": args.random_encoders, "compile": args.compile}
     name = args.name or f"painting_cost_{args.settings}_{device.type}"
@@ -163,6 +168,8 @@ def main(argv=None) -> None:
     p.add_argument("--random-encoders", action="store_true",
                    help="CLIP and LPIPS of the settings' architectures with random weights (cost only)")
     p.add_argument("--autocast", action="store_true", help="renders in bf16/fp16 autocast (CUDA only)")
+    p.add_argument("--autocast-tuning", action="store_true",
+                   help="stage 1 and stage 2 forwards in bf16 autocast (CUDA only; the settings' autocast fields)")
     p.add_argument("--compile", action="store_true",
                    help="the backbone's hot paths through torch.compile (BackboneSettings.compile); the warm-up "
                         "run (--warmup) takes the compile time")

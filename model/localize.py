@@ -18,6 +18,7 @@ from artmator.model.backbone import Backbone, Latent
 from artmator.model.fields import setting
 from artmator.model.losses import content_loss
 from artmator.model.plateau import EarlyStop, PlateauConfig
+from artmator.model.render import autocast_context
 
 
 MIN_LPIPS_SIZE = 32  # LPIPS-alex needs at least 32 px; the pose search never downsamples below it
@@ -33,6 +34,8 @@ class LocalizeConfig:
     lambda_l2: float = setting(1.0, "Weight of L2 in the content loss L_cr (paper: 1).")
     early_stop: PlateauConfig = setting(factory=PlateauConfig, help="Stop a painting's stage 1 early once its "
                                         "loss is flat (off by default: every step runs).")
+    autocast: bool = setting(False, "CUDA only: each step's forward (render, LPIPS) in bfloat16 autocast; "
+                                    "backward and Adam stay float32. CPU always tunes in float32.")
 
     def __post_init__(self):
         if self.steps < 0 or self.lr <= 0:
@@ -84,8 +87,10 @@ def localize(backbone: Backbone, reference: torch.Tensor, yaw_deg: torch.Tensor,
     history = []
     for step in range(config.steps):
         opt.zero_grad(set_to_none=True)
-        image = backbone.render_latent(latent, yaw_deg, pitch_deg, resolution, psi=1.0).image   # (K, 3, R, R)
-        loss = content_loss(image, reference, lpips_fn, config.lambda_lpips, config.lambda_l2)  # (K,)
+        with autocast_context(reference.device, config.autocast):
+            image = backbone.render_latent(latent, yaw_deg, pitch_deg, resolution, psi=1.0).image  # (K, 3, R, R)
+            loss = content_loss(image, reference, lpips_fn, config.lambda_lpips, config.lambda_l2)  # (K,)
+        loss = loss.float()
         finite_total(loss, failed, step, stop.active).backward()
         opt.step()
         stop.update(step, loss, failed)

@@ -63,3 +63,13 @@ def test_non_finite_loss_drops_only_that_painting():
     assert failed == [None, 5, None] and total.item() == 3.0
     total.backward()
     assert loss.grad.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_autocast_is_cuda_only_cpu_tunes_in_float32(tiny_backbone):
+    # The autocast settings of both stages promise float32 on CPU: the same steps give the same latent, bit for bit.
+    lp = _lpips()
+    target = _target(tiny_backbone, 3)
+    runs = [localize(tiny_backbone, target, torch.zeros(1), torch.zeros(1), lp, LocalizeConfig(steps=3, autocast=a),
+                     torch.Generator().manual_seed(0)) for a in (False, True)]
+    assert all(torch.equal(runs[0].latent[k], runs[1].latent[k]) for k in runs[0].latent)
+    assert runs[1].losses.dtype == torch.float32
