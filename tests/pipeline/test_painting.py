@@ -73,3 +73,16 @@ def test_every_render_file_says_it_is_ai_generated(head):
         fields = xmp_fields(image_xmp(files[rel]))
         assert fields["DigitalSourceType"] == DIGITAL_SOURCE_TYPE and fields["identifier"] == "mona.lisa", rel
     assert pygltflib.GLTF2.load_from_bytes(files[MESH]).asset.extras["DigitalSourceType"] == DIGITAL_SOURCE_TYPE
+
+
+@pytest.mark.parametrize("stage1, stage2, flags", [
+    (0.100, 0.104, ["random_weights"]),                     # within the margin: stage 2's trade of fit for style
+    (0.100, 0.106, ["random_weights", "stage2_drifted"]),   # moved away from the painting
+    (0.300, 0.360, ["random_weights", "weak_fit", "stage2_drifted"]),
+])
+def test_quality_flags_of_the_reference_fit(stage1, stage2, flags):
+    from artmator.pipeline.painting import quality_flags
+    from artmator.model.tune import TunedPainting
+
+    tuned = TunedPainting("p", None, 0.0, 0.0, False, {}, {}, {"lpips_stage1": stage1, "lpips_ref": stage2})
+    assert quality_flags(tuned, random_models=True) == flags
