@@ -107,9 +107,7 @@ class JobSettings:
 
 
 QUICK = JobSettings(
-    tune=TuneConfig(stage1=LocalizeConfig(steps=60, early_stop=PlateauConfig(patience=10, window=10,
-                                                                             min_rel_improvement=0.01, min_steps=20)),
-                    stage2=StylizeConfig(steps=30, lr_lora=5e-4, clip_view_resolution=64),
+    tune=TuneConfig(stage1=LocalizeConfig(steps=60), stage2=StylizeConfig(steps=30, lr_lora=5e-4),
                     encoders=EncoderConfig(clip=(TINY_CLIP,), lpips=LpipsConfig(net="alex", random_backbone=True)),
                     resolution=96),
     render=RenderConfig(resolution=128, turntable_frames=24),
@@ -123,11 +121,12 @@ painting's face is framed as the demo bust frames it (0.57 of the square), and a
 mouth below what the face networks read (bench/demo_faces.py: frames with a face 0.63 at 64 px, 0.82 at 96 px;
 ~1.7x the tuning time).
 
-Savings (`python -m bench.tuning savings`, 3 identities of the quality protocol, side by side with every step at
-full size): the CLIP-direction views render at 64 px, the tiny CLIP's input size (a stage-2 step 8.0 -> 5.8 GFLOP;
-LPIPS/PSNR against the teacher and the face metrics unchanged), and stage 1 stops a painting once the 10-step mean
-of L_cr has not fallen 1 % in 10 steps (37 of 60 steps on average there, same quality). Stage 2 runs all 30 steps:
-its loss is still falling at 30 (bench/README.md, "Savings")."""
+Savings (`python -m bench.tuning savings`) are NOT in this preset: rendering the CLIP-direction views at the tiny
+CLIP's 64 px and stopping stage 1 on a plateau kept LPIPS/PSNR and face detection on the quality protocol's
+identities, but on the embedded demo they weakened what the expression network reads in the happiness still
+(P(happy) of the oil and cameraman demo 0.26 / 0.95 -> 0.01 / 0.17, the gouache's smile no longer above its neutral
+render: tests/pipeline/test_embedded_default.py failed). Enable them per run with `--stage2-clip-view-resolution 64`
+and the `--stage1-early-stop-*` options."""
 
 PAPER = JobSettings(
     backbone=BackboneSettings(head_prior=False),
