@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -104,7 +105,14 @@ def test_the_compile_setting_reaches_the_backbone(caplog):
     assert off.compile_backend is None
     settings = replace(base, backbone=replace(base.backbone, head_prior=False, compile=True,
                                               compile_backend="no-such-backend"))
-    with caplog.at_level("WARNING", logger="artmator.model.compile"):
-        backbone = load_backbone_only(settings)
+    # caplog listens on the root logger; `configure_logging` (CLI tests in this process) stops `artmator` loggers
+    # from propagating there, so listen on the logger itself.
+    logger = logging.getLogger("artmator.model.compile")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING", logger="artmator.model.compile"):
+            backbone = load_backbone_only(settings)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert backbone.compile_backend == "no-such-backend"
     assert any("no-such-backend" in r.getMessage() for r in caplog.records)
