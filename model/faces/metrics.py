@@ -369,8 +369,10 @@ def _crop(work: np.ndarray, face: _SeenFace, box: Box) -> np.ndarray:
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity of two unit descriptors."""
-    return float(np.dot(a.astype(np.float64), b.astype(np.float64)))
+    """Cosine similarity of two descriptors, in [-1, 1] (float32 unit vectors alone give 1 + 3e-8 for a pair of
+    identical faces)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(np.clip(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)), -1.0, 1.0))
 
 
 def _mean(values: list[float]) -> float | None:

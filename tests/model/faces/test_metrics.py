@@ -227,3 +227,16 @@ def test_turntable_and_yaws_must_match(scorer, img):
         scorer.score([img["face"]] * 2, [0.0], img["face"], None, {})
     with pytest.raises(ValueError, match="non-empty"):
         scorer.score([], [], img["face"], None, {})
+
+
+def test_descriptor_cosine_stays_in_its_range():
+    import numpy as np
+
+    from artmator.model.faces.metrics import _cosine
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        d = rng.normal(size=128).astype(np.float32)
+        d /= np.linalg.norm(d)                      # float32 unit vectors: d·d can be 1 + 3e-8
+        assert _cosine(d, d) <= 1.0 and abs(_cosine(d, d) - 1.0) < 1e-12
+        assert _cosine(d, -d) >= -1.0
