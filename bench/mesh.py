@@ -10,6 +10,12 @@ turntable poses of `RenderConfig` (±20° yaw). Against the backbone's render at
 silhouette IoU (render opacity > 0.5 vs mesh hit), colour PSNR and mean absolute error (0-255) where both show
 the head, and the depth error there. Extraction time is measured beside the time of rendering the same
 turntable, in one process (`extract_vs_turntable`).
+
+Expressions (`--expressions`, default happiness; the backbone must have them): at the finest grid the mesh gets
+its morph targets as a commit writes them (`expression_morphs`), and the GLB's target, applied at weight 1 as a
+viewer does, is compared with the backbone's render of that expression, beside the unmorphed mesh against the
+same render (what a viewer without morph targets would show). Reported per expression: bytes the targets add,
+vertices stored, the largest shift, and both comparisons.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ import torch
 
 from bench.common import RESULTS, environment, write_tables
 from artmator.model import load_backbone
-from artmator.model.mesh import MeshConfig, encode_glb, extract_mesh
+from artmator.model.mesh import MeshConfig, encode_glb, expression_morphs, extract_mesh, morph_shift
 from artmator.model.render import RenderConfig, render_turntable, turntable_angles
 
 
@@ -48,6 +54,23 @@ def glb_arrays(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return vertices, faces, srgb
 
 
+def glb_morph(data: bytes, name: str) -> np.ndarray:
+    """The GLB's vertices with morph target `name` applied at weight 1 (sparse accessor decoded as glTF says)."""
+    import pygltflib
+
+    doc = pygltflib.GLTF2.load_from_bytes(data)
+    blob, mesh = doc.binary_blob(), doc.meshes[0]
+    vertices, _, _ = glb_arrays(data)
+    accessor = doc.accessors[mesh.primitives[0].targets[mesh.extras["targetNames"].index(name)]["POSITION"]]
+    sparse = accessor.sparse
+    itype = np.uint16 if sparse.indices.componentType == pygltflib.UNSIGNED_SHORT else np.uint32
+    where = np.frombuffer(blob, itype, sparse.count, doc.bufferViews[sparse.indices.bufferView].byteOffset)
+    delta = np.zeros_like(vertices)
+    delta[where] = np.frombuffer(blob, np.float32, sparse.count * 3,
+                                 doc.bufferViews[sparse.values.bufferView].byteOffset).reshape(-1, 3)
+    return vertices + delta
+
+
 def cast(vertices, faces, colours, origin: np.ndarray, directions: np.ndarray):
     """First hit of each ray: (hit (R,), colour (R, 3), distance (R,))."""
     import trimesh
@@ -65,12 +88,14 @@ def cast(vertices, faces, colours, origin: np.ndarray, directions: np.ndarray):
     return hit, colour, distance
 
 
-def compare(backbone, latent, glb: bytes, render: RenderConfig, save: Path | None = None) -> dict:
-    """Mesh vs render at every turntable pose, averaged over poses."""
+def compare(backbone, latent, glb: bytes, render: RenderConfig, save: Path | None = None,
+            vertices: np.ndarray | None = None) -> dict:
+    """Mesh vs render at every turntable pose, averaged over poses (`vertices`: instead of the GLB's own)."""
     from artmator.model.anifacegan import rays as R   # this benchmark measures the AniFaceGAN family's camera
     from artmator.model.camera import degrees_to_official
 
-    vertices, faces, colours = glb_arrays(glb)
+    own, faces, colours = glb_arrays(glb)
+    vertices = own if vertices is None else vertices
     yaws, pitches = turntable_angles(render, 0.0, 0.0)
     res = render.resolution
     per = []
@@ -139,6 +164,7 @@ def run(a) -> dict:
                   f"{extract_s:.2f} s ({row['extract_vs_turntable']:.2f}x the {a.frames}-frame turntable); IoU "
                   f"{metrics['iou']:.3f}, PSNR {metrics['psnr_db']:.1f} dB, MAE {metrics['mae_255']:.1f}/255, "
                   f"depth {metrics['depth_err_mm']:.2f} mm")
+    morph_rows = expression_rows(a, backbone, render, out_dir) if a.expressions and backbone.supports_expressions else []
     summary = []
     for resolution in a.mesh_resolutions:
         mine = [r for r in rows if r["grid"] == resolution]
@@ -151,11 +177,48 @@ def run(a) -> dict:
         "demo prior (if the preset has one)"), "identities": a.identities,
                 "render_resolution": a.render_resolution, "turntable_frames": a.frames,
                 "yaw_range_deg": render.turntable_half_range_deg}
-    write_tables(a.name, environment(device), settings, {"by grid": summary, "per identity": rows},
-                 {"by grid": columns, "per identity": ["identity", *columns]},
+    morph_columns = ["identity", "expression", "target_kb", "stored_vertices", "max_shift", "iou_morphed",
+                     "iou_unmorphed", "psnr_morphed", "psnr_unmorphed", "mae_morphed", "mae_unmorphed"]
+    write_tables(a.name, environment(device), settings,
+                 {"by grid": summary, "per identity": rows, "expression morph targets": morph_rows},
+                 {"by grid": columns, "per identity": ["identity", *columns], "expression morph targets": morph_columns},
                  {"compare_image": f"{a.name}_compare.png (rows: render, mesh, |difference|; columns: poses)"},
                  out_dir=a.out_dir)
-    return {"summary": summary, "rows": rows}
+    return {"summary": summary, "rows": rows, "morphs": morph_rows}
+
+
+def expression_rows(a, backbone, render: RenderConfig, out_dir: Path) -> list[dict]:
+    """Per identity and expression, at the finest grid: the morph target against the expression's renders."""
+    import pygltflib
+
+    grid = max(a.mesh_resolutions)
+    codes = {name: backbone.load_expression(name) for name in a.expressions}
+    out = []
+    for identity in range(a.identities):
+        latent = backbone.sample_latent(1, torch.Generator().manual_seed(identity))
+        mesh = extract_mesh(backbone, latent, MeshConfig(resolution=grid), psi=render.psi)
+        plain = encode_glb(mesh)
+        morphed = expression_morphs(backbone, latent, mesh, codes)
+        glb = encode_glb(morphed)
+        doc = pygltflib.GLTF2.load_from_bytes(glb)
+        for index, (name, code) in enumerate(codes.items()):
+            target = backbone.with_expression(latent, code)
+            save = out_dir / f"{a.name}_{name}_compare.png" if identity == 0 else None
+            with_morph = compare(backbone, target, glb, render, save, vertices=glb_morph(glb, name))
+            without = compare(backbone, target, glb, render)
+            stored = doc.accessors[doc.meshes[0].primitives[0].targets[index]["POSITION"]].sparse.count
+            row = {"identity": identity, "expression": name, "target_kb": (len(glb) - len(plain)) / 1024 / len(codes),
+                   "stored_vertices": f"{stored} / {len(mesh.vertices)}",
+                   "max_shift": float(morph_shift(morphed, name).max()),
+                   "iou_morphed": with_morph["iou"], "iou_unmorphed": without["iou"],
+                   "psnr_morphed": with_morph["psnr_db"], "psnr_unmorphed": without["psnr_db"],
+                   "mae_morphed": with_morph["mae_255"], "mae_unmorphed": without["mae_255"]}
+            out.append(row)
+            print(f"identity {identity} {name}: +{row['target_kb']:.0f} kB, {row['stored_vertices']} vertices stored, "
+                  f"max shift {row['max_shift']:.4f}; vs its renders IoU {without['iou']:.3f} -> {with_morph['iou']:.3f}, "
+                  f"PSNR {without['psnr_db']:.2f} -> {with_morph['psnr_db']:.2f} dB, MAE {without['mae_255']:.2f} -> "
+                  f"{with_morph['mae_255']:.2f} (unmorphed -> morphed)")
+    return out
 
 
 def main(argv=None) -> dict:
@@ -166,6 +229,7 @@ def main(argv=None) -> dict:
     p.add_argument("--mesh-resolutions", type=int, nargs="+", default=[64, 96, 128])
     p.add_argument("--render-resolution", type=int, default=128)
     p.add_argument("--frames", type=int, default=12)
+    p.add_argument("--expressions", nargs="*", default=["happiness"], help="Morph targets to compare (none: skip).")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--name", default=None)

@@ -207,3 +207,9 @@ class Backbone(nn.Module, abc.ABC):
         """Occupancy and colour of latents (batch B) at world points (B, N, 3); optional (see `field_box`)."""
         raise NotImplementedError(f"the {self.preset} backbone does not expose its 3-D field (no field_box / "
                                   "sample_field): its paintings get no mesh, only renders")
+
+    def morph_points(self, latent: Latent, target: Latent, points: torch.Tensor) -> torch.Tensor:
+        """Where points of `latent`'s head (B, N, 3) sit in `target`'s, the same head with another expression
+        (B, N, 3): how a mesh of `latent` follows an expression (`model.mesh.expression_morphs`); optional."""
+        raise NotImplementedError(f"the {self.preset} backbone does not say how its field moves between "
+                                  "expressions (no morph_points): its meshes get no expression morph targets")

@@ -2,16 +2,19 @@
 
 Any backbone that exposes its field (`Backbone.field_box`, `Backbone.sample_field`) gets a mesh: occupancy is
 sampled on a regular grid over the field box, its 0.5 iso-surface is extracted (scikit-image's marching cubes),
-floaters are dropped, and each vertex takes the field's colour at that point. The colours carry the radiance
-field's baked shading, so the GLB declares an unlit material (KHR_materials_unlit): viewers show the colours as
-the renders do instead of shading them a second time. Coordinates are the renderer's world frame (y up, the
+floaters are dropped, and each vertex takes the field's colour at that point. A backbone that says how its field
+moves between expressions (`Backbone.morph_points`) also gets one glTF morph target per expression: the same
+vertices, faces and colours, moved to where the expression puts them, so a viewer blends expressions in real
+time from one vertex set (`expression_morphs`); only vertices that move are stored (sparse accessors). The
+colours carry the radiance field's baked shading, so the GLB declares an unlit material (KHR_materials_unlit):
+viewers show the colours as the renders do instead of shading them a second time. Coordinates are the renderer's world frame (y up, the
 frontal camera on +z), which is glTF's convention, so viewers open on the painting's frontal view.
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -51,6 +54,7 @@ class HeadMesh:
     vertices: np.ndarray   # (V, 3) float32
     faces: np.ndarray      # (F, 3) int64, counter-clockwise seen from outside
     colors: np.ndarray     # (V, 3) uint8 sRGB
+    morphs: Mapping[str, np.ndarray] = field(default_factory=dict)   # name -> (V, 3) float32 moved vertices
 
 
 def grid_points(backbone: Backbone, resolution: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +105,34 @@ def extract_mesh(backbone: Backbone, latent: Latent, config: MeshConfig = MeshCo
     return HeadMesh(vertices, faces, np.round(colour * 255).clip(0, 255).astype(np.uint8))
 
 
+MORPH_STILL = 1e-3
+"""Vertices that an expression moves by less than this share of the mesh's extent are stored as unmoved."""
+
+
+def expression_morphs(backbone: Backbone, latent: Latent, mesh: HeadMesh, expressions: Mapping[str, torch.Tensor],
+                      chunk: int = 65536) -> HeadMesh:
+    """`mesh` (of `latent`, batch 1) with one morph target per expression code (D,): its vertices where
+    `backbone.morph_points` moves them under that expression. Raises NotImplementedError for a backbone that
+    cannot say."""
+    latent = {k: v[:1] for k, v in latent.items()}
+    device = next(iter(latent.values())).device
+    morphs = {}
+    for name, code in expressions.items():
+        target = backbone.with_expression(latent, code)
+        moved = []
+        with torch.no_grad():
+            for start in range(0, len(mesh.vertices), chunk):
+                p = torch.from_numpy(mesh.vertices[start:start + chunk]).to(device)[None]      # (1, n, 3)
+                moved.append(backbone.morph_points(latent, target, p)[0].float().cpu())
+        morphs[name] = torch.cat(moved).numpy().astype(np.float32)                           # (V, 3)
+    return replace(mesh, morphs={**mesh.morphs, **morphs})
+
+
+def morph_shift(mesh: HeadMesh, name: str) -> np.ndarray:
+    """How far each vertex moves under morph `name`, (V,) world units."""
+    return np.linalg.norm(mesh.morphs[name] - mesh.vertices, axis=-1)
+
+
 def keep_large_parts(faces: np.ndarray, min_share: float) -> np.ndarray:
     """Faces of the connected parts with at least `min_share` of the largest part's faces."""
     from scipy.sparse import coo_matrix
@@ -131,44 +163,79 @@ def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
 
 def encode_glb(mesh: HeadMesh, extras: Mapping[str, object] | None = None, name: str = "head") -> bytes:
     """The mesh as a binary glTF 2.0 file (pygltflib): float positions, vertex colours in linear light as
-    normalised 16-bit RGBA (8-bit linear colours band in dark hair), 16-bit indices where they fit, and an
-    unlit material; `extras` (plain JSON data, e.g. provenance) go into `asset.extras`."""
+    normalised 16-bit RGBA (8-bit linear colours band in dark hair), 16-bit indices where they fit, an unlit
+    material, and one morph target per `mesh.morphs` entry (position deltas of the vertices that move, as sparse
+    accessors; names in `mesh.extras.targetNames`, weights 0: the file opens on the painting's own expression).
+    `extras` (plain JSON data, e.g. provenance) go into `asset.extras`."""
     import pygltflib as g
 
     if len(mesh.faces) == 0:
         raise MeshError("the mesh has no faces")
     extras = json.loads(json.dumps(dict(extras or {}), allow_nan=False))   # plain data only; fails early
+    names = [str(n) for n in mesh.morphs]
     index_type = np.uint16 if len(mesh.vertices) < 65535 else np.uint32
+    index_component = g.UNSIGNED_SHORT if index_type == np.uint16 else g.UNSIGNED_INT
     indices = mesh.faces.astype(index_type).reshape(-1)
     positions = np.ascontiguousarray(mesh.vertices, dtype=np.float32)
     linear = srgb_to_linear(mesh.colors / 255.0)
     colours = np.concatenate([linear, np.ones((len(linear), 1))], axis=1)
     colours = np.round(colours * 65535).astype(np.uint16)                     # (V, 4)
     blobs, views, offset = [], [], 0
-    for array, target in ((indices, g.ELEMENT_ARRAY_BUFFER), (positions, g.ARRAY_BUFFER), (colours, g.ARRAY_BUFFER)):
+
+    def add_view(array: np.ndarray, target: int | None) -> int:
+        nonlocal offset
         data = array.tobytes()
         views.append(g.BufferView(buffer=0, byteOffset=offset, byteLength=len(data), target=target))
-        data += b"\0" * (-len(data) % 4)                                      # keep every view 4-byte aligned
+        data += b"\0" * (-len(data) % 4)                                     # keep every view 4-byte aligned
         blobs.append(data)
         offset += len(data)
+        return len(views) - 1
+
     accessors = [
-        g.Accessor(bufferView=0, componentType=g.UNSIGNED_SHORT if index_type == np.uint16 else g.UNSIGNED_INT,
+        g.Accessor(bufferView=add_view(indices, g.ELEMENT_ARRAY_BUFFER), componentType=index_component,
                    count=len(indices), type=g.SCALAR, min=[int(indices.min())], max=[int(indices.max())]),
-        g.Accessor(bufferView=1, componentType=g.FLOAT, count=len(positions), type=g.VEC3,
-                   min=positions.min(0).tolist(), max=positions.max(0).tolist()),
-        g.Accessor(bufferView=2, componentType=g.UNSIGNED_SHORT, normalized=True, count=len(colours), type=g.VEC4),
+        g.Accessor(bufferView=add_view(positions, g.ARRAY_BUFFER), componentType=g.FLOAT, count=len(positions),
+                   type=g.VEC3, min=positions.min(0).tolist(), max=positions.max(0).tolist()),
+        g.Accessor(bufferView=add_view(colours, g.ARRAY_BUFFER), componentType=g.UNSIGNED_SHORT, normalized=True,
+                   count=len(colours), type=g.VEC4),
     ]
+    targets = []
+    still = MORPH_STILL * _box_side(positions)
+    for morph_name in mesh.morphs:
+        moved_to = np.asarray(mesh.morphs[morph_name], dtype=np.float32)                              # (V, 3)
+        if moved_to.shape != positions.shape or not np.isfinite(moved_to).all():
+            raise MeshError(f"morph target {morph_name!r} must give every vertex a finite position")
+        delta = moved_to - positions
+        keep = np.linalg.norm(delta, axis=-1) >= still
+        delta[~keep] = 0.0                                                 # min/max describe what is stored
+        moved = np.flatnonzero(keep) if keep.any() else np.zeros(1, np.int64)   # glTF stores >= 1 value
+        sparse = g.Sparse(count=len(moved),
+                          indices=g.AccessorSparseIndices(bufferView=add_view(moved.astype(index_type), None),
+                                                          componentType=index_component),
+                          values=g.AccessorSparseValues(bufferView=add_view(np.ascontiguousarray(delta[moved]), None)))
+        accessors.append(g.Accessor(componentType=g.FLOAT, count=len(positions), type=g.VEC3, sparse=sparse,
+                                    byteOffset=None,                          # no buffer view: no offset
+                                    min=delta.min(0).tolist(), max=delta.max(0).tolist()))
+        targets.append(g.Attributes(POSITION=len(accessors) - 1))
     material = g.Material(name="radiance", doubleSided=True, extensions={"KHR_materials_unlit": {}},
                           pbrMetallicRoughness=g.PbrMetallicRoughness(baseColorFactor=[1, 1, 1, 1],
                                                                       metallicFactor=0, roughnessFactor=1))
-    primitive = g.Primitive(attributes=g.Attributes(POSITION=1, COLOR_0=2), indices=0, material=0, mode=g.TRIANGLES)
+    primitive = g.Primitive(attributes=g.Attributes(POSITION=1, COLOR_0=2), indices=0, material=0, mode=g.TRIANGLES,
+                            targets=targets)
+    gltf_mesh = g.Mesh(name=name, primitives=[primitive], weights=[0.0] * len(names),
+                       extras={"targetNames": names} if names else {})
     gltf = g.GLTF2(asset=g.Asset(version="2.0", generator="artmator (model.mesh)", extras=extras or {}),
                    scene=0, scenes=[g.Scene(nodes=[0])], nodes=[g.Node(mesh=0, name=name)],
-                   meshes=[g.Mesh(name=name, primitives=[primitive])], materials=[material],
+                   meshes=[gltf_mesh], materials=[material],
                    extensionsUsed=["KHR_materials_unlit"], accessors=accessors, bufferViews=views,
                    buffers=[g.Buffer(byteLength=offset)])
     gltf.set_binary_blob(b"".join(blobs))
     return b"".join(gltf.save_to_bytes())
 
 
-__all__ = ["HeadMesh", "MeshConfig", "MeshError", "SURFACE_LEVEL", "encode_glb", "extract_mesh", "srgb_to_linear"]
+def _box_side(positions: np.ndarray) -> float:
+    return float((positions.max(0) - positions.min(0)).max()) if len(positions) else 0.0
+
+
+__all__ = ["HeadMesh", "MORPH_STILL", "MeshConfig", "MeshError", "SURFACE_LEVEL", "encode_glb", "expression_morphs",
+           "extract_mesh", "morph_shift", "srgb_to_linear"]

@@ -193,8 +193,9 @@ EXPRESSIONS_DIR = "renders/expressions/"
 FRAME_PATH = re.compile(r"^renders/turntable/(\d{1,5})\.png$")
 TUNED_FILES = (DELTA, INPUT, PAINTING)    # what only tuning writes; a re-render or refresh keeps them
 METADATA_FILES = (RESULT, MODEL_CARD)     # what a metadata refresh rewrites (every commit writes them anew)
-FILES_FORMAT = 3
-"""Version of the set of files a commit holds (bump when renders gain or lose a format): part of `r`."""
+FILES_FORMAT = 4
+"""Version of the set of files a commit holds (bump when renders gain or lose a format): part of `r`.
+4: mesh.glb carries a morph target per expression still."""
 
 
 def frame_name(index: int) -> str:

@@ -12,7 +12,7 @@ import torch
 from artmator.model.backbone import Backbone
 from artmator.model.delta import apply_delta, encode_delta
 from artmator.model.images import to_pil, to_png_bytes
-from artmator.model.mesh import MeshConfig, MeshError, encode_glb, extract_mesh
+from artmator.model.mesh import MeshConfig, MeshError, encode_glb, expression_morphs, extract_mesh, morph_shift
 from artmator.model.render import RenderConfig, render_expressions, render_turntable, render_views, turntable_angles
 from artmator.model.tune import TunedPainting
 from artmator.pipeline.gallery.video import encode_webp
@@ -143,30 +143,45 @@ def render_files(g_trn: Backbone, latent, yaw: float, pitch: float, render: Rend
 
         metrics = face_scorer.score(list(frames), [float(y) for y in yaws], reference, painting_face, stills)
         face, flags = metrics.as_dict(), face_flags(metrics)
-    mesh, mesh_flags = mesh_file(g_trn, latent, render, files)
+    mesh, mesh_flags = mesh_file(g_trn, latent, render, files, expressions)
     record = {"resolution": render.resolution,
               "turntable": {"frames": len(frames), "yaw_deg": [round(float(y), 4) for y in yaws], "fps": render.fps},
               "expressions": list(expressions), "face": face, "mesh": mesh, "face_flags": [*flags, *mesh_flags]}
     return files, record
 
 
-def mesh_file(g_trn: Backbone, latent, render: RenderConfig, files: dict[str, bytes]) -> tuple[dict | None, list]:
-    """Add the head's mesh.glb to `files` when asked (`render.mesh_resolution`); returns its result.json record
-    and flags. A backbone without a 3-D field, or a field without a surface, leaves the painting without a mesh
-    (recorded, and flagged `no_mesh` in the second case); it keeps its renders."""
+def mesh_file(g_trn: Backbone, latent, render: RenderConfig, files: dict[str, bytes],
+              expressions: Mapping[str, torch.Tensor] | None = None) -> tuple[dict | None, list]:
+    """Add the head's mesh.glb to `files` when asked (`render.mesh_resolution`), with a morph target per
+    expression still where the backbone can say how its field moves (`Backbone.morph_points`); returns its
+    result.json record and flags. A backbone without a 3-D field, or a field without a surface, leaves the
+    painting without a mesh (recorded, and flagged `no_mesh` in the second case); it keeps its renders."""
     if not render.mesh_grid:
         return None, []
     config = MeshConfig(resolution=render.mesh_grid)
     try:
         mesh = extract_mesh(g_trn, latent, config, psi=render.psi)
-        data = encode_glb(mesh, glb_extras())
     except NotImplementedError as exc:
         return {"error": str(exc), "kind": "unsupported"}, []
     except MeshError as exc:
         return {"error": str(exc), "kind": "no_surface"}, ["no_mesh"]
+    morphs = None
+    if expressions:
+        try:
+            mesh = expression_morphs(g_trn, latent, mesh, expressions)
+            morphs = {name: {"max_shift": round(float(morph_shift(mesh, name).max()), 6)} for name in mesh.morphs}
+        except NotImplementedError as exc:
+            morphs = {"error": str(exc)}
+    try:
+        data = encode_glb(mesh, glb_extras())
+    except MeshError as exc:
+        return {"error": str(exc), "kind": "no_surface"}, ["no_mesh"]
     files[MESH] = data
-    return {"file": MESH, "resolution": config.resolution, "vertices": int(len(mesh.vertices)),
-            "faces": int(len(mesh.faces)), "bytes": len(data)}, []
+    record = {"file": MESH, "resolution": config.resolution, "vertices": int(len(mesh.vertices)),
+              "faces": int(len(mesh.faces)), "bytes": len(data)}
+    if morphs is not None:
+        record["morph_targets"] = morphs
+    return record, []
 
 
 def result_document(painting_id: str, tuned: Mapping, rendered: Mapping, metadata: Mapping[str, object],

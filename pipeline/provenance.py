@@ -109,6 +109,15 @@ def _number(value: object, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _morph_text(morphs) -> str:
+    """The mesh line's tail: its expression morph targets, or why it has none."""
+    if not morphs:
+        return ""
+    if "error" in morphs:
+        return f"; no expression morph targets ({md_text(morphs['error'])})"
+    return f"; expression morph targets: {md_text(', '.join(morphs))}"
+
+
 def model_card(result: Mapping, weights_license: str | None = None) -> bytes:
     """`model_card.md` of a committed painting, from its result.json: what it is (AI-generated), how it was made
     (method, citations, base weights by sha256 and their licence, the input image's sha256 and rights, settings,
@@ -180,6 +189,7 @@ def model_card(result: Mapping, weights_license: str | None = None) -> bytes:
         f"- Renders: {md_text(result.get('resolution') or UNKNOWN)} px; expressions: "
         f"{md_text(', '.join(result.get('expressions') or []) or 'none')}",
         f"- Mesh: {md_text(mesh.get('faces', 'none'))} faces from a {md_text(mesh.get('resolution', UNKNOWN))}³ grid"
+        f"{_morph_text(mesh.get('morph_targets'))}"
         if mesh.get("file") else f"- Mesh: none ({md_text(mesh.get('error') or 'not asked for')})",
         "",
         "## Metrics",

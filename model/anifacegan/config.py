@@ -1,7 +1,11 @@
 """AniFaceGAN architecture and render settings; presets are plain data."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+
+# Field metadata of settings that change speed or memory only, never an output beyond float rounding: left out
+# of `AniFaceGANConfig.result_dict()` (what caches of fitted or derived weights are keyed on).
+SPEED_ONLY = {"speed_only": True}
 
 
 @dataclass(frozen=True)
@@ -19,11 +23,11 @@ class RenderSettings:
     alpha_delta: float = 0.04             # constant sample spacing in the opacity 1 - exp(-delta * softplus(sigma))
     lock_view_dependence: bool = True     # official inference renders colour as seen along -z
     rgb_widen: float = 1e-3               # colour widened as rgb * (1 + 2 eps) - eps
-    chunk_rays: int = 4096                # rays evaluated at once without gradients on a GPU (bounds memory)
+    chunk_rays: int = field(default=4096, metadata=SPEED_ONLY)  # rays at once without gradients on a GPU (bounds memory)
     # Rays at once without gradients on a CPU: a chunk's activations (~1 M floats here) stay in the caches and
     # their buffers in the allocator's heap; large buffers are mapped and page-faulted afresh on every call
     # (a 64² frame took ~1.5-2x longer in 4096-ray chunks than in 128-ray ones; bench/README.md, perf).
-    cpu_chunk_rays: int = 128
+    cpu_chunk_rays: int = field(default=128, metadata=SPEED_ONLY)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,20 @@ class AniFaceGANConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def result_dict(self) -> dict:
+        """`to_dict()` without the speed-only fields: equal for configs that give the same outputs."""
+        return _without_speed_only(self)
+
+
+def _without_speed_only(obj) -> dict:
+    out = {}
+    for f in fields(obj):
+        if f.metadata.get("speed_only"):
+            continue
+        value = getattr(obj, f.name)
+        out[f.name] = _without_speed_only(value) if hasattr(value, "__dataclass_fields__") else value
+    return out
 
 
 PRESETS: dict[str, AniFaceGANConfig] = {

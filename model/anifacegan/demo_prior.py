@@ -17,8 +17,12 @@ a face, also after the fit's blur (bench/demo_faces.py measures the whole demo p
   expression code along the official "happiness" smile bends the mouth into a U (corners up and out, centre
   down), linearly in that component, and a zero expression moves nothing. It is not learned from faces.
 
-`tiny_head_weights()` caches the fitted parts as safetensors (named by a hash of the config and code version)
-so `load_backbone("tiny", weights=tiny_head_weights())` gives the demo a head that turns and smiles.
+`tiny_head_weights()` gives the fitted parts as safetensors named by a hash of the config, the code version and the
+preset's result-deciding settings, so `load_backbone("tiny", weights=tiny_head_weights())` gives the demo a head
+that turns and smiles. The default config's fit ships with the package (`data/tiny-*-<key>.safetensors`, ~120 kB):
+the fit is chaotic (a float-rounding change in the renderer's kernels gives another bust, some of whose smiles
+face-api barely reads), so every machine gets the one bust whose demo smile was measured
+(`python -m bench.ship_head_prior`). Other configs are fitted once and cached.
 """
 from __future__ import annotations
 
@@ -45,7 +49,9 @@ from artmator.model.anifacegan.model import AniFaceGAN
 CODE_VERSION = "head-prior-5"
 log = logging.getLogger(__name__)
 
-SMILE_FILE = Path(__file__).parent / "data" / "smile_01626.mat"
+DATA_DIR = Path(__file__).parent / "data"
+SMILE_FILE = DATA_DIR / "smile_01626.mat"
+PARTS = ("generator", "deform")
 VIEW_DIR = (0.0, 0.0, -1.0)  # the renderer's locked view direction (official inference)
 
 
@@ -88,9 +94,9 @@ class HeadPriorConfig:
     photometric_lr: float = 2e-4
 
     def key(self) -> str:
-        """Short content hash of this config, the code version and the preset architecture."""
+        """Short content hash of this config, the code version and the preset's result-deciding settings."""
         blob = json.dumps({"config": asdict(self), "code": CODE_VERSION,
-                           "preset": preset_config(self.preset).to_dict()}, sort_keys=True)
+                           "preset": preset_config(self.preset).result_dict()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -563,7 +569,7 @@ def fit_head_prior(config: HeadPriorConfig = HeadPriorConfig()) -> dict[str, dic
             log.info("head prior: %s fitted in %.1fs", name, time.perf_counter() - start)
         backbone._avg_modulation = None
         return {part: {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in backbone.part(part).state_dict().items()}
-                for part in ("generator", "deform")}
+                for part in PARTS}
 
 
 # ---- cache ------------------------------------------------------------------------------------------------
@@ -585,26 +591,44 @@ def _atomic_save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str,
         raise
 
 
-def tiny_head_weights(cache_dir: str | os.PathLike | None = None, config: HeadPriorConfig = HeadPriorConfig()) -> dict[str, str]:
-    """{"generator": path, "deform": path} of the fitted head prior, fitting once and caching as safetensors.
-
-    Files live under `cache_dir`, else `$ARTMATOR_CACHE`, else `~/.cache/artmator`, in `head_prior/`, named by
-    `config.key()`. Two processes racing both fit, and each rename is atomic, so neither sees a partial file.
-    """
-    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "head_prior"
+def prior_paths(root: Path, config: HeadPriorConfig) -> dict[str, Path]:
+    """Where a directory keeps the fitted parts of `config`: {part: root/<preset>-<part>-<key>.safetensors}."""
     key = config.key()
-    paths = {part: root / f"{config.preset}-{part}-{key}.safetensors" for part in ("generator", "deform")}
+    return {part: root / f"{config.preset}-{part}-{key}.safetensors" for part in PARTS}
+
+
+def save_prior(states: dict[str, dict[str, torch.Tensor]], root: Path, config: HeadPriorConfig,
+               note: str | None = None) -> dict[str, Path]:
+    """Write fitted parts atomically under `root`, with the config and code version in their metadata."""
+    root.mkdir(parents=True, exist_ok=True)
+    paths = prior_paths(root, config)
+    for part, path in paths.items():
+        # One metadata key: safetensors stores metadata as a hash map, so several keys come out in any order.
+        info = {"code_version": CODE_VERSION, "config": asdict(config), "key": config.key(), "part": part}
+        if note:
+            info["note"] = note
+        _atomic_save(states[part], path, {"head_prior": json.dumps(info, sort_keys=True)})
+    return paths
+
+
+def tiny_head_weights(cache_dir: str | os.PathLike | None = None, config: HeadPriorConfig = HeadPriorConfig()) -> dict[str, str]:
+    """{"generator": path, "deform": path} of the fitted head prior: shipped, cached, or fitted now and cached.
+
+    The package's `data/` is looked in first (the default config's fit ships there). Otherwise files live under
+    `cache_dir`, else `$ARTMATOR_CACHE`, else `~/.cache/artmator`, in `head_prior/`, named by `config.key()`.
+    Two processes racing both fit, and each rename is atomic, so neither sees a partial file.
+    """
+    shipped = prior_paths(DATA_DIR, config)
+    if all(p.is_file() for p in shipped.values()):
+        return {part: str(p) for part, p in shipped.items()}
+    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "head_prior"
+    paths = prior_paths(root, config)
     if not all(p.is_file() for p in paths.values()):
-        root.mkdir(parents=True, exist_ok=True)
-        states = fit_head_prior(config)
-        for part, path in paths.items():
-            # One metadata key: safetensors stores metadata as a hash map, so several keys come out in any order.
-            info = {"code_version": CODE_VERSION, "config": asdict(config), "part": part}
-            _atomic_save(states[part], path, {"head_prior": json.dumps(info, sort_keys=True)})
+        save_prior(fit_head_prior(config), root, config)
     return {part: str(p) for part, p in paths.items()}
 
 
 __all__ = [
-    "CODE_VERSION", "HeadPriorConfig", "fit_head_prior", "head_albedo", "head_sdf", "reference_render",
+    "CODE_VERSION", "DATA_DIR", "HeadPriorConfig", "fit_head_prior", "prior_paths", "save_prior", "head_albedo", "head_sdf", "reference_render",
     "smile_amount", "smile_direction", "smile_displacement", "tiny_head_weights",
 ]

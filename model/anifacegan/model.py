@@ -213,6 +213,23 @@ class AniFaceGAN(Backbone):
         colour = widen_colour(rgb_sigma[..., :3], rs.rgb_widen).clamp(0, 1)
         return FieldSample(occupancy=occupancy, color=colour)
 
+    def morph_points(self, latent: Latent, target: Latent, points: torch.Tensor, iterations: int = 16) -> torch.Tensor:
+        """Where surface points of `latent` (B, N, 3) go under `target`'s expression (same identity).
+
+        The radiance FiLM-SIREN, which gives the surface its density and colour, reads the field at x + o(x)
+        (`sample_field`: world points plus the deformation's offsets), so the point that shows under `target`
+        what `p` shows under `latent` solves x + o_t(x) = p + o_l(p): the fixed point x <- p + o_l(p) - o_t(x),
+        which converges while the offsets vary slowly at the face's scale (|do/dx| < 1)."""
+        d_src = self.deform.modulation(latent["z_id"], latent["z_exp"])
+        d_tgt = self.deform.modulation(target["z_id"], target["z_exp"])
+        _, offsets = self.deform.forward_modulated(points, *d_src)                    # (B, N, 3)
+        goal = points + offsets
+        x = points
+        for _ in range(iterations):
+            _, moved = self.deform.forward_modulated(x, *d_tgt)
+            x = goal - moved
+        return x
+
     def _render_rays(self, freq, phase, d_freq, d_phase, origins, directions):
         """One chunk of rays: directions (B, R, 3) -> colour (B, R, 3) in [0, 1], depth, opacity (B, R, 1)."""
         rs = self.config.render

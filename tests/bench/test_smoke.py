@@ -193,6 +193,9 @@ def test_mesh_smoke(tmp_path):
     assert row["grid"] == 24 and row["faces"] > 100 and row["glb_kb"] > 1
     assert 0.5 < row["iou"] <= 1 and row["psnr_db"] > 10       # the head prior's mesh sits on its renders
     assert (tmp_path / "m_compare.png").is_file()
+    [morph] = doc["tables"]["expression morph targets"]
+    assert morph["expression"] == "happiness" and morph["max_shift"] > 0 and morph["target_kb"] > 0
+    assert 0.5 < morph["iou_morphed"] <= 1 and (tmp_path / "m_happiness_compare.png").is_file()
 
 
 @pytest.mark.timeout(240)

@@ -10,8 +10,8 @@ import torch
 
 from artmator.model import load_backbone
 from artmator.model.backbone import Backbone
-from artmator.model.mesh import (HeadMesh, MeshConfig, MeshError, encode_glb, extract_mesh, keep_large_parts,
-                                 srgb_to_linear)
+from artmator.model.mesh import (HeadMesh, MeshConfig, MeshError, encode_glb, expression_morphs, extract_mesh,
+                                 keep_large_parts, srgb_to_linear)
 
 HOSTILE = {"title": "</script><img src=x onerror=alert(1)>", "nul": "a\x00b", "quote": '"\'\\', "emoji": "Zoë 🎨",
            "nested": {"list": [1, 2.5, None, True]}}
@@ -139,3 +139,68 @@ def test_mesh_config_is_validated():
 def test_extras_survive_json_round_trip_exactly():
     doc = pygltflib.GLTF2.load_from_bytes(encode_glb(ball(), HOSTILE))
     assert json.dumps(doc.asset.extras, sort_keys=True) == json.dumps(HOSTILE, sort_keys=True)
+
+
+def sparse_array(doc: pygltflib.GLTF2, index: int) -> np.ndarray:
+    """A sparse accessor without a buffer view as a glTF reader decodes it: zeros, then the stored values."""
+    accessor = doc.accessors[index]
+    assert accessor.bufferView is None and accessor.sparse is not None
+    out = np.zeros((accessor.count, 3), np.float32)
+    sparse, blob = accessor.sparse, doc.binary_blob()
+    iview, vview = doc.bufferViews[sparse.indices.bufferView], doc.bufferViews[sparse.values.bufferView]
+    itype = {pygltflib.UNSIGNED_SHORT: np.uint16, pygltflib.UNSIGNED_INT: np.uint32}[sparse.indices.componentType]
+    where = np.frombuffer(blob, itype, count=sparse.count, offset=iview.byteOffset)
+    out[where] = np.frombuffer(blob, np.float32, count=sparse.count * 3, offset=vview.byteOffset).reshape(-1, 3)
+    return out
+
+
+def test_morph_targets_store_only_the_vertices_that_move():
+    mesh = ball()
+    smile = mesh.vertices.copy()
+    lower = mesh.vertices[:, 1] < -0.3
+    smile[lower] += np.array([0.0, 0.05, 0.02], np.float32)
+    tiny_noise = mesh.vertices + 1e-7                               # below MORPH_STILL: stored as unmoved
+    morphed = HeadMesh(mesh.vertices, mesh.faces, mesh.colors, morphs={"happiness": smile, "still": tiny_noise})
+    doc = pygltflib.GLTF2.load_from_bytes(encode_glb(morphed, HOSTILE))
+    gltf_mesh = doc.meshes[0]
+    assert gltf_mesh.extras == {"targetNames": ["happiness", "still"]} and gltf_mesh.weights == [0.0, 0.0]
+    happiness, still = (t["POSITION"] for t in gltf_mesh.primitives[0].targets)
+    delta = sparse_array(doc, happiness)
+    np.testing.assert_allclose(delta, smile - mesh.vertices, atol=1e-7)
+    assert doc.accessors[happiness].sparse.count == lower.sum()
+    assert doc.accessors[happiness].min == pytest.approx(delta.min(0).tolist())
+    assert doc.accessors[happiness].max == pytest.approx(delta.max(0).tolist())
+    assert doc.accessors[still].sparse.count == 1          # glTF needs one stored value: a zero
+    assert not sparse_array(doc, still).any()
+    for view in doc.bufferViews:
+        assert view.byteOffset % 4 == 0
+    # Without morphs the file is what it was: no targets, no names.
+    plain = pygltflib.GLTF2.load_from_bytes(encode_glb(mesh))
+    assert plain.meshes[0].primitives[0].targets == [] and not plain.meshes[0].extras
+
+
+def test_morph_targets_must_move_every_vertex_to_a_finite_place():
+    mesh = ball()
+    bad = mesh.vertices.copy()
+    bad[0] = np.nan
+    with pytest.raises(MeshError, match="finite"):
+        encode_glb(HeadMesh(mesh.vertices, mesh.faces, mesh.colors, morphs={"happiness": bad}))
+    with pytest.raises(MeshError, match="finite"):
+        encode_glb(HeadMesh(mesh.vertices, mesh.faces, mesh.colors, morphs={"happiness": bad[:10]}))
+
+
+class ExpressiveFieldlessBackbone(FieldlessBackbone):
+    """Has expression codes but does not say how its field moves with them."""
+
+    @property
+    def supports_expressions(self):
+        return True
+
+    def with_expression(self, latent, expression):
+        return dict(latent)
+
+
+def test_a_backbone_that_cannot_move_its_field_gets_no_morphs():
+    backbone = ExpressiveFieldlessBackbone()
+    with pytest.raises(NotImplementedError, match="no expression morph targets"):
+        expression_morphs(backbone, backbone.sample_latent(1), ball(), {"happiness": torch.zeros(4)})

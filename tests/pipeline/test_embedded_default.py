@@ -35,8 +35,13 @@ MEAN_PALETTE_GAIN = 0.75
 # The happiness still may read at most this much less happy than the neutral render (the product's own
 # `expression_not_read` margin; "happy" can be ~1e-2 on both renders); clearly sadder is a failure.
 SADDER = 0.05
-# ... and on average over the paintings it must read happier by at least this (P(happy) gain).
-MEAN_SMILE_GAIN = 0.01
+# ... on average over the paintings it must read happier by at least this (P(happy) gain), and at least
+# CLEAR_SHARE of the paintings by more than CLEAR_SMILE. Measured with the shipped head prior (bench/README.md,
+# "demo head prior"): gains 0.0001 / 0.255 / 0.032 / 0.864 on the demo paintings and 0.469 on the whole
+# painting, mean 0.32; the bust's open mouth reads "surprised" on some paintings, so not every one smiles.
+MEAN_SMILE_GAIN = 0.15
+CLEAR_SMILE = 0.1
+CLEAR_SHARE = 0.5
 
 
 def _palette_w1(a: np.ndarray, b: np.ndarray) -> float:
@@ -77,10 +82,11 @@ def test_every_painting_of_the_embedded_default_reads_as_a_face(demo_out):
         elif gains[pid] < -SADDER:
             problems[pid] = f"the smile reads sadder: {exp['happiness']['happy']:.3f} vs {exp['neutral']['happy']:.3f}"
     assert problems == {}, problems
-    # On average the smile reads happier than the neutral head. Per painting P(happy) can be ~1e-3 on both renders
-    # (the expression net reads the demo bust's open mouth as "surprised"): a strict per-painting comparison there
-    # compares noise.
+    # The smile reads happier on average and clearly so on at least half the paintings. Per painting P(happy) can
+    # be ~1e-4 on both renders (the expression net reads the bust's open mouth as "surprised"): a strict
+    # per-painting comparison there would compare noise.
     assert np.mean(list(gains.values())) > MEAN_SMILE_GAIN, gains
+    assert np.mean([g > CLEAR_SMILE for g in gains.values()]) >= CLEAR_SHARE, gains
 
 
 @pytest.mark.timeout(600)

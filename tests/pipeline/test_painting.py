@@ -42,6 +42,34 @@ def test_renders_include_the_mesh_and_its_record(head):
 
 
 @pytest.mark.timeout(300)
+def test_each_expression_still_is_a_morph_target_of_the_mesh(head):
+    backbone, latent = head
+    codes = {name: backbone.load_expression(name) for name in ("happiness", "neutral")}
+    files, record = render_files(backbone, latent, 0.0, 0.0, RENDER, codes)
+    doc = pygltflib.GLTF2.load_from_bytes(files[MESH])
+    assert doc.meshes[0].extras == {"targetNames": ["happiness", "neutral"]}
+    assert len(doc.meshes[0].primitives[0].targets) == 2 and doc.meshes[0].weights == [0.0, 0.0]
+    morphs = record["mesh"]["morph_targets"]
+    assert list(morphs) == ["happiness", "neutral"]
+    # The sampled latent's own expression is neutral: its neutral target moves nothing, the smile does.
+    assert morphs["neutral"]["max_shift"] < 1e-5 < 1e-3 < morphs["happiness"]["max_shift"]
+    assert "expressions/happiness.png" in " ".join(files)
+
+
+@pytest.mark.timeout(300)
+def test_a_backbone_that_cannot_morph_keeps_its_mesh_and_says_why(head, monkeypatch):
+    backbone, latent = head
+
+    def cannot(*args, **kwargs):
+        raise NotImplementedError("no morph_points here")
+
+    monkeypatch.setattr(backbone, "morph_points", cannot)
+    files, record = render_files(backbone, latent, 0.0, 0.0, RENDER, {"happiness": backbone.load_expression("happiness")})
+    assert MESH in files and record["mesh"]["morph_targets"] == {"error": "no morph_points here"}
+    assert pygltflib.GLTF2.load_from_bytes(files[MESH]).meshes[0].primitives[0].targets == []
+
+
+@pytest.mark.timeout(300)
 def test_no_mesh_when_off_or_when_the_field_has_no_surface(head):
     backbone, latent = head
     files, record = render_files(backbone, latent, 0.0, 0.0, RenderConfig(**{**RENDER.__dict__, "mesh_resolution": 0}),

@@ -19,7 +19,8 @@ RESULT = {
     "pose": {"yaw_deg": 12.0, "pitch_deg": -3.0, "source": "landmarks"},
     "quality": {"lpips_ref": 0.2, "psnr_ref": 21.5, "flags": ["weak_fit"]},
     "face": {"detected_fraction": 0.9, "identity_consistency": 0.95, "likeness": 0.5, "pose_error_deg": 3.0},
-    "mesh": {"file": "mesh.glb", "faces": 1000, "resolution": 128}, "resolution": 256, "expressions": ["happiness"],
+    "mesh": {"file": "mesh.glb", "faces": 1000, "resolution": 128, "morph_targets": {"happiness": {"max_shift": 0.004}}},
+    "resolution": 256, "expressions": ["happiness"],
 }
 
 
@@ -33,6 +34,9 @@ def test_model_card_states_every_fact():
     assert "FFHQ" in card and "CC BY-NC-SA 4.0" in card                # the preset's training data, declared
     assert "AniFaceGAN" in card and "TVCG" in card
     assert "Seed: 7" in card and "stage 1 steps: 300" in card and "1000 faces" in card
+    assert "expression morph targets: happiness" in card
+    no_morph = {**RESULT, "mesh": {**RESULT["mesh"], "morph_targets": {"error": "no morph_points"}}}
+    assert "no expression morph targets (no morph\_points)" in model_card(no_morph).decode()
     assert "LPIPS to the painting (reference view): 0.200" in card and "weak\\_fit" in card
     assert "Intended use and limits" in card
 

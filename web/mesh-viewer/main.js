@@ -121,6 +121,45 @@ import { OrbitControls } from "three/examples/jsm/controls/OrbitControls.js";
   modeButtons.forEach(function (b) { b.addEventListener("click", function () { show3d(false); }); });
   window.addEventListener("resize", function () { if (!holder.hidden) resize(); });
 
+  // Expressions: the GLB holds one morph target per expression still (names in mesh.extras.targetNames, which
+  // GLTFLoader turns into morphTargetDictionary). A slider per target blends it in real time, 0..100 %.
+  function morphControls(object) {
+    var meshes = [];
+    object.traverse(function (o) { if (o.morphTargetDictionary && o.morphTargetInfluences) meshes.push(o); });
+    if (!meshes.length) return;
+    var names = Object.keys(meshes[0].morphTargetDictionary);
+    if (!names.length) return;
+    var group = document.createElement("div");
+    group.className = "morphs";
+    group.setAttribute("role", "group");
+    group.setAttribute("aria-label", "Expressions of the 3D model");
+    names.forEach(function (name) {
+      var label = document.createElement("label");
+      var text = document.createElement("span");
+      text.textContent = name;
+      var input = document.createElement("input");
+      input.type = "range";
+      input.min = "0";
+      input.max = "100";
+      input.value = "0";
+      input.setAttribute("data-morph", name);
+      input.setAttribute("aria-valuetext", "0 %");
+      input.addEventListener("input", function () {
+        var weight = Number(input.value) / 100;
+        meshes.forEach(function (m) {
+          var index = m.morphTargetDictionary[name];
+          if (index !== undefined) m.morphTargetInfluences[index] = weight;
+        });
+        input.setAttribute("aria-valuetext", input.value + " %");
+        draw();
+      });
+      label.appendChild(text);
+      label.appendChild(input);
+      group.appendChild(label);
+    });
+    holder.appendChild(group);
+  }
+
   function fail(reason) {
     say("3D model could not be shown (" + reason + "); the turntable above is its render.");
     document.body.classList.add("mesh-failed");
@@ -134,6 +173,7 @@ import { OrbitControls } from "three/examples/jsm/controls/OrbitControls.js";
       scene.add(gltf.scene);
       frame(gltf.scene);
       holder.appendChild(canvas);
+      morphControls(gltf.scene);
       button.hidden = false;
       button.disabled = false;
       say("");

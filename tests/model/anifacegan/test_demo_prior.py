@@ -1,12 +1,15 @@
 """The procedural head prior: a fitted tiny backbone renders an opaque head that turns and smiles."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 import artmator.model.anifacegan.demo_prior as hp
@@ -114,6 +117,38 @@ def test_cache_key_depends_on_config():
     assert FAST.key() != hp.HeadPriorConfig().key()
 
 
+def test_cache_key_ignores_speed_only_render_settings(monkeypatch):
+    """Chunk sizes change speed, not the head: tuning them must not refit (or un-ship) the prior."""
+    import artmator.model.anifacegan.config as config
+
+    before = hp.HeadPriorConfig().key()
+    tiny = config.PRESETS["tiny"]
+    faster = replace(tiny, render=replace(tiny.render, chunk_rays=17, cpu_chunk_rays=33))
+    monkeypatch.setitem(config.PRESETS, "tiny", faster)
+    assert hp.HeadPriorConfig().key() == before
+    wider = replace(tiny, render=replace(tiny.render, num_levels=tiny.render.num_levels + 1))
+    monkeypatch.setitem(config.PRESETS, "tiny", wider)
+    assert hp.HeadPriorConfig().key() != before
+
+
+def test_the_default_prior_ships_and_is_never_refitted(tmp_path, monkeypatch):
+    """Every machine gets the one measured bust: the default config's fit is package data, found before any cache.
+
+    If this fails after a change to the head, the fit or the tiny preset, refit and ship it with
+    `python -m bench.ship_head_prior` (it measures the demo's smile with each candidate).
+    """
+    monkeypatch.setattr(hp, "fit_head_prior", lambda *a, **k: pytest.fail("fitted the default prior"))
+    paths = hp.tiny_head_weights(tmp_path)
+    assert not any(tmp_path.iterdir())
+    key = hp.HeadPriorConfig().key()
+    for part, path in paths.items():
+        assert Path(path).parent == hp.DATA_DIR and key in Path(path).name
+        with safe_open(path, "pt") as f:
+            info = json.loads(f.metadata()["head_prior"])
+        assert info["key"] == key and info["part"] == part and info["code_version"] == hp.CODE_VERSION
+    load_backbone("tiny", weights=paths)                                           # strict
+
+
 def test_fit_is_deterministic():
     cfg = replace(FAST, sampler_steps=20, siren_steps=10, deform_steps=10)
     a, b = hp.fit_head_prior(cfg), hp.fit_head_prior(cfg)
@@ -123,7 +158,7 @@ def test_fit_is_deterministic():
 
 @pytest.mark.timeout(300)
 def test_default_cached_weights_render_a_head():
-    """The default prior (fitted once, ~1 min, then cached under $ARTMATOR_CACHE or ~/.cache/artmator)."""
+    """The default prior (shipped with the package)."""
     backbone = load_backbone("tiny", weights=hp.tiny_head_weights())
     out = _render(backbone, _latent(backbone))
     op = out.opacity[0, 0]

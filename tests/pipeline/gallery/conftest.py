@@ -72,7 +72,7 @@ class PaintingSpec:
 
 def sphere_glb(hue: int = 0) -> bytes:
     """A real GLB through the pipeline's encoder: marching cubes of a ball, coloured by height and side (so a
-    turn changes the view)."""
+    turn changes the view), with one expression morph target."""
     import numpy as np
     from skimage.measure import marching_cubes
 
@@ -86,8 +86,11 @@ def sphere_glb(hue: int = 0) -> bytes:
     vertices = (vertices - 0.1).astype(np.float32)
     t, side = (vertices[:, 1:2] + 0.1) / 0.2, (vertices[:, 0:1] + 0.1) / 0.2
     colours = np.concatenate([(side + hue / 255) % 1.0, t, 1 - t], axis=1)
-    return encode_glb(HeadMesh(vertices, faces[:, ::-1].astype(np.int64), (colours * 255).astype(np.uint8)),
-                      glb_extras())
+    # A "happiness" morph target: the lower front of the ball widens sideways (a visible change from the front).
+    lower_front = ((vertices[:, 1] < 0) & (vertices[:, 2] > 0))[:, None]
+    widened = vertices + lower_front * vertices * np.array([[0.6, 0.0, 0.0]], dtype=np.float32)
+    return encode_glb(HeadMesh(vertices, faces[:, ::-1].astype(np.int64), (colours * 255).astype(np.uint8),
+                               morphs={"happiness": widened.astype(np.float32)}), glb_extras())
 
 
 def write_painting(out: Path, spec: PaintingSpec) -> Path:

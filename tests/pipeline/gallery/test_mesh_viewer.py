@@ -58,6 +58,18 @@ def test_mesh_turns_in_webgl_and_falls_back_to_the_turntable(browser, built_site
         # Assistive text names the painting and says how to turn it.
         assert "drag or use the arrow keys" in page.get_attribute("#model3d canvas", "aria-label")
 
+        # The expression morph target blends in real time from its slider, and back.
+        slider = page.locator("#model3d input[data-morph='happiness']")
+        assert slider.is_visible() and slider.input_value() == "0"
+        slider.fill("0")                              # focus it first: the page may scroll to show it
+        neutral = wait_drawn(page)
+        slider.fill("100")
+        smiling = wait_drawn(page)
+        assert np.abs(smiling - neutral).mean() > 1.0
+        assert slider.get_attribute("aria-valuetext") == "100 %"
+        slider.fill("0")
+        assert np.abs(wait_drawn(page) - neutral).mean() < 0.2
+
         page.click("button[data-expression='-1']")              # back to the rendered turntable
         assert page.locator("#stage").is_visible() and not page.locator("#model3d").is_visible()
         assert page.get_attribute("#mode-3d", "aria-pressed") == "false"
