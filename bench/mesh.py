@@ -65,9 +65,10 @@ def glb_morph(data: bytes, name: str) -> np.ndarray:
     sparse = accessor.sparse
     itype = np.uint16 if sparse.indices.componentType == pygltflib.UNSIGNED_SHORT else np.uint32
     where = np.frombuffer(blob, itype, sparse.count, doc.bufferViews[sparse.indices.bufferView].byteOffset)
+    vtype = np.int16 if accessor.componentType == pygltflib.SHORT else np.float32
+    values = np.frombuffer(blob, vtype, sparse.count * 3, doc.bufferViews[sparse.values.bufferView].byteOffset)
     delta = np.zeros_like(vertices)
-    delta[where] = np.frombuffer(blob, np.float32, sparse.count * 3,
-                                 doc.bufferViews[sparse.values.bufferView].byteOffset).reshape(-1, 3)
+    delta[where] = (np.maximum(values / 32767.0, -1.0) if accessor.normalized else values).reshape(-1, 3)
     return vertices + delta
 
 

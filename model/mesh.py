@@ -165,7 +165,8 @@ def encode_glb(mesh: HeadMesh, extras: Mapping[str, object] | None = None, name:
     """The mesh as a binary glTF 2.0 file (pygltflib): float positions, vertex colours in linear light as
     normalised 16-bit RGBA (8-bit linear colours band in dark hair), 16-bit indices where they fit, an unlit
     material, and one morph target per `mesh.morphs` entry (position deltas of the vertices that move, as sparse
-    accessors; names in `mesh.extras.targetNames`, weights 0: the file opens on the painting's own expression).
+    accessors of normalised int16 (KHR_mesh_quantization); names in `mesh.extras.targetNames`, weights 0: the
+    file opens on the painting's own expression).
     `extras` (plain JSON data, e.g. provenance) go into `asset.extras`."""
     import pygltflib as g
 
@@ -199,7 +200,7 @@ def encode_glb(mesh: HeadMesh, extras: Mapping[str, object] | None = None, name:
         g.Accessor(bufferView=add_view(colours, g.ARRAY_BUFFER), componentType=g.UNSIGNED_SHORT, normalized=True,
                    count=len(colours), type=g.VEC4),
     ]
-    targets = []
+    targets, quantized = [], False
     still = MORPH_STILL * _box_side(positions)
     for morph_name in mesh.morphs:
         moved_to = np.asarray(mesh.morphs[morph_name], dtype=np.float32)                              # (V, 3)
@@ -207,16 +208,27 @@ def encode_glb(mesh: HeadMesh, extras: Mapping[str, object] | None = None, name:
             raise MeshError(f"morph target {morph_name!r} must give every vertex a finite position")
         delta = moved_to - positions
         keep = np.linalg.norm(delta, axis=-1) >= still
-        delta[~keep] = 0.0                                                 # min/max describe what is stored
         moved = np.flatnonzero(keep) if keep.any() else np.zeros(1, np.int64)   # glTF stores >= 1 value
+        values = np.where(keep[moved, None], delta[moved], 0.0)
+        if np.abs(values).max() < 1.0:
+            # KHR_mesh_quantization: deltas as normalised int16, q / 32767 world units (a step of 3e-5, far below
+            # a voxel): half the bytes of float32.
+            values = np.round(values * 32767).astype(np.int16)
+            component, normalized = g.SHORT, True
+        else:
+            values, component, normalized = values.astype(np.float32), g.FLOAT, False
         sparse = g.Sparse(count=len(moved),
                           indices=g.AccessorSparseIndices(bufferView=add_view(moved.astype(index_type), None),
                                                           componentType=index_component),
-                          values=g.AccessorSparseValues(bufferView=add_view(np.ascontiguousarray(delta[moved]), None)))
-        accessors.append(g.Accessor(componentType=g.FLOAT, count=len(positions), type=g.VEC3, sparse=sparse,
-                                    byteOffset=None,                          # no buffer view: no offset
-                                    min=delta.min(0).tolist(), max=delta.max(0).tolist()))
+                          values=g.AccessorSparseValues(bufferView=add_view(np.ascontiguousarray(values), None)))
+        # min/max of what a reader decodes (zeros included), in the component type (glTF: not normalised).
+        bounds = np.concatenate([values, np.zeros((1, 3), values.dtype)]) if len(moved) < len(positions) else values
+        cast = int if normalized else float
+        accessors.append(g.Accessor(componentType=component, normalized=normalized, count=len(positions),
+                                    type=g.VEC3, sparse=sparse, byteOffset=None,  # no buffer view: no offset
+                                    min=[cast(v) for v in bounds.min(0)], max=[cast(v) for v in bounds.max(0)]))
         targets.append(g.Attributes(POSITION=len(accessors) - 1))
+        quantized = quantized or normalized
     material = g.Material(name="radiance", doubleSided=True, extensions={"KHR_materials_unlit": {}},
                           pbrMetallicRoughness=g.PbrMetallicRoughness(baseColorFactor=[1, 1, 1, 1],
                                                                       metallicFactor=0, roughnessFactor=1))
@@ -227,7 +239,9 @@ def encode_glb(mesh: HeadMesh, extras: Mapping[str, object] | None = None, name:
     gltf = g.GLTF2(asset=g.Asset(version="2.0", generator="artmator (model.mesh)", extras=extras or {}),
                    scene=0, scenes=[g.Scene(nodes=[0])], nodes=[g.Node(mesh=0, name=name)],
                    meshes=[gltf_mesh], materials=[material],
-                   extensionsUsed=["KHR_materials_unlit"], accessors=accessors, bufferViews=views,
+                   extensionsUsed=["KHR_materials_unlit", *(["KHR_mesh_quantization"] if quantized else [])],
+                   extensionsRequired=["KHR_mesh_quantization"] if quantized else [],
+                   accessors=accessors, bufferViews=views,
                    buffers=[g.Buffer(byteLength=offset)])
     gltf.set_binary_blob(b"".join(blobs))
     return b"".join(gltf.save_to_bytes())

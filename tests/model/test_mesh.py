@@ -149,8 +149,10 @@ def sparse_array(doc: pygltflib.GLTF2, index: int) -> np.ndarray:
     sparse, blob = accessor.sparse, doc.binary_blob()
     iview, vview = doc.bufferViews[sparse.indices.bufferView], doc.bufferViews[sparse.values.bufferView]
     itype = {pygltflib.UNSIGNED_SHORT: np.uint16, pygltflib.UNSIGNED_INT: np.uint32}[sparse.indices.componentType]
+    vtype = {pygltflib.SHORT: np.int16, pygltflib.FLOAT: np.float32}[accessor.componentType]
     where = np.frombuffer(blob, itype, count=sparse.count, offset=iview.byteOffset)
-    out[where] = np.frombuffer(blob, np.float32, count=sparse.count * 3, offset=vview.byteOffset).reshape(-1, 3)
+    values = np.frombuffer(blob, vtype, count=sparse.count * 3, offset=vview.byteOffset).reshape(-1, 3)
+    out[where] = np.maximum(values / 32767.0, -1.0) if accessor.normalized else values     # glTF's decoding
     return out
 
 
@@ -162,21 +164,34 @@ def test_morph_targets_store_only_the_vertices_that_move():
     tiny_noise = mesh.vertices + 1e-7                               # below MORPH_STILL: stored as unmoved
     morphed = HeadMesh(mesh.vertices, mesh.faces, mesh.colors, morphs={"happiness": smile, "still": tiny_noise})
     doc = pygltflib.GLTF2.load_from_bytes(encode_glb(morphed, HOSTILE))
+    assert doc.extensionsRequired == ["KHR_mesh_quantization"]          # deltas as normalised int16
     gltf_mesh = doc.meshes[0]
     assert gltf_mesh.extras == {"targetNames": ["happiness", "still"]} and gltf_mesh.weights == [0.0, 0.0]
     happiness, still = (t["POSITION"] for t in gltf_mesh.primitives[0].targets)
     delta = sparse_array(doc, happiness)
-    np.testing.assert_allclose(delta, smile - mesh.vertices, atol=1e-7)
+    np.testing.assert_allclose(delta, smile - mesh.vertices, atol=0.5 / 32767 + 1e-7)   # one quantisation step
     assert doc.accessors[happiness].sparse.count == lower.sum()
-    assert doc.accessors[happiness].min == pytest.approx(delta.min(0).tolist())
-    assert doc.accessors[happiness].max == pytest.approx(delta.max(0).tolist())
+    assert doc.accessors[happiness].normalized and doc.accessors[happiness].componentType == pygltflib.SHORT
+    assert np.array(doc.accessors[happiness].min) / 32767 == pytest.approx(delta.min(0), abs=1e-6)
+    assert np.array(doc.accessors[happiness].max) / 32767 == pytest.approx(delta.max(0), abs=1e-6)
     assert doc.accessors[still].sparse.count == 1          # glTF needs one stored value: a zero
     assert not sparse_array(doc, still).any()
     for view in doc.bufferViews:
         assert view.byteOffset % 4 == 0
-    # Without morphs the file is what it was: no targets, no names.
+    # Without morphs the file is what it was: no targets, no names, no extension required.
     plain = pygltflib.GLTF2.load_from_bytes(encode_glb(mesh))
     assert plain.meshes[0].primitives[0].targets == [] and not plain.meshes[0].extras
+    assert not plain.extensionsRequired and plain.extensionsUsed == ["KHR_materials_unlit"]
+
+
+def test_a_morph_beyond_the_int16_range_is_stored_as_floats():
+    mesh = ball()
+    far = mesh.vertices + np.array([1.5, 0.0, 0.0], np.float32)       # 1.5 world units: not a normalised int16
+    doc = pygltflib.GLTF2.load_from_bytes(encode_glb(HeadMesh(mesh.vertices, mesh.faces, mesh.colors,
+                                                              morphs={"far": far})))
+    index = doc.meshes[0].primitives[0].targets[0]["POSITION"]
+    assert doc.accessors[index].componentType == pygltflib.FLOAT and not doc.extensionsRequired
+    np.testing.assert_allclose(sparse_array(doc, index), far - mesh.vertices, atol=1e-6)
 
 
 def test_morph_targets_must_move_every_vertex_to_a_finite_place():
