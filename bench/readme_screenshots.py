@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("out", help="a demo output folder (artmator run --out ...)")
     p.add_argument("--dest", default=str(ROOT / "docs" / "images"))
     p.add_argument("--painting", default=None, help="painting id for the viewer pages (default: the first)")
+    p.add_argument("--morph", type=int, default=None, help="set the viewer's first expression slider to this %%")
     a = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
             page.goto(url + f"site/p/{pid}/index.html")
             page.wait_for_selector("body.mesh-ready", timeout=60_000)
             page.click("#mode-3d")
+            morph = page.locator("#model3d input[data-morph]").first
+            if a.morph is not None and morph.count():
+                morph.fill(str(a.morph))                  # the expression's morph target blended in
             page.wait_for_timeout(1500)
             page.screenshot(path=str(dest / "gallery-viewer-mesh.png"), full_page=True)
             page.goto(url + f"viewer/viewer.html?manifest={url}site/p/{pid}/manifest.json")
