@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import resource
 import time
 from collections import defaultdict
 from dataclasses import replace
@@ -139,8 +140,11 @@ def precision(mode: str, device: torch.device):
 def bench_config(preset: str, resolution: int, paintings: int, device: torch.device, repeats: int,
                  matmul: float, mode: str = "fp32", compile: bool = False, matmul_bf16: float | None = None,
                  settings_name: str = "quick", matmul_cpu: float | None = None,
-                 compile_backend: str = "inductor") -> dict:
+                 compile_backend: str = "inductor", checkpoint_rays: int | None = None) -> dict:
     settings = replace(preset_settings(settings_name, preset), device=str(device))
+    if checkpoint_rays is not None:
+        tune = settings.tune
+        settings = replace(settings, tune=replace(tune, stage2=replace(tune.stage2, checkpoint_rays=checkpoint_rays)))
     if settings_name != "quick":
         settings = with_random_encoders(settings)        # the paper's encoder architectures, random weights
     models = load_models(settings)
@@ -193,7 +197,11 @@ def bench_config(preset: str, resolution: int, paintings: int, device: torch.dev
         for _ in range(2):          # compiles the forward and backward graphs of both renders: not timed
             step()
     flops = count_flops(step)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     seconds, cpu_seconds = best_times(step, device, repeats=repeats)
+    peak_mb = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
     phase.clear()
     # Compiled rows: no per-part timers (wrapping the compiled code would recompile it); forward is "other".
     with instrumented(timers, [g_ori, g_trn], enc) if not compile else contextlib.nullcontext():
@@ -208,6 +216,7 @@ def bench_config(preset: str, resolution: int, paintings: int, device: torch.dev
     instrumented_total = sum(breakdown.values())
     achieved = flops / seconds
     row = {"preset": preset, "resolution": resolution, "paintings": K, "precision": mode, "compile": compile,
+           "checkpoint_rays": checkpoint_rays, "peak_memory_mb": peak_mb,
            "gflop_per_step": flops / 1e9,
            "seconds_per_step": seconds, "gflops_per_s": achieved / 1e9, "matmul_gflops_per_s": matmul / 1e9,
            "ratio_to_matmul": achieved / matmul,
@@ -227,7 +236,7 @@ def bench_config(preset: str, resolution: int, paintings: int, device: torch.dev
 def run(configs: list[tuple[str, int]], paintings: int, device: torch.device, repeats: int,
         out_dir: Path | None = None, name: str | None = None, precisions: tuple[str, ...] = ("fp32",),
         compile_precisions: tuple[str, ...] = (), settings_name: str = "quick",
-        compile_backend: str = "inductor") -> list[dict]:
+        compile_backend: str = "inductor", checkpoint_rays: int | None = None) -> list[dict]:
     n = 8192 if device.type == "cuda" else 2048
     with precision("fp32", device):
         matmul = matmul_flops_per_second(device, n)
@@ -236,7 +245,7 @@ def run(configs: list[tuple[str, int]], paintings: int, device: torch.device, re
     matmul_cpu = matmul_cpu_flops_per_second() if device.type == "cpu" else None
     cases = [(mode, False) for mode in precisions] + [(mode, True) for mode in compile_precisions]
     rows = [bench_config(preset, res, paintings, device, repeats, matmul, mode, comp, matmul_bf16, settings_name,
-                         matmul_cpu, compile_backend) for preset, res in configs for mode, comp in cases]
+                         matmul_cpu, compile_backend, checkpoint_rays) for preset, res in configs for mode, comp in cases]
     with precision("fp32", device):
         matmul_after = matmul_flops_per_second(device, n)
     env = environment(device) | {"matmul_n": n, "matmul_gflops_per_s_before": round(matmul / 1e9, 1),
@@ -249,11 +258,14 @@ def run(configs: list[tuple[str, int]], paintings: int, device: torch.device, re
                   for r in rows]
     columns = ["preset", "resolution", "paintings", "precision", "compile", "gflop_per_step", "seconds_per_step",
                "gflops_per_s", "matmul_gflops_per_s", "ratio_to_matmul", "ratio_to_bf16_matmul",
-               "cpu_seconds_per_step", "cpu_ratio_to_matmul", "max_abs_diff_vs_fp32"] + [f"% {k}" for k in PARTS]
+               "cpu_seconds_per_step", "cpu_ratio_to_matmul", "max_abs_diff_vs_fp32", "checkpoint_rays",
+               "peak_memory_mb"] + [f"% {k}" for k in PARTS]
     notes = ("One stage-2 step (LoRA, default objective) = forward + backward + Adam. FLOPs: FlopCounterMode "
              "(matmul-like ops only). ratio_to_matmul = step FLOP/s ÷ same-process 2048² fp32 matmul FLOP/s "
              "(measured before the configs; the after-value is in the environment line). % columns: share of an "
-             "instrumented step (timed sub-calls; backward is not split by part).")
+             "instrumented step (timed sub-calls; backward is not split by part). peak_memory_mb: CUDA, the "
+             "most allocated during the timed steps; CPU, the process's peak resident set (ru_maxrss, everything "
+             "before included: compare processes with one config each).")
     write_results(name or f"perf_stage2_{device.type}", table_rows, env, columns, notes=notes, out_dir=out_dir)
     return rows
 
@@ -274,12 +286,14 @@ def main(argv=None) -> None:
                    help="step settings (encoders, stage-2 options); other than quick: the encoders' "
                         "architectures with random weights")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--checkpoint-rays", type=int, default=None,
+                   help="stage 2's checkpoint_rays (gradient-checkpointed ray chunks; default: all rays at once)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     configs = [(c.split(":")[0], int(c.split(":")[1])) for c in a.configs]
     run(configs, a.paintings, torch.device(a.device), a.repeats, a.out_dir, a.name, tuple(a.precisions),
-        tuple(a.compile), a.settings, a.compile_backend)
+        tuple(a.compile), a.settings, a.compile_backend, a.checkpoint_rays)
 
 
 if __name__ == "__main__":

@@ -36,10 +36,16 @@ class LocalizeConfig:
                                         "loss is flat (off by default: every step runs).")
     autocast: bool = setting(False, "CUDA only: each step's forward (render, LPIPS) in bfloat16 autocast; "
                                     "backward and Adam stay float32. CPU always tunes in float32.")
+    checkpoint_rays: int | None = setting(
+        None, "Rays per gradient-checkpointed chunk of each step's render (none: all rays at once). Bounds the "
+              "activation memory a step keeps for its backward pass (larger batches or resolutions on smaller "
+              "GPUs) for about one more forward pass of compute; same results.", result=False)
 
     def __post_init__(self):
         if self.steps < 0 or self.lr <= 0:
             raise ValueError(f"stage 1 needs steps >= 0 and lr > 0 (got steps={self.steps}, lr={self.lr})")
+        if self.checkpoint_rays is not None and self.checkpoint_rays < 1:
+            raise ValueError(f"stage 1 checkpoint_rays must be >= 1 or none (got {self.checkpoint_rays})")
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,8 @@ def localize(backbone: Backbone, reference: torch.Tensor, yaw_deg: torch.Tensor,
     for step in range(config.steps):
         opt.zero_grad(set_to_none=True)
         with autocast_context(reference.device, config.autocast):
-            image = backbone.render_latent(latent, yaw_deg, pitch_deg, resolution, psi=1.0).image  # (K, 3, R, R)
+            image = backbone.render_latent(latent, yaw_deg, pitch_deg, resolution, psi=1.0,
+                                           chunk_rays=config.checkpoint_rays).image              # (K, 3, R, R)
             loss = content_loss(image, reference, lpips_fn, config.lambda_lpips, config.lambda_l2)  # (K,)
         loss = loss.float()
         finite_total(loss, failed, step, stop.active).backward()

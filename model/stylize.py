@@ -54,6 +54,11 @@ class StylizeConfig:
     autocast: bool = setting(False, "CUDA only: each step's forward (renders, CLIP, LPIPS) in bfloat16 autocast; "
                                     "backward and Adam stay float32 (H200, 128 px, 4 paintings: 2.7x faster "
                                     "per step, frames within 0.03 of float32). CPU always tunes in float32.")
+    checkpoint_rays: int | None = setting(
+        None, "Rays per gradient-checkpointed chunk of G_trn's renders in each step (none: all rays at once). "
+              "Bounds the activation memory a step keeps for its backward pass (more paintings per batch, or "
+              "paper settings on smaller GPUs) for about one more forward pass of compute; same results.",
+        result=False)
 
     def __post_init__(self):
         if self.steps < 0:
@@ -62,6 +67,8 @@ class StylizeConfig:
             raise ValueError(f"stage 2 objective must be 'artmator' or 'pti' (got {self.objective!r})")
         if self.objective == "artmator" and not (self.use_directional or self.use_spatial):
             raise ValueError("stage 2 needs at least one of the directional and spatial losses")
+        if self.checkpoint_rays is not None and self.checkpoint_rays < 1:
+            raise ValueError(f"stage 2 checkpoint_rays must be >= 1 or none (got {self.checkpoint_rays})")
         if self.clip_view_resolution is not None and self.clip_view_resolution < 16:
             raise ValueError(f"stage 2's clip_view_resolution must be >= 16 pixels or none, got "
                              f"{self.clip_view_resolution}")
@@ -98,7 +105,8 @@ def stylize(g_ori: Backbone, g_trn: Backbone, trainable: list[torch.nn.Parameter
         opt.zero_grad(set_to_none=True)
         with autocast_context(reference.device, config.autocast):
             if config.objective == "pti":
-                terms = {"pti": pti_loss(g_trn, latent, reference, yaw_deg, pitch_deg, lpips_fn)}
+                terms = {"pti": pti_loss(g_trn, latent, reference, yaw_deg, pitch_deg, lpips_fn,
+                                         config.checkpoint_rays)}
             else:
                 terms = artmator_terms(g_ori, g_trn, latent, reference, ori_ref, yaw_deg, pitch_deg, clip, lpips_fn,
                                        config, generator)
@@ -130,11 +138,13 @@ def artmator_terms(g_ori: Backbone, g_trn: Backbone, latent: Latent, reference, 
             ori_view = g_ori.render_latent(latent, view_yaw, view_pitch, r).image            # G_ori(z*, θ_i) (K,3,r,r)
             delta_guide = clip_direction(clip, resized(reference, r), resized(ori_ref, r), config.augment,
                                          generator)                                         # (K, D)
-        trn_view = g_trn.render_latent(latent, view_yaw, view_pitch, r).image                # G_trn(z*, θ_i)
+        trn_view = g_trn.render_latent(latent, view_yaw, view_pitch, r,
+                                       chunk_rays=config.checkpoint_rays).image              # G_trn(z*, θ_i)
         delta_opt = clip_direction(clip, trn_view, ori_view, config.augment, generator)      # (K, D)
         terms["dir"] = config.lambda_dir * directional_loss(delta_guide, delta_opt)
     if config.use_spatial:
-        trn_ref = g_trn.render_latent(latent, yaw_deg, pitch_deg, R).image                   # G_trn(z*, θ)
+        trn_ref = g_trn.render_latent(latent, yaw_deg, pitch_deg, R,
+                                      chunk_rays=config.checkpoint_rays).image               # G_trn(z*, θ)
         terms["spa"] = config.lambda_spa * spatial_loss(trn_ref, reference, lpips_fn)
     return terms
 
@@ -153,7 +163,8 @@ def resized(images: torch.Tensor, size: int) -> torch.Tensor:
                                            antialias=True)
 
 
-def pti_loss(g_trn: Backbone, latent: Latent, reference, yaw_deg, pitch_deg, lpips_fn: LpipsFn) -> torch.Tensor:
+def pti_loss(g_trn: Backbone, latent: Latent, reference, yaw_deg, pitch_deg, lpips_fn: LpipsFn,
+             checkpoint_rays: int | None = None) -> torch.Tensor:
     """PTI-style baseline objective: L2 + LPIPS between G_trn(z*, θ) and the painting, reference view only. (K,)"""
-    image = g_trn.render_latent(latent, yaw_deg, pitch_deg, reference.shape[-1]).image
+    image = g_trn.render_latent(latent, yaw_deg, pitch_deg, reference.shape[-1], chunk_rays=checkpoint_rays).image
     return content_loss(image, reference, lpips_fn, 1.0, 1.0)

@@ -82,9 +82,19 @@ def test_perf_smoke(tmp_path):
     assert sum(row[f"% {k}"] for k in perf.PARTS) == pytest.approx(100, abs=1)
     assert row["max_abs_diff_vs_fp32"] == 0                       # fp32 eager is the yardstick itself
     assert 0 < rows[1]["max_abs_diff_vs_fp32"] < 1 and rows[2]["max_abs_diff_vs_fp32"] < 1e-4
+    assert row["peak_memory_mb"] > 0 and row["checkpoint_rays"] is None
     # the timers are removed again: a plain render still works and is not instrumented
     import artmator.model.anifacegan.rays as rays
     assert rays.make_rays.__name__ == "make_rays"
+
+
+def test_perf_with_checkpointed_rays(tmp_path):
+    from bench import perf
+
+    perf.main(["--configs", "tiny:32", "--repeats", "1", "--out-dir", str(tmp_path), "--name", "c",
+               "--checkpoint-rays", "128"])
+    [row] = _written(tmp_path, "c")["rows"]
+    assert row["checkpoint_rays"] == 128 and row["gflop_per_step"] > 0 and row["peak_memory_mb"] > 0
 
 
 def test_official_needs_a_checkout_of_the_official_code(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Stage 1 (localization): only the latent is optimized, losses fall, batching keeps paintings independent."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from artmator.model.encoders import LpipsConfig, load_lpips
@@ -73,3 +74,17 @@ def test_autocast_is_cuda_only_cpu_tunes_in_float32(tiny_backbone):
                      torch.Generator().manual_seed(0)) for a in (False, True)]
     assert all(torch.equal(runs[0].latent[k], runs[1].latent[k]) for k in runs[0].latent)
     assert runs[1].losses.dtype == torch.float32
+
+
+def test_checkpointed_ray_chunks_give_the_same_latent(tiny_backbone):
+    """`checkpoint_rays` trades compute for memory only: the same steps reach the same latent (float rounding)."""
+    lp = _lpips()
+    target = _target(tiny_backbone, 5)                                   # 32² = 1,024 rays -> 8 chunks of 128
+    runs = [localize(tiny_backbone, target, torch.zeros(1), torch.zeros(1), lp,
+                     LocalizeConfig(steps=4, checkpoint_rays=c), torch.Generator().manual_seed(0))
+            for c in (None, 128)]
+    for k in runs[0].latent:
+        torch.testing.assert_close(runs[1].latent[k], runs[0].latent[k], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(runs[1].losses, runs[0].losses, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="checkpoint_rays"):
+        LocalizeConfig(checkpoint_rays=0)

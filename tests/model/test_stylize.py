@@ -61,3 +61,22 @@ def test_config_validation():
         StylizeConfig(use_directional=False, use_spatial=False)
     with pytest.raises(ValueError, match="steps"):
         StylizeConfig(steps=-1)
+
+
+@pytest.mark.parametrize("objective", ["artmator", "pti"])
+def test_checkpointed_ray_chunks_give_the_same_adapters(tiny_backbone, nets, objective):
+    """`checkpoint_rays` bounds a step's saved activations and changes nothing else (float rounding)."""
+    clip, lp = nets
+    finals = []
+    for chunk in (None, 100):                                             # 32² = 1,024 rays -> 11 chunks
+        latent, ref, module, g_trn = _setup(tiny_backbone)
+        params = list(trainable_parameters(module))
+        cfg = StylizeConfig(steps=3, objective=objective, augment=AugmentConfig(n_crops=2), checkpoint_rays=chunk)
+        result = stylize(tiny_backbone, g_trn, params, latent, ref, torch.zeros(2), torch.zeros(2), clip, lp, cfg,
+                         lr=1e-2, generator=torch.Generator().manual_seed(0))
+        finals.append(([p.detach().clone() for p in params], result.losses["total"]))
+    for a, b in zip(finals[0][0], finals[1][0]):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(finals[1][1], finals[0][1], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="checkpoint_rays"):
+        StylizeConfig(checkpoint_rays=0)
