@@ -51,7 +51,8 @@ def test_option_names_follow_prefixes_and_aliases():
 def test_result_flags_mark_what_does_not_change_outputs():
     volatile = {leaf.name for leaf in LEAVES if not leaf.result}
     assert volatile == {"backbone.weights", "device", "paintings_per_batch", "render.frame_batch",
-                        "render.chunk_rays", "backbone.compile", "backbone.compile_backend"}
+                        "render.chunk_rays", "backbone.compile", "backbone.compile_backend",
+                        "tune.stage1.checkpoint_rays", "tune.stage2.checkpoint_rays"}
 
 
 @dataclass(frozen=True)
