@@ -7,8 +7,9 @@ moves between expressions (`Backbone.morph_points`) also gets one glTF morph tar
 vertices, faces and colours, moved to where the expression puts them, so a viewer blends expressions in real
 time from one vertex set (`expression_morphs`); only vertices that move are stored (sparse accessors). The
 colours carry the radiance field's baked shading, so the GLB declares an unlit material (KHR_materials_unlit):
-viewers show the colours as the renders do instead of shading them a second time. Coordinates are the renderer's world frame (y up, the
-frontal camera on +z), which is glTF's convention, so viewers open on the painting's frontal view.
+viewers show the colours as the renders do instead of shading them a second time. Coordinates are the renderer's
+world frame (y up, the frontal camera on +z), which is glTF's convention, so viewers open on the painting's frontal
+view.
 """
 from __future__ import annotations
 
@@ -124,7 +125,7 @@ def expression_morphs(backbone: Backbone, latent: Latent, mesh: HeadMesh, expres
             for start in range(0, len(mesh.vertices), chunk):
                 p = torch.from_numpy(mesh.vertices[start:start + chunk]).to(device)[None]      # (1, n, 3)
                 moved.append(backbone.morph_points(latent, target, p)[0].float().cpu())
-        morphs[name] = torch.cat(moved).numpy().astype(np.float32)                           # (V, 3)
+        morphs[name] = torch.cat(moved).numpy()                                                # (V, 3) float32
     return replace(mesh, morphs={**mesh.morphs, **morphs})
 
 

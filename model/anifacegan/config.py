@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-# Field metadata of settings that change speed or memory only, never an output beyond float rounding: left out
-# of `AniFaceGANConfig.result_dict()` (what caches of fitted or derived weights are keyed on).
-SPEED_ONLY = {"speed_only": True}
+from artmator.model.fields import RESULT
+
+# The project's result flag (`model.fields.RESULT`) on settings that change speed or memory only, never an output
+# beyond float rounding: left out of `AniFaceGANConfig.result_dict()` (what caches of fitted weights are keyed on).
+SPEED_ONLY = {RESULT: False}
 
 
 @dataclass(frozen=True)
@@ -63,17 +65,16 @@ class AniFaceGANConfig:
         return asdict(self)
 
     def result_dict(self) -> dict:
-        """`to_dict()` without the speed-only fields: equal for configs that give the same outputs."""
-        return _without_speed_only(self)
+        """`to_dict()` without the fields flagged `result=False`: equal for configs that give the same outputs."""
+        return _result_fields(self)
 
 
-def _without_speed_only(obj) -> dict:
+def _result_fields(obj) -> dict:
     out = {}
     for f in fields(obj):
-        if f.metadata.get("speed_only"):
-            continue
-        value = getattr(obj, f.name)
-        out[f.name] = _without_speed_only(value) if hasattr(value, "__dataclass_fields__") else value
+        if f.metadata.get(RESULT, True):
+            value = getattr(obj, f.name)
+            out[f.name] = _result_fields(value) if hasattr(value, "__dataclass_fields__") else value
     return out
 
 

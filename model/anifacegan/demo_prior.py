@@ -629,6 +629,7 @@ def tiny_head_weights(cache_dir: str | os.PathLike | None = None, config: HeadPr
 
 
 __all__ = [
-    "CODE_VERSION", "DATA_DIR", "HeadPriorConfig", "fit_head_prior", "prior_paths", "save_prior", "head_albedo", "head_sdf", "reference_render",
+    "CODE_VERSION", "DATA_DIR", "HeadPriorConfig", "fit_head_prior", "head_albedo", "head_sdf", "prior_paths",
+    "reference_render", "save_prior",
     "smile_amount", "smile_direction", "smile_displacement", "tiny_head_weights",
 ]
