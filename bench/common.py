@@ -160,3 +160,34 @@ def with_random_encoders(settings):
     enc = replace(enc, clip=tuple(replace(c, pretrained=None, checkpoint_uri=None) for c in enc.clip),
                   lpips=replace(enc.lpips, backbone_weights_uri=None, random_backbone=True))
     return replace(settings, tune=replace(settings.tune, encoders=enc))
+
+
+def evaluate_slots(backbone, slots: str) -> None:
+    """AniFaceGAN: its FiLM-SIREN at the samples that hit a manifold ("hits", the default) or at every (ray,
+    manifold) slot ("all", as the official code: the same outputs for more work). Other backbones: "hits" only."""
+    render = getattr(getattr(backbone, "config", None), "render", None)
+    if not hasattr(render, "skip_empty_samples"):
+        if slots != "hits":
+            raise SystemExit(f"--slots {slots}: {type(backbone).__name__} has no manifold slots to evaluate")
+        return
+    from dataclasses import replace
+
+    backbone.config = replace(backbone.config, render=replace(render, skip_empty_samples=slots == "hits"))
+
+
+def hit_fraction(backbone, render: Callable[[], torch.Tensor]) -> float | None:
+    """AniFaceGAN: the share of its (ray, manifold) slots plus background samples at which `render()` (images
+    (B, 3, H, W)) evaluates the FiLM-SIREN: 1 when every slot is evaluated (the official code, `--slots all`),
+    else the share that hits a manifold, which depends on the weights (and sets what skipping saves). Counted
+    with a forward pre-hook on the SIREN: points per call vs slots per render. None for other backbones."""
+    render_settings = getattr(getattr(backbone, "config", None), "render", None)
+    if not hasattr(render_settings, "num_levels"):
+        return None
+    evaluated = []
+    hook = backbone.generator.siren.register_forward_pre_hook(lambda _m, a: evaluated.append(a[0].shape[0] * a[0].shape[1]))
+    try:
+        with torch.no_grad():
+            image = render()
+    finally:
+        hook.remove()
+    return sum(evaluated) / (image.shape[0] * image.shape[-1] * image.shape[-2] * (render_settings.num_levels + 1))

@@ -4,6 +4,7 @@
     python -m bench.perf --device cuda --settings paper --configs anifacegan:128 --paintings 4 \
         --precisions fp32 tf32 bf16 --compile bf16
     python -m bench.perf --configs tiny:32 --repeats 1            # toy size (smoke test)
+    python -m bench.perf --slots hits all                          # empty manifold slots skipped vs evaluated
 
 Precisions (`--precisions`, one row each): fp32 (TF32 off), tf32 (TF32 matmuls), bf16 (TF32 plus bf16 autocast
 over the step's forward: renders, CLIP, LPIPS; backward and Adam outside it). `--compile P...` adds a row per named
@@ -29,7 +30,8 @@ wrappers are removed afterwards; times are per step, averaged:
   mapping            radiance mapping network (latent -> FiLM freq/phase) and the deformation's modulation net
   ray sampling       camera rays, coarse samples along rays, background plane (rays.make_rays/sample_along_rays/...)
   deform+sampler     expression deformation of the coarse samples, manifold scalar field, manifold intersection
-  SIREN              FiLM-SIREN colour/density at the manifold points
+                     (with gradients: also the recorded re-run at the crossings)
+  SIREN              FiLM-SIREN colour/density at the manifold points (with packing them when empty slots are skipped)
   compositing        alpha compositing of the manifold samples
   augmentation       CLIP input crops/resizes of both images of each pair
   CLIP               CLIP image encoder forward passes
@@ -50,8 +52,8 @@ from pathlib import Path
 
 import torch
 
-from bench.common import (best_times, count_flops, environment, matmul_cpu_flops_per_second, matmul_flops_per_second,
-                          sync, with_random_encoders, write_results)
+from bench.common import (best_times, count_flops, environment, evaluate_slots, matmul_cpu_flops_per_second,
+                          matmul_flops_per_second, sync, with_random_encoders, write_results)
 from artmator.model.lora import attach_adapters, trainable_parameters
 from artmator.model.stylize import artmator_terms
 from artmator.pipeline.settings import PRESET_SETTINGS, load_models, preset_settings
@@ -61,19 +63,25 @@ PARTS = ("mapping", "ray sampling", "deform+sampler", "SIREN", "compositing", "a
 
 
 class Timers:
-    """Accumulates seconds per part; `wrap` returns a timed version of a callable."""
+    """Accumulates seconds per part; `wrap` returns a timed version of a callable. A timed call inside another
+    one counts for the outer part only (no second count)."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.seconds: dict[str, float] = defaultdict(float)
+        self.depth = 0
 
     def wrap(self, part: str, fn):
         def timed(*args, **kwargs):
+            if self.depth:
+                return fn(*args, **kwargs)
             sync(self.device)
             start = time.perf_counter()
+            self.depth += 1
             try:
                 return fn(*args, **kwargs)
             finally:
+                self.depth -= 1
                 sync(self.device)
                 self.seconds[part] += time.perf_counter() - start
         return timed
@@ -96,6 +104,7 @@ def instrumented(timers: Timers, backbones, encoders):
     for fn in ("make_rays", "sample_along_rays", "intersect_plane_z"):
         patch(rays, fn, "ray sampling")
     patch(afm, "intersect_manifolds", "deform+sampler")
+    patch(afm, "radiance_at_hits", "SIREN")
     patch(afm, "composite", "compositing")
     patch(losses, "augment_pair", "augmentation")
     seen = set()
@@ -104,6 +113,7 @@ def instrumented(timers: Timers, backbones, encoders):
                                 (bb.deform, "modulation", "mapping"),
                                 (bb.deform, "forward_modulated", "deform+sampler"),
                                 (bb.generator.model_sample, "field", "deform+sampler"),
+                                (bb, "_crossings_grad_at_hits", "deform+sampler"),
                                 (bb.generator.siren, "forward", "SIREN")):
             if (id(obj), name) not in seen:
                 seen.add((id(obj), name))
@@ -140,7 +150,7 @@ def precision(mode: str, device: torch.device):
 def bench_config(preset: str, resolution: int, paintings: int, device: torch.device, repeats: int,
                  matmul: float, mode: str = "fp32", compile: bool = False, matmul_bf16: float | None = None,
                  settings_name: str = "quick", matmul_cpu: float | None = None,
-                 compile_backend: str = "inductor", checkpoint_rays: int | None = None) -> dict:
+                 compile_backend: str = "inductor", checkpoint_rays: int | None = None, slots: str = "hits") -> dict:
     settings = replace(preset_settings(settings_name, preset), device=str(device))
     if checkpoint_rays is not None:
         tune = settings.tune
@@ -149,6 +159,7 @@ def bench_config(preset: str, resolution: int, paintings: int, device: torch.dev
         settings = with_random_encoders(settings)        # the paper's encoder architectures, random weights
     models = load_models(settings)
     g_ori, enc = models.backbone, models.encoders
+    evaluate_slots(g_ori, slots)
     tune = settings.tune
     K = paintings
     seeds = list(range(K))
@@ -216,6 +227,7 @@ def bench_config(preset: str, resolution: int, paintings: int, device: torch.dev
     instrumented_total = sum(breakdown.values())
     achieved = flops / seconds
     row = {"preset": preset, "resolution": resolution, "paintings": K, "precision": mode, "compile": compile,
+           "slots": slots,
            "checkpoint_rays": checkpoint_rays, "peak_memory_mb": peak_mb,
            "gflop_per_step": flops / 1e9,
            "seconds_per_step": seconds, "gflops_per_s": achieved / 1e9, "matmul_gflops_per_s": matmul / 1e9,
@@ -227,7 +239,7 @@ def bench_config(preset: str, resolution: int, paintings: int, device: torch.dev
            "instrumented_seconds": instrumented_total,
            "breakdown_seconds": {k: round(v, 5) for k, v in breakdown.items()},
            "breakdown_percent": {k: round(100 * v / instrumented_total, 1) for k, v in breakdown.items()}}
-    print(f"{preset} {resolution}² K={K} {mode}{' compiled' if compile else ''}: {flops / 1e9:.2f} GFLOP/step in {seconds:.3f} s = {achieved / 1e9:.1f} "
+    print(f"{preset} {resolution}² K={K} {mode}{' compiled' if compile else ''} slots {slots}: {flops / 1e9:.2f} GFLOP/step in {seconds:.3f} s = {achieved / 1e9:.1f} "
           f"GFLOP/s; matmul {matmul / 1e9:.1f} GFLOP/s; ratio {achieved / matmul:.3f}")
     print("  " + ", ".join(f"{k} {v:.0f}%" for k, v in row["breakdown_percent"].items()))
     return row
@@ -236,7 +248,8 @@ def bench_config(preset: str, resolution: int, paintings: int, device: torch.dev
 def run(configs: list[tuple[str, int]], paintings: int, device: torch.device, repeats: int,
         out_dir: Path | None = None, name: str | None = None, precisions: tuple[str, ...] = ("fp32",),
         compile_precisions: tuple[str, ...] = (), settings_name: str = "quick",
-        compile_backend: str = "inductor", checkpoint_rays: int | None = None) -> list[dict]:
+        compile_backend: str = "inductor", checkpoint_rays: int | None = None,
+        slots: tuple[str, ...] = ("hits",)) -> list[dict]:
     n = 8192 if device.type == "cuda" else 2048
     with precision("fp32", device):
         matmul = matmul_flops_per_second(device, n)
@@ -245,7 +258,8 @@ def run(configs: list[tuple[str, int]], paintings: int, device: torch.device, re
     matmul_cpu = matmul_cpu_flops_per_second() if device.type == "cpu" else None
     cases = [(mode, False) for mode in precisions] + [(mode, True) for mode in compile_precisions]
     rows = [bench_config(preset, res, paintings, device, repeats, matmul, mode, comp, matmul_bf16, settings_name,
-                         matmul_cpu, compile_backend, checkpoint_rays) for preset, res in configs for mode, comp in cases]
+                         matmul_cpu, compile_backend, checkpoint_rays, slot)
+            for preset, res in configs for mode, comp in cases for slot in slots]
     with precision("fp32", device):
         matmul_after = matmul_flops_per_second(device, n)
     env = environment(device) | {"matmul_n": n, "matmul_gflops_per_s_before": round(matmul / 1e9, 1),
@@ -256,7 +270,7 @@ def run(configs: list[tuple[str, int]], paintings: int, device: torch.device, re
     table_rows = [{**{k: v for k, v in r.items() if not k.startswith("breakdown")},
                    **{f"% {k}": r["breakdown_percent"][k] for k in PARTS}} | {"breakdown_seconds": r["breakdown_seconds"]}
                   for r in rows]
-    columns = ["preset", "resolution", "paintings", "precision", "compile", "gflop_per_step", "seconds_per_step",
+    columns = ["preset", "resolution", "paintings", "precision", "compile", "slots", "gflop_per_step", "seconds_per_step",
                "gflops_per_s", "matmul_gflops_per_s", "ratio_to_matmul", "ratio_to_bf16_matmul",
                "cpu_seconds_per_step", "cpu_ratio_to_matmul", "max_abs_diff_vs_fp32", "checkpoint_rays",
                "peak_memory_mb"] + [f"% {k}" for k in PARTS]
@@ -288,12 +302,15 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--checkpoint-rays", type=int, default=None,
                    help="stage 2's checkpoint_rays (gradient-checkpointed ray chunks; default: all rays at once)")
+    p.add_argument("--slots", nargs="+", choices=["hits", "all"], default=["hits"],
+                   help="AniFaceGAN: the FiLM-SIREN at the samples that hit a manifold (hits, the default) and/or "
+                        "at every (ray, manifold) slot as the official code (all); a row each")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     configs = [(c.split(":")[0], int(c.split(":")[1])) for c in a.configs]
     run(configs, a.paintings, torch.device(a.device), a.repeats, a.out_dir, a.name, tuple(a.precisions),
-        tuple(a.compile), a.settings, a.compile_backend, a.checkpoint_rays)
+        tuple(a.compile), a.settings, a.compile_backend, a.checkpoint_rays, tuple(a.slots))
 
 
 if __name__ == "__main__":

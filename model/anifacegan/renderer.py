@@ -18,23 +18,46 @@ def intersect_manifolds(field: torch.Tensor, points: torch.Tensor, offsets: torc
     Returns observation points (B, R, L, 3), canonical points (B, R, L, 3), valid (B, R, L, 1) in {0, 1}.
     A level counts as hit where s goes from >= level to <= level; the point is linearly interpolated.
     """
+    idx = crossing_indices(field, levels)
+    return interpolate_crossings(crossing_pairs(points, idx), crossing_pairs(offsets, idx),
+                                 crossing_pairs(field, idx), levels)
+
+
+def crossing_indices(field: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Index i of the coarse interval [i, i+1] where each level is first crossed: field (B, R, S, 1) -> (B, R, L)
+    (some interval where a level is never crossed; `crossing_valid` tells)."""
     S = field.shape[2]
     s_l, s_h = field[:, :, :-1], field[:, :, 1:]                       # (B, R, S-1, 1)
     lv = levels.view(1, 1, 1, -1)                                      # (1, 1, 1, L)
     crossing = torch.sign((s_h - lv) * (lv - s_l))                     # (B, R, S-1, L)
     # Earliest crossing wins: weight by a decreasing cost (official: linspace(S-1, 0, S-1)).
     cost = torch.linspace(S - 1, 0, S - 1, device=field.device, dtype=field.dtype).view(1, 1, -1, 1)
-    idx = torch.argmax(crossing * cost, dim=2)                         # (B, R, L)
+    return torch.argmax(crossing * cost, dim=2)                        # (B, R, L)
 
-    def pick(t: torch.Tensor, shift: int) -> torch.Tensor:
+
+def crossing_pairs(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """The two coarse samples around each crossing: t (B, R, S, C), idx (B, R, L) -> (B, R, L, 2, C)."""
+    def pick(shift: int) -> torch.Tensor:
         i = (idx + shift).unsqueeze(-1).expand(*idx.shape, t.shape[-1])
         return torch.gather(t, 2, i)                                   # (B, R, L, C)
+    return torch.stack([pick(0), pick(1)], dim=3)
 
-    x_l, x_h = pick(points, 0), pick(points, 1)
-    d_l, d_h = pick(offsets, 0), pick(offsets, 1)
-    f_l, f_h = pick(field, 0), pick(field, 1)
+
+def crossing_valid(field_pairs: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Whether each level is really crossed in its interval: field pairs (B, R, L, 2, 1) -> (B, R, L, 1) bool."""
     lv = levels.view(1, 1, -1, 1)
-    valid = (f_h <= lv) & (f_l >= lv)
+    return (field_pairs[..., 1, :] <= lv) & (field_pairs[..., 0, :] >= lv)
+
+
+def interpolate_crossings(points: torch.Tensor, offsets: torch.Tensor, field: torch.Tensor, levels: torch.Tensor):
+    """Crossing points from the samples around them: points, offsets (B, R, L, 2, 3), field (B, R, L, 2, 1) ->
+    observation points, canonical points (B, R, L, 3), valid (B, R, L, 1) in {0, 1}. Gradients reach the field
+    and the offsets only through these pairs."""
+    x_l, x_h = points.unbind(3)
+    d_l, d_h = offsets.unbind(3)
+    f_l, f_h = field.unbind(3)
+    lv = levels.view(1, 1, -1, 1)
+    valid = crossing_valid(field, levels)
     scale = f_h - f_l
     # A safe denominator where invalid keeps NaNs out of the backward pass; the forward is unchanged.
     scale = torch.where(valid & (scale != 0), scale, torch.full_like(scale, -1.0))
@@ -42,6 +65,40 @@ def intersect_manifolds(field: torch.Tensor, points: torch.Tensor, offsets: torc
     obs = torch.where(valid, (w_l * x_l + w_h * x_h) / scale, x_h)
     off = torch.where(valid, (w_l * d_l + w_h * d_h) / scale, d_h)
     return obs, obs + off, valid.to(field.dtype)
+
+
+def at_hits(fn, inputs: torch.Tensor, hit: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """`fn` evaluated only at the entries that `hit`; `fill` (default zeros) elsewhere.
+
+    fn: (B, M, C) -> (B, M, C_out), pointwise along M; inputs: (B, N, C); hit: (B, N) bool; fill: (B, N, C_out),
+    not differentiated. Returns (B, N, C_out). Each frame's hits are packed first (a stable sort keeps their
+    order) and padded to the largest count in the batch; the padding points at that frame's own misses, and
+    `fill` is written back there, so the padding never reaches the result or a gradient.
+    """
+    B, N = hit.shape
+    counts = hit.sum(1)                                                # (B,)
+    M = int(counts.max())                                              # one host sync per ray chunk
+    if M == N:
+        return fn(inputs)
+    order = torch.sort(hit.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :M]   # (B, M)
+    out = fn(torch.gather(inputs, 1, order.unsqueeze(-1).expand(B, M, inputs.shape[-1])))          # (B, M, C_out)
+    index = order.unsqueeze(-1).expand_as(out)
+    if fill is None:
+        fill = out.new_zeros(B, N, out.shape[-1])
+    real = (torch.arange(M, device=hit.device).unsqueeze(0) < counts.unsqueeze(1)).unsqueeze(-1)   # (B, M, 1)
+    return fill.scatter(1, index, torch.where(real, out, torch.gather(fill, 1, index)))
+
+
+def radiance_at_hits(radiance, points: torch.Tensor, hit: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+    """`radiance(points, view)` evaluated only where `hit`; zeros (colour 0, raw density 0) elsewhere.
+
+    points: (B, N, 3); hit: (B, N) bool; view: (B, N, 3) per point or (B, 1, 3) per frame -> (B, N, 4).
+    A slot that hits no manifold gets opacity 0 in `composite` whatever the field says there, so its value
+    never reaches a pixel or a gradient.
+    """
+    if view.shape[1] == 1:
+        return at_hits(lambda p: radiance(p, view), points, hit)
+    return at_hits(lambda pv: radiance(pv[..., :3], pv[..., 3:]), torch.cat([points, view], dim=-1), hit)
 
 
 def manifold_opacity(sigma: torch.Tensor, delta: float | torch.Tensor) -> torch.Tensor:

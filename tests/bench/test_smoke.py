@@ -97,6 +97,17 @@ def test_perf_with_checkpointed_rays(tmp_path):
     assert row["checkpoint_rays"] == 128 and row["gflop_per_step"] > 0 and row["peak_memory_mb"] > 0
 
 
+def test_perf_rows_for_hit_slots_and_every_slot(tmp_path):
+    from bench import perf
+
+    perf.main(["--configs", "tiny:32", "--repeats", "1", "--out-dir", str(tmp_path), "--name", "s",
+               "--slots", "hits", "all"])
+    hits, every = _written(tmp_path, "s")["rows"]
+    assert (hits["slots"], every["slots"]) == ("hits", "all")
+    # the head prior leaves most slots empty: evaluating them all is the same step with more matmul work
+    assert every["gflop_per_step"] > 1.3 * hits["gflop_per_step"]
+
+
 def test_official_needs_a_checkout_of_the_official_code(tmp_path, capsys):
     # The side-by-side run itself needs the official repository (never part of this project): bench/README.md.
     from bench import official
@@ -155,8 +166,12 @@ def test_painting_cost_smoke(tmp_path):
     from bench import painting_cost
 
     painting_cost.main(["--ks", "1", "2", "--measure-steps", "1", "1", "--resolution", "32", "--frames", "2",
-                        "--render-resolution", "32", "--no-warmup", "--out-dir", str(tmp_path), "--name", "c"])
-    rows = json.loads((tmp_path / "c.json").read_text())["tables"]["per painting"]
+                        "--render-resolution", "32", "--no-warmup", "--slots", "all", "--out-dir", str(tmp_path),
+                        "--name", "c"])
+    written = json.loads((tmp_path / "c.json").read_text())
+    assert written["settings"]["slots"] == "all"
+    assert written["facts"]["hit_fraction"] == 1                        # every slot evaluated
+    rows = written["tables"]["per painting"]
     assert [r["k"] for r in rows] == [1, 2]
     for r in rows:
         assert r["total_s"] == pytest.approx(r["stage1_s"] + r["stage2_s"] + r["renders_s"])

@@ -1,6 +1,8 @@
 """The backbone reproduces the official AniFaceGAN implementation's own outputs (reference_io.npz) to 1e-4."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +96,35 @@ def test_truncation_moves_towards_average(official, ref):
     tf, _ = official.truncate(freq, phase, 0.5)
     assert close(tf, avg_f + 0.5 * (freq - avg_f)) <= 1e-6
     assert official.truncate(freq, phase, 1.0)[0] is freq
+
+
+def test_skipping_empty_slots_changes_no_pixel_or_gradient(official, ref):
+    # Two frames with different hit counts (the packed batch is padded); the official weights leave most of the
+    # (ray, manifold) slots empty, so the skipped path really skips: the FiLM-SIREN, and the recorded deformation
+    # and sampler, at the crossings only.
+    evaluated: list[int] = []
+    hook = official.generator.siren.register_forward_pre_hook(lambda _m, a: evaluated.append(a[0].shape[1]))
+    params = [p for p in official.generator.parameters()]
+    outputs = {}
+    try:
+        for skip in (False, True):
+            official.config = replace(official.config, render=replace(official.config.render, skip_empty_samples=skip))
+            evaluated.clear()
+            for p in params:
+                p.grad = None
+            official.generator.requires_grad_(True)
+            z_id = ref["z_id"].clone().requires_grad_()        # stage 1's path: through the deformation too
+            r = official.render(z_id, ref["z_exp"], ref["noise"], 10.0, -5.0, 16, psi=1.0)
+            (r.image.square().mean() + r.depth.mean()).backward()
+            outputs[skip] = (r.image.detach(), r.depth.detach(), [p.grad.clone() for p in params] + [z_id.grad],
+                             sum(evaluated))
+    finally:
+        hook.remove()
+        official.generator.requires_grad_(False)
+        official.config = replace(official.config, render=replace(official.config.render, skip_empty_samples=True))
+    (img0, depth0, grads0, n0), (img1, depth1, grads1, n1) = outputs[False], outputs[True]
+    slots = 16 * 16 * (official.config.render.num_levels + 1)
+    assert n0 == slots and n1 < 0.5 * slots
+    assert close(img0, img1) <= 1e-6 and close(depth0, depth1) <= 1e-6
+    for g0, g1 in zip(grads0, grads1):
+        assert close(g0, g1) <= 1e-5 * max(1.0, g0.abs().max().item())
