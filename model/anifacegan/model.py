@@ -245,8 +245,8 @@ class AniFaceGAN(Backbone):
         head prior's rays cross about a fifth of their levels: ~3 recorded samples a ray instead of 16)."""
         B, n, S, _ = coarse.shape
         L = levels.shape[0]
-        with torch.no_grad():
-            offsets, field = self._deformed_field(coarse.reshape(B, n * S, 3), d_freq, d_phase)
+        with torch.no_grad():      # detached: a module call here must not look differentiable (FlopCounterMode)
+            offsets, field = self._deformed_field(coarse.reshape(B, n * S, 3), d_freq.detach(), d_phase.detach())
             idx = crossing_indices(field.reshape(B, n, S, 1), levels)                    # (B, R, L)
             pairs = torch.cat([crossing_pairs(offsets.reshape(B, n, S, 3), idx),
                                crossing_pairs(field.reshape(B, n, S, 1), idx)], dim=-1)  # (B, R, L, 2, 4)
