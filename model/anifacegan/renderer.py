@@ -67,25 +67,33 @@ def interpolate_crossings(points: torch.Tensor, offsets: torch.Tensor, field: to
     return obs, obs + off, valid.to(field.dtype)
 
 
+@torch.compiler.disable   # its shapes depend on the data: a deliberate, quiet break in a compiled ray chunk
+def pack_hits(hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each frame's hits first: hit (B, N) bool -> order (B, M) indices into N, real (B, M, 1) bool, where M is the
+    largest hit count in the batch. A stable sort keeps the hits in order; a frame with fewer hits is padded
+    with its own misses (real False). One host sync (the count)."""
+    counts = hit.sum(1)                                                # (B,)
+    M = int(counts.max())
+    order = torch.sort(hit.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :M]
+    real = (torch.arange(M, device=hit.device).unsqueeze(0) < counts.unsqueeze(1)).unsqueeze(-1)
+    return order, real
+
+
 def at_hits(fn, inputs: torch.Tensor, hit: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
     """`fn` evaluated only at the entries that `hit`; `fill` (default zeros) elsewhere.
 
     fn: (B, M, C) -> (B, M, C_out), pointwise along M; inputs: (B, N, C); hit: (B, N) bool; fill: (B, N, C_out),
-    not differentiated. Returns (B, N, C_out). Each frame's hits are packed first (a stable sort keeps their
-    order) and padded to the largest count in the batch; the padding points at that frame's own misses, and
-    `fill` is written back there, so the padding never reaches the result or a gradient.
+    not differentiated. Returns (B, N, C_out). The hits are packed (`pack_hits`); `fill` is written back at the
+    padding, so the padding never reaches the result or a gradient.
     """
     B, N = hit.shape
-    counts = hit.sum(1)                                                # (B,)
-    M = int(counts.max())                                              # one host sync per ray chunk
-    if M == N:
+    order, real = pack_hits(hit)                                       # (B, M), (B, M, 1)
+    if order.shape[1] == N:
         return fn(inputs)
-    order = torch.sort(hit.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :M]   # (B, M)
-    out = fn(torch.gather(inputs, 1, order.unsqueeze(-1).expand(B, M, inputs.shape[-1])))          # (B, M, C_out)
+    out = fn(torch.gather(inputs, 1, order.unsqueeze(-1).expand(*order.shape, inputs.shape[-1])))  # (B, M, C_out)
     index = order.unsqueeze(-1).expand_as(out)
     if fill is None:
         fill = out.new_zeros(B, N, out.shape[-1])
-    real = (torch.arange(M, device=hit.device).unsqueeze(0) < counts.unsqueeze(1)).unsqueeze(-1)   # (B, M, 1)
     return fill.scatter(1, index, torch.where(real, out, torch.gather(fill, 1, index)))
 
 
