@@ -33,7 +33,7 @@ class RenderSettings:
     # Evaluate the FiLM-SIREN only at the samples that hit a manifold (and the background plane). The official
     # code evaluates every (ray, level) slot and then gives the empty ones zero opacity, so this skips work
     # without changing an output or a gradient (beyond float rounding); how much depends on the field (the demo
-    # head prior: 80 % of slots are empty). Off: every slot, static shapes (as for CUDA graphs).
+    # head prior's rays cross a fifth of its levels). Off: every slot, static shapes (as for CUDA graphs).
     skip_empty_samples: bool = field(default=True, metadata=SPEED_ONLY)
 
 
