@@ -274,9 +274,9 @@ class AniFaceGAN(Backbone):
         if rs.skip_empty_samples and torch.is_grad_enabled():
             obs, canon, valid = self._crossings_grad_at_hits(coarse, levels, d_freq, d_phase)
         else:
-            canonical, offsets = self.deform.forward_modulated(coarse.reshape(B, n * S, 3), d_freq, d_phase)
-            field = self.generator.model_sample.field(canonical).reshape(B, n, S, 1)
-            obs, canon, valid = intersect_manifolds(field, coarse, offsets.reshape(B, n, S, 3), levels)
+            offsets, field = self._deformed_field(coarse.reshape(B, n * S, 3), d_freq, d_phase)
+            obs, canon, valid = intersect_manifolds(field.reshape(B, n, S, 1), coarse, offsets.reshape(B, n, S, 3),
+                                                    levels)
         obs = torch.cat([obs, background], dim=2)                                 # (B, R, L+1, 3)
         canon = torch.cat([canon, background], dim=2)
         valid = torch.cat([valid, torch.ones_like(valid[:, :, :1])], dim=2)       # (B, R, L+1, 1)
@@ -284,6 +284,7 @@ class AniFaceGAN(Backbone):
             view = directions.new_tensor([0.0, 0.0, -1.0]).expand(B, 1, 3)       # one direction for every point
         else:
             view = directions.unsqueeze(2).expand(B, n, L + 1, 3).reshape(B, -1, 3)
+
         def radiance(points, view_dirs):                                         # (B, N, 3) -> (B, N, 4)
             return self.generator.siren(points, freq, phase, view_dirs)
 
