@@ -1,9 +1,9 @@
-"""`radiance_at_hits`: the FiLM-SIREN evaluated only where a ray hits a manifold, zeros elsewhere."""
+"""`at_hits` / `radiance_at_hits`: work only where a ray hits a manifold, the fill (zeros) elsewhere."""
 from __future__ import annotations
 
 import torch
 
-from artmator.model.anifacegan.renderer import radiance_at_hits
+from artmator.model.anifacegan.renderer import at_hits, radiance_at_hits
 
 
 def toy_radiance(calls: list[int]):
@@ -50,3 +50,12 @@ def test_gradients_reach_only_the_hit_points():
     radiance_at_hits(toy_radiance([]), points, hit, torch.zeros(2, 1, 3)).sum().backward()
     assert torch.equal(points.grad[hit], torch.full((3, 3), 2.0))    # d/dp of (p + v) summed, plus of p.sum()
     assert torch.equal(points.grad[~hit], torch.zeros(13, 3))
+
+
+def test_a_chunk_without_any_hit_is_all_fill_and_still_differentiable():
+    weight = torch.ones(3, 2, requires_grad=True)
+    fill = torch.full((2, 4, 2), 7.0)
+    out = at_hits(lambda x: x @ weight, torch.randn(2, 4, 3), torch.zeros(2, 4, dtype=torch.bool), fill)
+    assert torch.equal(out, fill)
+    out.sum().backward()
+    assert torch.equal(weight.grad, torch.zeros(3, 2))
