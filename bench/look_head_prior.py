@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from artmator.model import load_backbone
-from artmator.model.anifacegan.demo_prior import HeadPriorConfig, fit_head_prior, reference_render, smile_direction, tiny_head_weights
+from artmator.model.anifacegan.demo_prior import HeadPriorConfig, reference_render, smile_direction, tiny_head_weights
 
 
 def to_png(img: torch.Tensor, path: Path, scale: int = 1) -> None:

@@ -1,7 +1,6 @@
 """Official checkpoints load strictly; bad weight files give errors naming the part, key and shapes."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
