@@ -7,6 +7,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -154,8 +155,6 @@ def _fmt(v) -> str:
 def with_random_encoders(settings):
     """The settings' CLIP and LPIPS architectures with random weights: the same FLOPs and time where the
     pretrained files are absent (cost measurements only)."""
-    from dataclasses import replace
-
     enc = settings.tune.encoders
     enc = replace(enc, clip=tuple(replace(c, pretrained=None, checkpoint_uri=None) for c in enc.clip),
                   lpips=replace(enc.lpips, backbone_weights_uri=None, random_backbone=True))
@@ -170,8 +169,6 @@ def evaluate_slots(backbone, slots: str) -> None:
         if slots != "hits":
             raise SystemExit(f"--slots {slots}: {type(backbone).__name__} has no manifold slots to evaluate")
         return
-    from dataclasses import replace
-
     backbone.config = replace(backbone.config, render=replace(render, skip_empty_samples=slots == "hits"))
 
 

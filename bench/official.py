@@ -28,6 +28,7 @@ code needs no CUDA op: every op on its render path is plain PyTorch, and its dev
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import importlib.util
 import math
@@ -147,20 +148,23 @@ def run(official_dir: Path, resolution: int, batch: int, repeats: int, seed: int
         deform_weights: Path | None = None, out_dir: Path | None = None, name: str | None = None,
         compile_backend: str | None = None) -> list[dict]:
     official, ours = build(official_dir, seed, deform_weights)
+    every_slot = copy.copy(ours)                  # the same modules and weights, its own render settings
+    evaluate_slots(every_slot, "all")
     x = inputs(batch, seed + 1)
     args = (x["z_id"], x["z_exp"], x["noise"], x["yaw"], x["pitch"], resolution)
     # counted eagerly: a compiled chunk runs the SIREN without its module hooks
     hits = hit_fraction(ours, lambda: ours.render_official(*args, psi=1.0).image)
-    if compile_backend:
-        ours.set_compile(True, compile_backend)       # compiled on the agreement render below (not timed)
+    if compile_backend:                           # compiled on the agreement renders below (not timed)
+        ours.set_compile(True, compile_backend)
+        every_slot.set_compile(True, compile_backend)
 
-    def ours_render(slots: str = "hits"):
-        evaluate_slots(ours, slots)
-        r = ours.render_official(*args, psi=1.0)
-        return r.image, r.depth
+    def render_with(backbone):
+        def render():
+            r = backbone.render_official(*args, psi=1.0)
+            return r.image, r.depth
+        return render
 
-    def ours_dense():
-        return ours_render("all")
+    ours_render, ours_dense = render_with(ours), render_with(every_slot)
 
     with torch.no_grad():
         img_o, depth_o = official.render(*args, inference=True)

@@ -247,11 +247,11 @@ class AniFaceGAN(Backbone):
         L = levels.shape[0]
         with torch.no_grad():      # detached: a module call here must not look differentiable (FlopCounterMode)
             offsets, field = self._deformed_field(coarse.reshape(B, n * S, 3), d_freq.detach(), d_phase.detach())
-            idx = crossing_indices(field.reshape(B, n, S, 1), levels)                    # (B, R, L)
-            pairs = torch.cat([crossing_pairs(offsets.reshape(B, n, S, 3), idx),
-                               crossing_pairs(field.reshape(B, n, S, 1), idx)], dim=-1)  # (B, R, L, 2, 4)
+            field = field.reshape(B, n, S, 1)
+            samples = torch.cat([coarse, offsets.reshape(B, n, S, 3), field], dim=-1)    # (B, R, S, 7)
+            around = crossing_pairs(samples, crossing_indices(field, levels))            # (B, R, L, 2, 7)
+            points, pairs = around[..., :3], around[..., 3:]                             # (B, R, L, 2, 3 | 4)
             hit = crossing_valid(pairs[..., 3:], levels).reshape(B, n * L)
-            points = crossing_pairs(coarse, idx)                                         # (B, R, L, 2, 3)
 
         def recorded(p):                                     # (B, M, 6) pairs of points -> (B, M, 8)
             offsets, field = self._deformed_field(p.reshape(B, -1, 3), d_freq, d_phase)
